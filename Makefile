@@ -1,0 +1,33 @@
+# Two commands matter: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# torch goes in first, without an index, so a CPU-only machine with a local CPU wheel
+# never downloads the CUDA build; only when no local wheel exists do we ask the index.
+# An installed torch is never upgraded: the project's `torch>=2.4` is then already met.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null \
+	  || $(PY) -m pip install -q --no-index --no-deps torch \
+	  || $(PY) -m pip install -q torch
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -c "import torch, mlflow, captum, safetensors; print('torch', torch.__version__)"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/moe-pipeline run pipelines/digits.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) registry/mlflow.db registry/artifacts reports

@@ -1,0 +1,183 @@
+"""The `moe-pipeline` command line. The only module that reads argv.
+
+Commands import torch and mlflow inside their bodies so that `--help`, `validate`,
+`schema` and `dag` start fast. Every `MoeError` becomes one message and exit code 2.
+"""
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from moe_pipeline.errors import MoeError, PipelineError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Pipelines of small single-task experts: validate, train stage by stage, track staleness, inspect.",
+)
+
+PipelineArg = typer.Argument(..., help="pipeline YAML file, e.g. pipelines/digits.yaml", show_default=False)
+
+
+class DagFormat(str, Enum):
+    text = "text"
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+def _echo(text: str) -> None:
+    typer.echo(text)
+
+
+@app.command()
+def validate(pipeline: Path = PipelineArg) -> None:
+    """Check a pipeline file: schema, references, cycles. Exit 2 with FILE:LINE:COL on errors."""
+    from moe_pipeline.loader import load_pipeline
+
+    loaded = load_pipeline(pipeline)
+    p = loaded.pipeline
+    _echo(f"{pipeline}: ok ({len(p.sources)} sources, {len(p.experts)} experts)")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of pipeline files (for editor completion and checks)."""
+    from moe_pipeline.spec import json_schema_text
+
+    _echo(json_schema_text())
+
+
+@app.command()
+def dag(
+    pipeline: Path = PipelineArg,
+    format: DagFormat = typer.Option(DagFormat.text, "--format", "-f", help="text, mermaid or dot"),
+    status: bool = typer.Option(True, "--status/--no-status", help="mark each expert's status from the registry"),
+) -> None:
+    """Show the expert graph, level by level, with each expert's status."""
+    from moe_pipeline.dagview import render
+    from moe_pipeline.loader import load_pipeline
+
+    loaded = load_pipeline(pipeline)
+    statuses = None
+    if status:
+        from moe_pipeline.workspace import Workspace
+
+        ws = Workspace(loaded)
+        if ws.registry_exists():
+            statuses = {s.name: s.status for s in ws.statuses().values()}
+    _echo(render(loaded.pipeline, format.value, statuses))
+
+
+@app.command()
+def run(
+    pipeline: Path = PipelineArg,
+    experts: Optional[List[str]] = typer.Argument(None, help="train these (and what they need)", show_default=False),
+    downstream: Optional[str] = typer.Option(None, "--downstream", help="this expert and everything after it"),
+    force: bool = typer.Option(False, "--force", help="retrain selected experts even when fresh"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan with estimates; change nothing"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Train what is missing, stale or pending, stage by stage, and register each version."""
+    from moe_pipeline.loader import load_pipeline
+    from moe_pipeline.workspace import Workspace
+    from moe_pipeline import report_cli
+
+    ws = Workspace(load_pipeline(pipeline))
+    plan = ws.plan(experts or [], downstream=downstream, force=force)
+    if dry_run:
+        report_cli.print_plan(plan)
+        return
+    outcomes = ws.execute(plan, quiet=quiet or not sys.stdout.isatty())
+    report_cli.print_outcomes(outcomes)
+
+
+@app.command()
+def status(
+    pipeline: Path = PipelineArg,
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    check: bool = typer.Option(False, "--check", help="exit 1 when any expert is not fresh (for CI)"),
+) -> None:
+    """Which experts are missing, stale, pending or fresh, and why."""
+    from moe_pipeline.loader import load_pipeline
+    from moe_pipeline.workspace import Workspace
+    from moe_pipeline import report_cli
+
+    ws = Workspace(load_pipeline(pipeline))
+    statuses = ws.statuses()
+    if as_json:
+        _echo(report_cli.status_json(ws.pipeline.name, statuses))
+    else:
+        report_cli.print_status(ws.pipeline.name, statuses)
+    if check and any(s.status != "fresh" for s in statuses.values()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def impact(pipeline: Path = PipelineArg, expert: str = typer.Argument(..., show_default=False)) -> None:
+    """Which experts would need retraining if EXPERT changed, and the estimated time."""
+    from moe_pipeline.loader import load_pipeline
+    from moe_pipeline.workspace import Workspace
+    from moe_pipeline import report_cli
+
+    ws = Workspace(load_pipeline(pipeline))
+    report_cli.print_plan(ws.impact(expert), title=f"impact of a change to {expert}")
+
+
+@app.command()
+def ui(
+    pipeline: Path = PipelineArg,
+    port: int = typer.Option(5000, help="port on 127.0.0.1"),
+) -> None:
+    """Start the MLflow UI on this pipeline's registry, on loopback only."""
+    import os
+    import subprocess
+
+    from moe_pipeline.loader import load_pipeline
+    from moe_pipeline.registry import resolve_tracking_uri
+
+    loaded = load_pipeline(pipeline)
+    uri = resolve_tracking_uri(loaded.pipeline, loaded.path)
+    _echo(f"MLflow UI for {loaded.pipeline.name} on http://127.0.0.1:{port}  (store: {uri})")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    raise typer.Exit(subprocess.call(cmd, env=os.environ.copy()))
+
+
+@app.command()
+def inspect(
+    pipeline: Path = PipelineArg,
+    expert: str = typer.Argument(..., show_default=False),
+    version: Optional[int] = typer.Option(None, "--version", help="default: the current version"),
+    methods: Optional[List[str]] = typer.Option(None, "--methods", help="subset of: metrics agop collapse attribution"),
+    seeds: int = typer.Option(0, "--seeds", help="retrain K times with new seeds (sensitivity to initialisation)"),
+    bootstrap: int = typer.Option(0, "--bootstrap", help="retrain on K bootstrap resamples (sensitivity to data)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="default: reports/<pipeline>/<expert>/v<N>/"),
+) -> None:
+    """Inspect one expert version: metrics, confusion, AGOP, collapse, attributions, opacity."""
+    from moe_pipeline.loader import load_pipeline
+    from moe_pipeline.inspect.report import inspect_expert
+
+    inspect_expert(load_pipeline(pipeline), expert, version=version, methods=methods,
+                   seeds=seeds, bootstrap=bootstrap, out=out)
+
+
+def main() -> None:
+    try:
+        app()
+    except PipelineError as exc:
+        typer.echo(str(exc), err=True)  # each line already reads FILE:LINE:COL: message
+        sys.exit(exc.exit_code)
+    except MoeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Sources become named tensors, split deterministically, with a content hash per field.
+
+Built-in loaders: `sklearn.digits` (the bundled data set: nothing is downloaded) and
+`synthetic.planted`; custom loaders are `module:function` returning a dict of tensors.
+This module must not train, and must not touch the registry.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import torch
+
+from moe_pipeline.errors import DataError
+
+if TYPE_CHECKING:
+    from moe_pipeline.spec import Pipeline, Split
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """All rows of one source, and which rows belong to which split."""
+
+    name: str
+    fields: dict[str, torch.Tensor]  # each (n, ...)
+    splits: dict[str, torch.Tensor]  # split -> int64 row indices
+
+    def field(self, field: str, split: str) -> torch.Tensor:
+        return self.fields[field][self.splits[split]]
+
+
+def import_object(path: str) -> Any:
+    """`package.module:name` -> the object. Errors name the path and what is missing."""
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise DataError(f"cannot import module '{module_name}' for '{path}': {exc}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise DataError(f"module '{module_name}' has no '{attr}' (referenced as '{path}')") from None
+
+
+def field_hash(tensor: torch.Tensor) -> str:
+    """sha256 over dtype, shape and bytes: a content hash that ignores where data came from."""
+    array = tensor.detach().cpu().contiguous().numpy()
+    digest = hashlib.sha256(f"{array.dtype}|{tuple(array.shape)}|".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def split_indices(n: int, split: Split, seed: int) -> dict[str, torch.Tensor]:
+    """A seeded permutation cut into train/val/test; the same seed gives the same rows."""
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(n))
+    n_val, n_test = int(round(n * split.val)), int(round(n * split.test))
+    return {
+        "val": order[:n_val].sort().values,
+        "test": order[n_val:n_val + n_test].sort().values,
+        "train": order[n_val + n_test:].sort().values,
+    }
+
+
+# ---------------------------------------------------------------- loaders
+
+
+def _load_digits() -> dict[str, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (n, 1, 8, 8) in [0, 1]
+    return {"image": images, "label": torch.tensor(bunch.target, dtype=torch.int64)}
+
+
+def planted(n: int, d: int, informative: list[int], task: str, noise: float, seed: int) -> dict[str, torch.Tensor]:
+    """Gaussian inputs; the target reads only the `informative` coordinates."""
+    if max(informative) >= d:
+        raise DataError(f"synthetic.planted: informative index {max(informative)} is out of range for d={d}")
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=gen)
+    inf = x[:, informative]  # (n, k)
+    if task == "signs":
+        bits = (inf > 0).long()
+        y = (bits * (2 ** torch.arange(len(informative)))).sum(dim=1)  # (n,) in [0, 2^k)
+    else:  # gated_product
+        y = inf[:, :-1].prod(dim=1) * (inf[:, -1] > 0).float() if len(informative) > 1 else inf[:, 0]
+        y = y + noise * torch.randn(n, generator=gen)
+    return {"x": x, "y": y}
+
+
+def load_source(name: str, source: Any, pipeline_seed: int) -> SourceData:
+    if source.loader == "sklearn.digits":
+        fields = _load_digits()
+    elif source.loader == "synthetic.planted":
+        fields = planted(source.n, source.d, list(source.informative), source.task, source.noise, source.seed)
+    else:
+        fields = _load_custom(name, source)
+    n = len(next(iter(fields.values())))
+    return SourceData(name=name, fields=fields, splits=split_indices(n, source.split, pipeline_seed))
+
+
+def _load_custom(name: str, source: Any) -> dict[str, torch.Tensor]:
+    loader: Callable[..., Any] = import_object(source.loader)
+    try:
+        raw = loader(**source.kwargs)
+    except TypeError as exc:
+        raise DataError(f"source '{name}': calling {source.loader}(**kwargs) failed: {exc}") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"source '{name}': {source.loader} must return a dict of tensors, got {type(raw).__name__}")
+    missing = [f for f in source.fields if f not in raw]
+    if missing:
+        raise DataError(f"source '{name}': {source.loader} returned no field(s) {', '.join(missing)} "
+                        f"(it returned {', '.join(map(str, raw))})")
+    fields = {}
+    for field in source.fields:
+        value = raw[field]
+        tensor = torch.as_tensor(np.asarray(value)) if not isinstance(value, torch.Tensor) else value
+        if not (tensor.dtype.is_floating_point or tensor.dtype in (torch.int64, torch.int32, torch.bool, torch.uint8)):
+            raise DataError(f"source '{name}': field '{field}' has dtype {tensor.dtype}; expected a float or int tensor")
+        if tensor.dim() == 0:
+            raise DataError(f"source '{name}': field '{field}' is a scalar; expected one row per sample")
+        fields[field] = tensor.float() if tensor.dtype.is_floating_point else tensor.long()
+    lengths = {f: len(t) for f, t in fields.items()}
+    if len(set(lengths.values())) > 1:
+        raise DataError(f"source '{name}': fields have different lengths {lengths}; every field needs one row per sample")
+    return fields
+
+
+class DataStore:
+    """Loads each source of a pipeline once per process and hashes its fields once."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+        self._sources: dict[str, SourceData] = {}
+        self._hashes: dict[str, str] = {}
+
+    def source(self, name: str) -> SourceData:
+        if name not in self._sources:
+            self._sources[name] = load_source(name, self.pipeline.sources[name], self.pipeline.seed)
+        return self._sources[name]
+
+    def field_hash(self, ref: str) -> str:
+        """Content hash of `source.field` including which rows form each split."""
+        if ref not in self._hashes:
+            owner, _, field = ref.partition(".")
+            data = self.source(owner)
+            digest = hashlib.sha256(field_hash(data.fields[field]).encode())
+            for split in SPLITS:
+                digest.update(field_hash(data.splits[split]).encode())
+            self._hashes[ref] = digest.hexdigest()
+        return self._hashes[ref]

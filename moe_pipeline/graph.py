@@ -1,0 +1,153 @@
+"""The expert graph: which expert consumes which source field or expert output.
+
+Builds a networkx DiGraph from a validated `Pipeline`, checks references and cycles, and
+answers order, upstream and downstream queries. It must not read files, train, or talk
+to the registry; checks return `GraphIssue`s with a key path, and the loader adds the
+file position.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable
+
+import networkx as nx
+
+from moe_pipeline.spec import EXPERT_OUTPUTS
+
+if TYPE_CHECKING:
+    from moe_pipeline.spec import Pipeline
+
+
+@dataclass(frozen=True)
+class GraphIssue:
+    loc: tuple[Any, ...]
+    message: str
+
+
+@dataclass(frozen=True)
+class Ref:
+    """One parsed input reference: `owner.output` (an expert) or `owner.field` (a source)."""
+
+    owner: str
+    output: str
+
+    def __str__(self) -> str:
+        return f"{self.owner}.{self.output}"
+
+
+def parse_ref(text: str) -> Ref | None:
+    owner, dot, output = text.partition(".")
+    return Ref(owner, output) if dot and owner and output and "." not in output else None
+
+
+def check_graph(pipeline: Pipeline) -> list[GraphIssue]:
+    issues: list[GraphIssue] = []
+    names = set(pipeline.sources) | set(pipeline.experts)
+    for name in sorted(set(pipeline.sources) & set(pipeline.experts)):
+        issues.append(GraphIssue(("experts", name), f"'{name}' is both a source and an expert; rename one"))
+    for name, expert in pipeline.experts.items():
+        for index, text in enumerate(expert.inputs):
+            issue = _check_ref(pipeline, names, name, text, ("experts", name, "inputs", index), allow_experts=True)
+            if issue:
+                issues.append(issue)
+        target_loc = ("experts", name, "target") + (() if isinstance(expert.target, str) else ("from",))
+        issue = _check_ref(pipeline, names, name, expert.target_field, target_loc, allow_experts=False)
+        if issue:
+            issues.append(issue)
+        if len(set(expert.inputs)) != len(expert.inputs):
+            issues.append(GraphIssue(("experts", name, "inputs"), "an input is listed twice; list each once"))
+    if not any(issue.message.startswith("unknown") for issue in issues):
+        issues.extend(_cycle_issues(pipeline))
+    return issues
+
+
+def _check_ref(pipeline: Pipeline, names: set[str], expert: str, text: str, loc: tuple, allow_experts: bool) -> GraphIssue | None:
+    ref = parse_ref(text)
+    if ref is None:
+        return GraphIssue(loc, f"'{text}' is not a reference; write `source.field` or `expert.output`")
+    if ref.owner == expert:
+        return GraphIssue(loc, f"expert '{expert}' cannot consume its own output '{text}'")
+    if ref.owner in pipeline.sources:
+        fields = tuple(pipeline.sources[ref.owner].fields)
+        if ref.output not in fields:
+            return GraphIssue(loc, f"source '{ref.owner}' has no field '{ref.output}'{_hint(ref.output, fields)}"
+                                   f" (fields: {', '.join(fields)})")
+        return None
+    if ref.owner in pipeline.experts:
+        if not allow_experts:
+            return GraphIssue(loc, f"a target must be a source field, not the expert output '{text}'")
+        if ref.output not in EXPERT_OUTPUTS:
+            return GraphIssue(loc, f"expert '{ref.owner}' has no output '{ref.output}'{_hint(ref.output, EXPERT_OUTPUTS)}"
+                                   f" (outputs: {', '.join(EXPERT_OUTPUTS)})")
+        return None
+    kind = "source or expert" if allow_experts else "source"
+    choices = names if allow_experts else set(pipeline.sources)
+    return GraphIssue(loc, f"unknown {kind} '{ref.owner}'{_hint(ref.owner, choices)}")
+
+
+def _hint(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _cycle_issues(pipeline: Pipeline) -> list[GraphIssue]:
+    graph = expert_graph(pipeline)
+    issues = []
+    for cycle in sorted(nx.simple_cycles(graph), key=lambda c: (len(c), c)):
+        start = cycle.index(min(cycle))  # print each cycle from a stable starting point
+        ordered = cycle[start:] + cycle[:start]
+        path = " -> ".join(ordered + [ordered[0]])
+        issues.append(GraphIssue(("experts", ordered[0], "inputs"), f"cycle: {path}; an expert may not depend on itself"))
+    return issues
+
+
+# ---------------------------------------------------------------- building and queries
+
+
+def full_graph(pipeline: Pipeline) -> nx.DiGraph:
+    """Sources and experts as nodes (attribute `kind`); edges carry the outputs consumed."""
+    graph = nx.DiGraph()
+    for name in pipeline.sources:
+        graph.add_node(name, kind="source")
+    for name in pipeline.experts:
+        graph.add_node(name, kind="expert")
+    for name, expert in pipeline.experts.items():
+        for text in expert.inputs:
+            ref = parse_ref(text)
+            if ref is None or ref.owner not in graph:
+                continue
+            graph.add_edge(ref.owner, name)
+            graph.edges[ref.owner, name].setdefault("outputs", []).append(ref.output)
+        ref = parse_ref(expert.target_field)
+        if ref and ref.owner in pipeline.sources:
+            graph.add_edge(ref.owner, name)
+            graph.edges[ref.owner, name].setdefault("outputs", []).append(ref.output)
+    return graph
+
+
+def expert_graph(pipeline: Pipeline) -> nx.DiGraph:
+    """Experts only; an edge u -> v means v consumes an output of u."""
+    full = full_graph(pipeline)
+    return full.subgraph(n for n, kind in full.nodes(data="kind") if kind == "expert").copy()
+
+
+def order(graph: nx.DiGraph) -> list:
+    """Topological order, ties broken by name so plans are stable from run to run."""
+    return list(nx.lexicographical_topological_sort(graph, key=str))
+
+
+def upstream(graph: nx.DiGraph, node) -> list:
+    """Experts `node` consumes directly."""
+    return sorted(graph.predecessors(node), key=str)
+
+
+def downstream(graph: nx.DiGraph, node) -> list:
+    """Every expert that depends on `node`, directly or not, in topological order."""
+    below = nx.descendants(graph, node)
+    return [n for n in order(graph) if n in below]
+
+
+def layers(graph: nx.DiGraph) -> list[list]:
+    """Generations: experts that could train in parallel, level by level."""
+    return [sorted(layer, key=str) for layer in nx.topological_generations(graph)]

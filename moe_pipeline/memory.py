@@ -1,0 +1,74 @@
+"""Peak-memory measurement and the micro-batch search that keeps `max_memory_gb` a promise.
+
+`fit_micro_batch` is pure logic over an injected `measure(batch) -> bytes`, so it is tested
+without a GPU. `PeakRSS` samples this process's resident memory on CPU, where there is no
+allocator counter to read.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from typing import Callable
+
+from moe_pipeline.errors import MemoryBudgetError
+
+
+def fit_micro_batch(batch_size: int, measure: Callable[[int], float], budget_bytes: float) -> int:
+    """Largest micro-batch (batch_size halved 0..k times) whose measured step fits the budget.
+
+    The effective batch stays `batch_size`: the trainer accumulates gradients over
+    ceil(batch_size / micro) micro-batches.
+    """
+    micro = batch_size
+    while True:
+        used = measure(micro)
+        if used <= budget_bytes:
+            return micro
+        if micro == 1:
+            raise MemoryBudgetError(
+                f"one training step with a micro-batch of 1 needs {used / 2**30:.2f} GiB, more than "
+                f"max_memory_gb={budget_bytes / 2**30:.2f}; raise resources.max_memory_gb or use a smaller model")
+        micro = max(1, micro // 2)
+
+
+def accumulation_steps(batch_size: int, micro: int) -> int:
+    return math.ceil(batch_size / micro)
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: fall back to the lifetime peak, coarse but honest
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class PeakRSS:
+    """Context manager: peak growth of resident memory over the block, sampled every 2 ms."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval = interval
+        self.peak_growth = 0
+
+    def __enter__(self) -> "PeakRSS":
+        self._base = _rss_bytes()
+        self._peak = self._base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, _rss_bytes())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, _rss_bytes())
+        self.peak_growth = self._peak - self._base

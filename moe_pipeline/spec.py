@@ -1,0 +1,216 @@
+"""The pipeline schema: pydantic v2 models of one pipeline YAML file.
+
+This module is the authority on what a pipeline file may say. It only validates shapes
+and values of single fields; references between experts and sources are checked by
+`graph`, and reading YAML is `loader`'s job. It must not import torch, mlflow or yaml.
+"""
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+EXPERT_OUTPUTS = ("logits", "probs", "embedding")
+
+ImportPath = Annotated[str, Field(pattern=IMPORT_PATH_PATTERN, description="`package.module:name`")]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- sources
+
+
+class Split(Strict):
+    """Fractions of the rows held out for validation and test; the rest is train."""
+
+    val: float = Field(0.15, ge=0.0, lt=1.0)
+    test: float = Field(0.15, ge=0.0, lt=1.0)
+
+    @field_validator("test")
+    @classmethod
+    def _leaves_train_rows(cls, test: float, info: Any) -> float:
+        if info.data.get("val", 0.0) + test >= 0.9:
+            raise ValueError("val + test must leave at least 10% of rows for training")
+        return test
+
+
+class DigitsSource(Strict):
+    """scikit-learn's bundled 8x8 digits (1797 images); nothing is downloaded."""
+
+    loader: Literal["sklearn.digits"]
+    split: Split = Split()
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return ("image", "label")
+
+
+class PlantedSource(Strict):
+    """Seeded synthetic data whose target depends only on the `informative` coordinates.
+
+    task `signs`: class = binary number formed by sign(x_i) over the informative i.
+    task `gated_product`: y = prod(x_i, i in informative[:-1]) * [x_informative[-1] > 0].
+    """
+
+    loader: Literal["synthetic.planted"]
+    n: int = Field(2000, ge=20)
+    d: int = Field(30, ge=2)
+    informative: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    task: Literal["signs", "gated_product"] = "signs"
+    noise: float = Field(0.0, ge=0.0)
+    seed: int = 0
+    split: Split = Split()
+
+    @field_validator("informative")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value) or min(value) < 0:
+            raise ValueError("informative coordinates must be distinct, non-negative indices")
+        return value
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return ("x", "y")
+
+
+class CustomSource(Strict):
+    """A `module:function` returning a dict of equally long tensors (or arrays)."""
+
+    loader: ImportPath
+    fields: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(min_length=1)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    split: Split = Split()
+
+
+def _source_tag(value: Any) -> str:
+    loader = value.get("loader") if isinstance(value, dict) else getattr(value, "loader", None)
+    return loader if loader in ("sklearn.digits", "synthetic.planted") else "custom"
+
+
+Source = Annotated[
+    Union[
+        Annotated[DigitsSource, Tag("sklearn.digits")],
+        Annotated[PlantedSource, Tag("synthetic.planted")],
+        Annotated[CustomSource, Tag("custom")],
+    ],
+    Discriminator(_source_tag),
+]
+
+# ---------------------------------------------------------------- models
+
+
+class MLPModel(Strict):
+    kind: Literal["mlp"]
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [64], min_length=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class CNNModel(Strict):
+    kind: Literal["cnn"]
+    channels: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [8, 16], min_length=1)
+    kernel_size: int = Field(3, ge=1)
+    hidden: int = Field(32, ge=1, description="width of the embedding layer after the convolutions")
+
+
+class LinearModel(Strict):
+    kind: Literal["linear"]
+
+
+class CustomModel(Strict):
+    kind: Literal["custom"]
+    cls: ImportPath = Field(alias="class", description="`module:Class` of an nn.Module")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+ModelSpec = Annotated[Union[MLPModel, CNNModel, LinearModel, CustomModel], Field(discriminator="kind")]
+
+# ---------------------------------------------------------------- experts
+
+
+class TrainSpec(Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    patience: int | None = Field(5, ge=1, description="early stopping on validation loss; null disables")
+    seed: int | None = Field(None, description="defaults to the pipeline seed")
+
+
+class CutoffSpec(Strict):
+    """Tolerances of the behavioural early cutoff (see DESIGN.md)."""
+
+    max_abs: float = Field(0.1, ge=0.0, description="largest allowed |p_new - p_ref| on the probe set")
+    mean_abs: float = Field(0.01, ge=0.0, description="allowed mean |p_new - p_ref|")
+    agreement: float = Field(0.98, ge=0.0, le=1.0, description="fraction of probe predictions that must agree")
+    metric_drop: float = Field(0.01, ge=0.0, description="allowed drop of the validation metric")
+    probe_size: int = Field(256, ge=1)
+
+
+class TargetSpec(Strict):
+    source: str = Field(alias="from", description="a source field, `source.field`")
+    fn: ImportPath | None = Field(None, description="`module:function` mapping the field to the target")
+
+
+class ResourcesSpec(Strict):
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    max_memory_gb: float = Field(8.0, gt=0.0)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+
+class ExpertSpec(Strict):
+    description: str = ""
+    inputs: list[str] = Field(min_length=1, description="`source.field` or `expert.(logits|probs|embedding)`")
+    target: str | TargetSpec
+    task: Literal["classification", "regression"] | None = Field(
+        None, description="inferred from the target's dtype when absent (integers -> classification)"
+    )
+    model: ModelSpec
+    train: TrainSpec = TrainSpec()
+    cutoff: CutoffSpec | Literal["off"] = CutoffSpec()
+    resources: ResourcesSpec | None = None
+
+    @property
+    def target_field(self) -> str:
+        return self.target if isinstance(self.target, str) else self.target.source
+
+    @property
+    def target_fn(self) -> str | None:
+        return None if isinstance(self.target, str) else self.target.fn
+
+
+class RegistrySpec(Strict):
+    tracking_uri: str | None = Field(
+        None, description="defaults to sqlite:///registry/mlflow.db under the project root; MLFLOW_TRACKING_URI overrides"
+    )
+
+
+class Pipeline(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    seed: int = 0
+    sources: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Source] = Field(min_length=1)
+    experts: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ExpertSpec] = Field(min_length=1)
+    resources: ResourcesSpec = ResourcesSpec()
+    registry: RegistrySpec = RegistrySpec()
+
+    def resources_for(self, expert: str) -> ResourcesSpec:
+        return self.experts[expert].resources or self.resources
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema editors use to complete and check pipeline files."""
+    schema = Pipeline.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "moe-pipeline pipeline file"
+    return schema
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True)
