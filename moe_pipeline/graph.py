@@ -57,8 +57,29 @@ def check_graph(pipeline: Pipeline) -> list[GraphIssue]:
             issues.append(issue)
         if len(set(expert.inputs)) != len(expert.inputs):
             issues.append(GraphIssue(("experts", name, "inputs"), "an input is listed twice; list each once"))
-    if not any(issue.message.startswith("unknown") for issue in issues):
+    if not issues:
+        issues.extend(_row_issues(pipeline))
         issues.extend(_cycle_issues(pipeline))
+    return issues
+
+
+def row_source(pipeline: Pipeline, expert: str) -> str:
+    """The source whose rows an expert is trained on: the one its target comes from."""
+    return pipeline.experts[expert].target_field.partition(".")[0]
+
+
+def _row_issues(pipeline: Pipeline) -> list[GraphIssue]:
+    """Inputs are concatenated row by row, so every input must index the target's rows."""
+    issues = []
+    for name, expert in pipeline.experts.items():
+        rows = row_source(pipeline, name)
+        for index, text in enumerate(expert.inputs):
+            owner = text.partition(".")[0]
+            other = owner if owner in pipeline.sources else row_source(pipeline, owner)
+            if other != rows:
+                issues.append(GraphIssue(("experts", name, "inputs", index),
+                                         f"'{text}' has the rows of source '{other}' but the target "
+                                         f"'{expert.target_field}' has those of '{rows}'; inputs and target must share rows"))
     return issues
 
 

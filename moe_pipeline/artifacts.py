@@ -1,0 +1,58 @@
+"""Write and read a version's files: weights, stored outputs, spec, as safetensors and JSON.
+
+safetensors only: loading never unpickles. Every file's sha256 is computed on write so the
+registry can record it and verify it on read.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from moe_pipeline.data import SPLITS
+from moe_pipeline.registry import sha256_file
+
+WEIGHTS = "weights.safetensors"
+INITIAL = "initial.safetensors"  # first layer before training (Neural Feature Ansatz)
+SPEC = "spec.json"
+
+
+def outputs_file(split: str, folder: str = "outputs") -> str:
+    return f"{folder}/{split}.safetensors"
+
+
+def write_version_files(folder: Path, model: torch.nn.Module, initial_first_layer: torch.Tensor,
+                        outputs: dict[str, dict[str, torch.Tensor]], spec: dict[str, Any]) -> dict[str, str]:
+    """Write every file of a version under `folder`; returns artifact path -> sha256."""
+    (folder / "outputs").mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS))
+    save_file({"first_layer": initial_first_layer.contiguous()}, str(folder / INITIAL))
+    (folder / SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True))
+    for split in SPLITS:
+        write_outputs(folder / outputs_file(split), outputs[split])
+    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def write_outputs(path: Path, outputs: dict[str, torch.Tensor]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in outputs.items()}, str(path))
+
+
+def outputs_sha(sha256: dict[str, str], folder: str = "outputs") -> str:
+    """One id for a set of stored outputs: the behaviour reference downstream experts record."""
+    import hashlib
+
+    joined = "|".join(f"{k}={v}" for k, v in sorted(sha256.items()) if k.startswith(folder + "/"))
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())

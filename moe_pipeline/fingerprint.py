@@ -1,0 +1,189 @@
+"""Fingerprints of an expert, per component: spec, code, data (upstream lives in the record).
+
+- spec: the resolved spec as canonical JSON, cosmetic and run-time-only keys left out
+  (description, cutoff tolerances, resources), so the diff is per key;
+- code: sha256 of the normalised AST of each referenced object (target function, model
+  class, custom loader) and the same-module definitions it uses, docstrings stripped: a
+  comment, a docstring or formatting changes nothing, a changed expression does;
+- data: the content hash of every source field the expert reads.
+
+Reads Python source files but imports nothing heavy; no torch, no mlflow.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from moe_pipeline.errors import DataError
+
+if TYPE_CHECKING:
+    from moe_pipeline.spec import Pipeline
+
+# Keys that do not change what an expert learns: editing them must not invalidate it.
+NON_BEHAVIOURAL_KEYS = ("description", "cutoff", "resources")
+BUILTIN_MODEL_CLASSES = {"mlp": "moe_pipeline.models:MLP", "cnn": "moe_pipeline.models:CNN",
+                         "linear": "moe_pipeline.models:Linear"}
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    spec: dict[str, Any]
+    spec_hash: str
+    code: dict[str, str]  # object path -> hash
+    code_hash: str
+    data: dict[str, str]  # source.field -> hash
+    data_hash: str
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def digest(mapping: dict[str, str]) -> str:
+    return sha256_text(canonical_json(mapping))
+
+
+def resolved_spec(pipeline: Pipeline, expert: str) -> dict[str, Any]:
+    spec = pipeline.experts[expert].model_dump(mode="json", by_alias=True, exclude=set(NON_BEHAVIOURAL_KEYS))
+    if spec["train"]["seed"] is None:
+        spec["train"]["seed"] = pipeline.seed
+    if isinstance(spec["target"], str):
+        spec["target"] = {"from": spec["target"], "fn": None}
+    return spec
+
+
+def code_objects(pipeline: Pipeline, expert: str) -> list[str]:
+    """Import paths of every Python object whose code decides what this expert learns."""
+    spec = pipeline.experts[expert]
+    objects = [spec.model.cls if spec.model.kind == "custom" else BUILTIN_MODEL_CLASSES[spec.model.kind]]
+    if spec.target_fn:
+        objects.append(spec.target_fn)
+    owners = {ref.partition(".")[0] for ref in [*spec.inputs, spec.target_field]}
+    for owner in sorted(owners & set(pipeline.sources)):
+        loader = pipeline.sources[owner].loader
+        if ":" in loader:
+            objects.append(loader)
+    return objects
+
+
+def data_refs(pipeline: Pipeline, expert: str) -> list[str]:
+    """Source fields the expert reads directly (upstream outputs are covered by `upstream`)."""
+    spec = pipeline.experts[expert]
+    refs = [r for r in spec.inputs if r.partition(".")[0] in pipeline.sources]
+    return sorted(set(refs + [spec.target_field]))
+
+
+def fingerprint(pipeline: Pipeline, expert: str, field_hash: Callable[[str], str]) -> Fingerprint:
+    spec = resolved_spec(pipeline, expert)
+    code = {obj: code_hash(obj) for obj in code_objects(pipeline, expert)}
+    data = {ref: field_hash(ref) for ref in data_refs(pipeline, expert)}
+    return Fingerprint(spec=spec, spec_hash=sha256_text(canonical_json(spec)), code=code, code_hash=digest(code),
+                       data=data, data_hash=digest(data))
+
+
+# ---------------------------------------------------------------- code hashing
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+@lru_cache(maxsize=256)
+def _module_definitions(path: str, mtime_ns: int) -> dict[str, ast.AST]:
+    """Top-level names of a module file -> their (docstring-free) definition nodes."""
+    tree = _strip_docstrings(ast.parse(Path(path).read_text(encoding="utf-8")))
+    definitions: dict[str, ast.AST] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            definitions[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for name in ast.walk(target):
+                    if isinstance(name, ast.Name):
+                        definitions[name.id] = node
+    return definitions
+
+
+def _module_file(module: str) -> str:
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.origin or not found.origin.endswith(".py"):
+        raise DataError(f"cannot find the Python source of module '{module}'")
+    return found.origin
+
+
+def code_hash(path: str) -> str:
+    """sha256 of the normalised AST of `module:name` plus the same-module names it uses."""
+    module, _, name = path.partition(":")
+    file = _module_file(module)
+    definitions = _module_definitions(file, Path(file).stat().st_mtime_ns)
+    if name not in definitions:
+        raise DataError(f"module '{module}' defines no '{name}' (referenced as '{path}')")
+    seen: list[str] = []
+    pending = [name]
+    while pending:  # follow helpers and constants defined in the same module
+        current = pending.pop()
+        if current in seen or current not in definitions:
+            continue
+        seen.append(current)
+        pending.extend(n.id for n in ast.walk(definitions[current]) if isinstance(n, ast.Name))
+    dumped = "\n".join(ast.dump(definitions[n], include_attributes=False) for n in sorted(seen))
+    return sha256_text(dumped)
+
+
+# ---------------------------------------------------------------- diffs
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def spec_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`train.lr: 0.003 -> 0.001` for each key that differs (added/removed keys included)."""
+    a, b = flatten(old), flatten(new)
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            lines.append(f"{key}: {_show(a.get(key, '<absent>'))} -> {_show(b.get(key, '<absent>'))}")
+    return lines
+
+
+def _show(value: Any) -> str:
+    return value if value == "<absent>" else json.dumps(value)
+
+
+def mapping_diff(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    """Keys whose hash changed, appeared or disappeared."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        if key not in old:
+            lines.append(f"{key} (new)")
+        elif key not in new:
+            lines.append(f"{key} (no longer used)")
+        elif old[key] != new[key]:
+            lines.append(f"{key} changed")
+    return lines

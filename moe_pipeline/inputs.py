@@ -1,0 +1,98 @@
+"""One expert's input tensors and target, per split, from source fields and stored upstream outputs.
+
+A downstream expert reads its upstream experts' *stored outputs* (handed in as tensors);
+this module never loads a model. Inputs are concatenated after flattening, except a single
+image field, which keeps its (c, h, w) shape for convolutional experts. It records where
+each input's block of columns lies, which inspection uses for the reliance table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping
+
+import torch
+
+from moe_pipeline.data import SPLITS, DataStore, import_object
+from moe_pipeline.errors import DataError
+
+if TYPE_CHECKING:
+    from moe_pipeline.spec import ExpertSpec
+
+# expert -> split -> output name -> (n, k)
+UpstreamOutputs = Mapping[str, Mapping[str, Mapping[str, torch.Tensor]]]
+
+
+@dataclass(frozen=True)
+class Block:
+    """Columns [start, stop) of the flattened input come from `ref` (e.g. has_loop.embedding)."""
+
+    ref: str
+    start: int
+    stop: int
+
+
+@dataclass
+class ExpertData:
+    x: dict[str, torch.Tensor]  # split -> (n, *in_shape)
+    y: dict[str, torch.Tensor]  # split -> (n,) int64 classes or float values
+    blocks: list[Block]
+    task: str  # classification | regression
+    n_outputs: int  # classes, or 1 for regression
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(self.x["train"].shape[1:])
+
+
+def build_expert_data(name: str, expert: ExpertSpec, store: DataStore, upstream: UpstreamOutputs) -> ExpertData:
+    x = {split: _inputs(name, expert, store, upstream, split) for split in SPLITS}
+    blocks, start = [], 0
+    for ref in expert.inputs:
+        width = _one_input(name, ref, store, upstream, "train")[0].numel()
+        blocks.append(Block(ref, start, start + width))
+        start += width
+    y, task, n_outputs = _target(name, expert, store)
+    return ExpertData(x=x, y=y, blocks=blocks, task=task, n_outputs=n_outputs)
+
+
+def _one_input(name: str, ref: str, store: DataStore, upstream: UpstreamOutputs, split: str) -> torch.Tensor:
+    owner, _, output = ref.partition(".")
+    if owner in store.pipeline.sources:
+        return store.source(owner).field(output, split).float()
+    if owner not in upstream:
+        raise DataError(f"expert '{name}': no stored outputs of upstream expert '{owner}'; train '{owner}' first")
+    return upstream[owner][split][output].float()
+
+
+def _inputs(name: str, expert: ExpertSpec, store: DataStore, upstream: UpstreamOutputs, split: str) -> torch.Tensor:
+    parts = [_one_input(name, ref, store, upstream, split) for ref in expert.inputs]
+    if len(parts) == 1 and parts[0].dim() == 4:
+        return parts[0]  # one image field: keep (n, c, h, w) for a cnn
+    rows = {len(p) for p in parts}
+    if len(rows) != 1:
+        raise DataError(f"expert '{name}': inputs {expert.inputs} have different row counts {sorted(rows)} on {split}")
+    return torch.cat([p.reshape(len(p), -1) for p in parts], dim=1)  # (n, sum of widths)
+
+
+def _target(name: str, expert: ExpertSpec, store: DataStore) -> tuple[dict[str, torch.Tensor], str, int]:
+    owner, _, field = expert.target_field.partition(".")
+    source = store.source(owner)
+    values = source.fields[field]
+    if expert.target_fn:
+        values = torch.as_tensor(import_object(expert.target_fn)(values))
+        if values.shape[0] != source.fields[field].shape[0]:
+            raise DataError(f"expert '{name}': target function {expert.target_fn} returned {values.shape[0]} rows "
+                            f"for {source.fields[field].shape[0]}; it must map each row")
+    task = expert.task or ("regression" if values.dtype.is_floating_point else "classification")
+    if task == "classification":
+        if values.dtype.is_floating_point and not torch.equal(values, values.round()):
+            raise DataError(f"expert '{name}': classification targets must be integer class ids; "
+                            f"set task: regression for real-valued targets")
+        values = values.long().reshape(-1)
+        if values.min() < 0:
+            raise DataError(f"expert '{name}': class ids must be non-negative")
+        n_outputs = int(values.max()) + 1
+    else:
+        values = values.float().reshape(len(values), -1).squeeze(1)
+        n_outputs = 1 if values.dim() == 1 else values.shape[1]
+    return {split: values[source.splits[split]] for split in SPLITS}, task, n_outputs

@@ -1,0 +1,162 @@
+"""Status and plan: records and fingerprints in, statuses with reasons and a plan out.
+
+Pure: no MLflow, no torch, no files. Works on any networkx DiGraph whose nodes are
+experts (tests use integers). Checks run cheapest first: spec hash, then code, then data,
+then upstream versions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Iterable, Mapping, Protocol
+
+import networkx as nx
+
+from moe_pipeline import graph as g
+from moe_pipeline.fingerprint import mapping_diff, spec_diff
+
+MISSING, STALE, PENDING, FRESH = "missing", "stale", "pending", "fresh"
+
+
+class FingerprintLike(Protocol):
+    spec: dict[str, Any]
+    spec_hash: str
+    code: dict[str, str]
+    data: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Reason:
+    kind: str  # SPEC | CODE | DATA | UPSTREAM | MISSING
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.detail}"
+
+
+@dataclass
+class Status:
+    name: Hashable
+    status: str
+    version: int | None
+    reasons: list[Reason] = field(default_factory=list)
+    root_causes: list[Hashable] = field(default_factory=list)  # for pending: the non-fresh ancestors to blame
+    upstream_only: bool = False  # stale only because an upstream's current moved (cutoff may keep it)
+
+    def summary(self) -> str:
+        return "; ".join(str(r) for r in self.reasons)
+
+
+def own_reasons(fp: FingerprintLike, record: Any) -> list[Reason]:
+    """What differs between an expert's record and what the YAML, code and data say now."""
+    if record.spec_hash == fp.spec_hash and record.code == fp.code and record.data == fp.data:
+        return []
+    reasons = [Reason("SPEC", line) for line in spec_diff(record.spec, fp.spec)] if record.spec_hash != fp.spec_hash else []
+    reasons += [Reason("CODE", line) for line in mapping_diff(record.code, fp.code)]
+    reasons += [Reason("DATA", line) for line in mapping_diff(record.data, fp.data)]
+    if not reasons:  # hashes differ but no key does: a canonicalisation change; say so rather than hide it
+        reasons.append(Reason("SPEC", "spec hash changed"))
+    return reasons
+
+
+def statuses(graph: nx.DiGraph, fingerprints: Mapping[Hashable, FingerprintLike],
+             current: Mapping[Hashable, Any]) -> dict[Hashable, Status]:
+    """Status of every expert, in topological order. `current[n]` is n's current record or None."""
+    out: dict[Hashable, Status] = {}
+    for node in g.order(graph):
+        record = current.get(node)
+        if record is None:
+            out[node] = Status(node, MISSING, None, [Reason("MISSING", "no version registered")])
+            continue
+        reasons = own_reasons(fingerprints[node], record)
+        upstream_reasons, waiting = [], []
+        for up in g.upstream(graph, node):
+            up_record, consumed = current.get(up), record.upstream.get(up)
+            if up_record is not None and consumed is not None and consumed.version == up_record.version \
+                    and consumed.outputs == up_record.outputs_sha:
+                pass
+            elif up_record is not None and consumed is None:
+                upstream_reasons.append(Reason("UPSTREAM", f"{up} (not consumed by v{record.version})"))
+            elif up_record is not None and consumed.version != up_record.version:
+                upstream_reasons.append(Reason("UPSTREAM", f"{up} v{consumed.version} -> v{up_record.version}"))
+            elif up_record is not None:
+                upstream_reasons.append(Reason("UPSTREAM", f"{up} v{up_record.version} (stored outputs refreshed)"))
+            if out[up].status != FRESH:
+                waiting.append(up)
+        if reasons or upstream_reasons:
+            out[node] = Status(node, STALE, record.version, reasons + upstream_reasons,
+                               upstream_only=not reasons)
+        elif waiting:
+            roots = _root_causes(graph, out, waiting)
+            detail = [Reason("UPSTREAM", f"waits for {r} ({out[r].status}: {out[r].summary()})") for r in roots]
+            out[node] = Status(node, PENDING, record.version, detail, root_causes=roots)
+        else:
+            out[node] = Status(node, FRESH, record.version)
+    return out
+
+
+def _root_causes(graph: nx.DiGraph, out: dict[Hashable, Status], waiting: Iterable[Hashable]) -> list[Hashable]:
+    roots: list[Hashable] = []
+    for up in waiting:
+        for cause in (out[up].root_causes if out[up].status == PENDING else [up]):
+            if cause not in roots:
+                roots.append(cause)
+    return sorted(roots, key=str)
+
+
+# ---------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class Step:
+    expert: Hashable
+    status: str
+    reasons: tuple[Reason, ...]
+    estimate: float | None  # seconds, from the recorded training time; None when unknown
+    forced: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...]
+
+    @property
+    def experts(self) -> list[Hashable]:
+        return [s.expert for s in self.steps]
+
+    @property
+    def estimate(self) -> float | None:
+        known = [s.estimate for s in self.steps]
+        return None if any(e is None for e in known) else float(sum(known))  # type: ignore[arg-type]
+
+
+def plan(graph: nx.DiGraph, status: Mapping[Hashable, Status], estimates: Mapping[Hashable, float | None],
+         named: Iterable[Hashable] = (), downstream_of: Hashable | None = None, force: bool = False) -> Plan:
+    """Experts to train, in order. Named experts bring their non-fresh ancestors along."""
+    named = list(named)
+    if downstream_of is not None:
+        selected = {downstream_of, *nx.descendants(graph, downstream_of)}
+    elif named:
+        selected = set(named)
+    else:
+        selected = set(graph.nodes)
+    needed = set(selected)
+    for node in selected:  # an expert cannot train before what it reads exists and is fresh
+        needed |= {a for a in nx.ancestors(graph, node) if status[a].status != FRESH}
+    steps = []
+    for node in g.order(graph):
+        if node not in needed:
+            continue
+        forced = force and node in selected and status[node].status == FRESH
+        if status[node].status != FRESH or forced:
+            reasons = tuple(status[node].reasons) or (Reason("FORCED", "--force"),)
+            steps.append(Step(node, status[node].status, reasons, estimates.get(node), forced))
+    return Plan(tuple(steps))
+
+
+def impact(graph: nx.DiGraph, expert: Hashable, estimates: Mapping[Hashable, float | None]) -> Plan:
+    """What a change to `expert` would retrain (it and everything downstream), with estimates."""
+    nodes = [expert, *g.downstream(graph, expert)]
+    steps = [Step(n, STALE if n == expert else PENDING,
+                  (Reason("CHANGED", "hypothetical change"),) if n == expert
+                  else (Reason("UPSTREAM", f"downstream of {expert}"),), estimates.get(n)) for n in nodes]
+    return Plan(tuple(steps))

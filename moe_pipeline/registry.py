@@ -1,0 +1,295 @@
+"""Everything MLflow: the store, versions, record tags, the `current` alias, staleness tags.
+
+The only module that imports mlflow (lazily, inside methods). One version = one MLflow run
+with the weights and stored outputs as safetensors artifacts, registered with
+`create_model_version` under `<pipeline>.<expert>`; its record lives in version tags.
+Artifacts are verified against their recorded sha256 on every load. Nothing here trains.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+from urllib.parse import unquote, urlparse
+
+from moe_pipeline.errors import IntegrityError, RegistryError
+from moe_pipeline.record import NEEDS_RETRAIN, Record, from_tags, to_tags
+
+if TYPE_CHECKING:
+    from moe_pipeline.spec import Pipeline
+
+CURRENT = "current"
+DEFAULT_URI = "sqlite:///registry/mlflow.db"
+
+
+def project_root(pipeline_path: Path) -> Path:
+    """The nearest folder above the pipeline file holding pyproject.toml or .git."""
+    start = pipeline_path.resolve().parent
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").exists() or (folder / ".git").exists():
+            return folder
+    return start
+
+
+def resolve_tracking_uri(pipeline: Pipeline, pipeline_path: Path) -> str:
+    """MLFLOW_TRACKING_URI, else the pipeline's registry.tracking_uri, else the default store.
+
+    A relative sqlite path is resolved against the project root, not the current directory,
+    so every command finds the same store wherever it is started from.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or pipeline.registry.tracking_uri or DEFAULT_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(project_root(pipeline_path) / uri[len("sqlite:///"):])
+    elif "://" not in uri:  # a bare folder path: MLflow's file store is deprecated, so use sqlite in it
+        uri = "sqlite:///" + str((project_root(pipeline_path) / uri / "mlflow.db").resolve())
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class ExpertVersions:
+    """Every registered version of one expert, and which one is `current`."""
+
+    name: str
+    current: int | None = None
+    records: dict[int, Record] = field(default_factory=dict)
+    sources: dict[int, str] = field(default_factory=dict)  # version -> artifact URI
+
+    @property
+    def current_record(self) -> Record | None:
+        return self.records.get(self.current) if self.current is not None else None
+
+
+class Registry:
+    def __init__(self, tracking_uri: str, pipeline_name: str):
+        self.tracking_uri = tracking_uri
+        self.pipeline_name = pipeline_name
+        self.requests = 0  # registry calls made; the benchmarks report it
+        self._client = None
+        self._experiment_id: str | None = None
+
+    # ------------------------------------------------------------ connection
+
+    def model_name(self, expert: str) -> str:
+        return f"{self.pipeline_name}.{expert}"
+
+    def exists(self) -> bool:
+        """False only for an sqlite store whose file is not there yet (nothing trained)."""
+        path = sqlite_path(self.tracking_uri)
+        return path is None or path.exists()
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self):
+        # An unreachable server should fail in seconds, not after minutes of retries.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        import logging
+
+        from filelock import FileLock
+        from mlflow.tracking import MlflowClient
+
+        for noisy in ("mlflow", "alembic"):  # migrations log at INFO; our tables say what happened
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+        path = sqlite_path(self.tracking_uri)
+        lock: contextlib.AbstractContextManager = contextlib.nullcontext()
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RegistryError(f"cannot create the registry folder {path.parent}: {exc.strerror}") from None
+            # MLflow migrates a new sqlite store on first use; two processes doing that at once race.
+            lock = FileLock(str(path) + ".lock", timeout=120)
+        with lock:
+            try:
+                client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+                client.search_experiments(max_results=1)
+                self.requests += 1
+            except Exception as exc:  # mlflow raises many types; the user needs one clear message
+                raise RegistryError(f"cannot reach the MLflow registry at {self.tracking_uri}: {_short(exc)}") from None
+        return client
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        self.requests += 1
+        try:
+            return fn(*args, **kwargs)
+        except RegistryError:
+            raise
+        except Exception as exc:
+            raise RegistryError(f"MLflow registry at {self.tracking_uri}: {what} failed: {_short(exc)}") from None
+
+    def artifact_root(self) -> str | None:
+        path = sqlite_path(self.tracking_uri)
+        return (path.parent / "artifacts").resolve().as_uri() if path else None
+
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            experiment = self._call("get experiment", self.client.get_experiment_by_name, self.pipeline_name)
+            if experiment is None:
+                root = self.artifact_root()
+                location = f"{root}/{self.pipeline_name}" if root else None
+                self._experiment_id = self._call("create experiment", self.client.create_experiment,
+                                                 self.pipeline_name, artifact_location=location)
+            else:
+                self._experiment_id = experiment.experiment_id
+        return self._experiment_id
+
+    # ------------------------------------------------------------ reading
+
+    def snapshot(self) -> dict[str, ExpertVersions]:
+        """Every version and alias of this pipeline in two searches, not one request per expert."""
+        if not self.exists():
+            return {}
+        prefix = f"{self.pipeline_name}."
+        pattern = prefix.replace("%", r"\%") + "%"
+        out: dict[str, ExpertVersions] = {}
+        token = None
+        while True:
+            page = self._call("search registered models", self.client.search_registered_models,
+                              filter_string=f"name LIKE '{pattern}'", max_results=1000, page_token=token)
+            for model in page:
+                if model.name.startswith(prefix):
+                    expert = model.name[len(prefix):]
+                    current = (model.aliases or {}).get(CURRENT)
+                    out[expert] = ExpertVersions(expert, int(current) if current is not None else None)
+            token = page.token
+            if not token:
+                break
+        token = None
+        while True:
+            page = self._call("search model versions", self.client.search_model_versions,
+                              filter_string=f"name LIKE '{pattern}'", max_results=200_000, page_token=token)
+            for mv in page:
+                if not mv.name.startswith(prefix):
+                    continue
+                expert = mv.name[len(prefix):]
+                versions = out.setdefault(expert, ExpertVersions(expert))
+                record = from_tags(expert, int(mv.version), mv.run_id, dict(mv.tags or {}))
+                if record is not None:
+                    versions.records[int(mv.version)] = record
+                    versions.sources[int(mv.version)] = mv.source
+            token = page.token
+            if not token:
+                break
+        return out
+
+    def local_artifacts(self, record: Record, source: str) -> Path:
+        """A local folder holding the version's artifacts (downloaded when the store is remote)."""
+        parsed = urlparse(source)
+        if parsed.scheme in ("", "file"):
+            return Path(unquote(parsed.path))
+        import mlflow.artifacts
+
+        target = Path(tempfile.mkdtemp(prefix=f"moe-{record.expert}-v{record.version}-"))
+        return Path(self._call("download artifacts", mlflow.artifacts.download_artifacts,
+                               artifact_uri=source, dst_path=str(target), tracking_uri=self.tracking_uri))
+
+    def verified_path(self, record: Record, source: str, artifact: str) -> Path:
+        path = self.local_artifacts(record, source) / artifact
+        expected = record.sha256.get(artifact)
+        if expected is None:
+            raise IntegrityError(f"expert '{record.expert}' v{record.version}: no sha256 recorded for '{artifact}'")
+        if not path.exists():
+            raise IntegrityError(f"expert '{record.expert}' v{record.version}: artifact '{artifact}' is missing "
+                                 f"from {path.parent}; retrain it with `moe-pipeline run --force ... {record.expert}`")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise IntegrityError(f"expert '{record.expert}' v{record.version}: artifact '{artifact}' has sha256 "
+                                 f"{actual[:12]}..., but its record says {expected[:12]}...; the artifact store was "
+                                 f"modified. Retrain it with `moe-pipeline run --force PIPELINE {record.expert}`")
+        return path
+
+    # ------------------------------------------------------------ writing
+
+    @contextlib.contextmanager
+    def training_run(self, expert: str, description: str = "") -> Iterator[str]:
+        """An MLflow run for one training; marked FAILED (and nothing registered) on any error."""
+        run = self._call("create run", self.client.create_run, self.experiment_id(),
+                         run_name=f"{expert}-{time.strftime('%Y%m%d-%H%M%S')}",
+                         tags={"moe.expert": expert, "moe.pipeline": self.pipeline_name,
+                               "mlflow.note.content": description})
+        try:
+            yield run.info.run_id
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.set_terminated(run.info.run_id, "FAILED")
+            raise
+        self._call("finish run", self.client.set_terminated, run.info.run_id, "FINISHED")
+
+    def log_training(self, run_id: str, params: dict[str, Any], history: list[dict[str, float]],
+                     metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        params_list = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        metric_list = [Metric(k, float(v), now, int(row["epoch"])) for row in history for k, v in row.items() if k != "epoch"]
+        metric_list += [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        for start in range(0, max(len(params_list), len(metric_list)), 100):  # MLflow's batch limits
+            self._call("log metrics", self.client.log_batch, run_id, metrics=metric_list[start:start + 100],
+                       params=params_list[start:start + 100])
+
+    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
+        self._call("log artifacts", self.client.log_artifacts, run_id, str(folder), artifact_path)
+
+    def register(self, record: Record, run_id: str, description: str = "") -> Record:
+        """Create the model version from the run's artifacts, then (last) point `current` at it."""
+        from mlflow.exceptions import MlflowException
+
+        name = self.model_name(record.expert)
+        try:
+            self.requests += 1
+            self.client.create_registered_model(name, description=description or None,
+                                                tags={"moe.pipeline": self.pipeline_name})
+        except MlflowException as exc:
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                raise RegistryError(f"cannot create registered model {name}: {_short(exc)}") from None
+        run = self._call("get run", self.client.get_run, run_id)
+        tags = to_tags(record)
+        mv = self._call("create model version", self.client.create_model_version, name, run.info.artifact_uri,
+                        run_id=run_id, tags=tags, description=description or None)
+        self._call("set alias", self.client.set_registered_model_alias, name, CURRENT, mv.version)
+        record.version = int(mv.version)
+        record.run_id = run_id
+        return record
+
+    def set_tags(self, expert: str, version: int, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self._call("set tag", self.client.set_model_version_tag, self.model_name(expert), str(version), key, value)
+
+    def delete_tag(self, expert: str, version: int, key: str) -> None:
+        self._call("delete tag", self.client.delete_model_version_tag, self.model_name(expert), str(version), key)
+
+    def mark_needs_retrain(self, expert: str, version: int, reason: str | None) -> None:
+        if reason is None:
+            self.delete_tag(expert, version, NEEDS_RETRAIN)
+        else:
+            self.set_tags(expert, version, {NEEDS_RETRAIN: reason})
+
+    def delete_version(self, expert: str, version: int) -> None:
+        self._call("delete version", self.client.delete_model_version, self.model_name(expert), str(version))
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) < 300 else text[:297] + "..."

@@ -1,0 +1,37 @@
+"""Execute a plan: one expert at a time, in the plan's order, in this process.
+
+A runner takes a plan and a callable per action; it knows nothing of YAML, MLflow or
+torch. Experts with no path between them could run in parallel (a Ray executor would
+submit `graph.layers` one layer at a time); the default is sequential so that peak memory
+is that of the largest single expert.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Hashable
+
+from moe_pipeline.planner import Plan, Step
+
+
+@dataclass
+class Outcome:
+    expert: Hashable
+    action: str  # trained | kept
+    version: int
+    metric_name: str
+    val_metric: float
+    seconds: float
+    peak_memory_mb: float
+    note: str = ""
+
+
+def run_plan(plan: Plan, execute_step: Callable[[Step], Outcome],
+             on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """Run every step in order; stop at the first failure (later steps may depend on it)."""
+    outcomes = []
+    for step in plan.steps:
+        outcome = execute_step(step)
+        outcomes.append(outcome)
+        if on_outcome:
+            on_outcome(outcome)
+    return outcomes

@@ -1,0 +1,214 @@
+"""Train one expert: a plain, seeded PyTorch loop, read top to bottom.
+
+AdamW (or Adam/SGD), mini-batches with gradient accumulation when the memory budget
+asks for it, early stopping on validation loss, metrics per epoch. It returns tensors
+and numbers; it knows nothing of YAML, MLflow or other experts.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from moe_pipeline.data import SPLITS
+from moe_pipeline.inputs import ExpertData
+from moe_pipeline.memory import PeakRSS, accumulation_steps, fit_micro_batch
+from moe_pipeline.models import build_model, first_layer
+
+EVAL_CHUNK = 4096  # rows per inference chunk; bounds memory on large splits
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # on cpu, best weights loaded
+    initial_first_layer: torch.Tensor  # first layer's weights before training (Neural Feature Ansatz)
+    history: list[dict[str, float]]  # one dict per epoch
+    metrics: dict[str, float]  # final train_/val_/test_ metrics
+    outputs: dict[str, dict[str, torch.Tensor]]  # split -> logits/probs/embedding
+    seconds: float
+    peak_memory_mb: float
+    micro_batch: int
+    device: str
+    epochs_run: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def autocast_for(device: torch.device, precision: str):
+    """bf16 autocast where the GPU supports it (precision auto or bf16); fp32 elsewhere."""
+    use_bf16 = device.type == "cuda" and precision in ("auto", "bf16") and torch.cuda.is_bf16_supported()
+    return torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+
+
+def loss_fn(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if task == "classification":
+        return nn.functional.cross_entropy
+    return lambda out, y: nn.functional.mse_loss(out.float().reshape(y.shape), y)
+
+
+def metrics_of(task: str, logits: torch.Tensor, y: torch.Tensor, prefix: str) -> dict[str, float]:
+    """Accuracy and macro-F1 (classification) or MSE and R2 (regression), vectorised."""
+    logits = logits.float()
+    if task == "classification":
+        n_classes = logits.shape[1]
+        pred = logits.argmax(dim=1)
+        confusion = torch.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+        tp = confusion.diag().double()
+        precision = tp / confusion.sum(0).clamp(min=1)
+        recall = tp / confusion.sum(1).clamp(min=1)
+        f1 = torch.where(tp > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp))
+        present = (confusion.sum(1) + confusion.sum(0)) > 0  # sklearn's macro over labels that occur
+        return {
+            f"{prefix}_loss": float(nn.functional.cross_entropy(logits, y)),
+            f"{prefix}_accuracy": float((pred == y).double().mean()),
+            f"{prefix}_macro_f1": float(f1[present].mean()),
+        }
+    out = logits.reshape(y.shape)
+    mse = float(((out - y) ** 2).mean())
+    var = float(((y - y.mean()) ** 2).mean())
+    return {f"{prefix}_loss": mse, f"{prefix}_mse": mse, f"{prefix}_r2": 1.0 - mse / var if var > 0 else 0.0}
+
+
+def primary_metric(task: str) -> str:
+    """The validation metric reported in tables and used by the cutoff: higher is better."""
+    return "accuracy" if task == "classification" else "r2"
+
+
+@torch.no_grad()
+def infer(model: nn.Module, x: torch.Tensor, task: str, device: torch.device | None = None,
+          precision: str = "fp32") -> dict[str, torch.Tensor]:
+    """Embedding, logits and probs of `model` on x, in chunks; returned on cpu in float32."""
+    device = device or torch.device("cpu")
+    model.eval()
+    embeddings, logits = [], []
+    for start in range(0, len(x), EVAL_CHUNK):
+        chunk = x[start:start + EVAL_CHUNK].to(device)
+        with autocast_for(device, precision):
+            emb = model.body(chunk)
+            out = model.head(emb)
+        embeddings.append(emb.float().cpu())
+        logits.append(out.float().cpu())
+    emb_all = torch.cat(embeddings) if embeddings else torch.empty(0)
+    logits_all = torch.cat(logits) if logits else torch.empty(0)
+    probs = logits_all.softmax(dim=1) if task == "classification" else logits_all
+    return {"embedding": emb_all, "logits": logits_all, "probs": probs}
+
+
+def _optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    return cls(params, lr=lr, weight_decay=weight_decay)
+
+
+def _cuda_step_bytes(model, x, y, task, device, precision) -> Callable[[int], float]:
+    """measure(micro) -> peak bytes of one forward+backward on `device` with that micro-batch."""
+    def measure(micro: int) -> float:
+        model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            with autocast_for(device, precision):
+                loss = loss_fn(task)(model(x[:micro].to(device)), y[:micro].to(device))
+            loss.backward()
+            used = torch.cuda.max_memory_allocated(device)
+        except torch.cuda.OutOfMemoryError:
+            used = float("inf")
+        model.zero_grad(set_to_none=True)
+        return used
+    return measure
+
+
+def train_expert(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, seed: int,
+                 progress: Callable[[int, int, dict[str, float]], None] | None = None,
+                 measure: Callable[[int], float] | None = None) -> TrainResult:
+    """Train one expert on `data`. `measure` overrides the memory measurement (for tests)."""
+    started = time.perf_counter()
+    device = resolve_device(resources.device)
+    precision = resources.precision
+    torch.manual_seed(seed)
+    model = build_model(model_spec, data.in_shape, data.n_outputs)
+    layer = first_layer(model)
+    initial_first_layer = layer.weight.detach().clone() if layer is not None else torch.empty(0)
+    model.to(device)
+    x_train, y_train = data.x["train"], data.y["train"]
+    criterion = loss_fn(data.task)
+    batch_size = min(train_spec.batch_size, len(x_train))
+
+    budget = resources.max_memory_gb * 2**30
+    if measure is None and device.type == "cuda":
+        measure = _cuda_step_bytes(model, x_train, y_train, data.task, device, precision)
+    micro = fit_micro_batch(batch_size, measure, budget) if measure is not None else batch_size
+
+    optimizer = _optimizer(train_spec.optimizer, model.parameters(), train_spec.lr, train_spec.weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    history: list[dict[str, float]] = []
+    best = (float("inf"), copy.deepcopy(model.state_dict()), 0)
+    epochs_without_gain = 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with PeakRSS() as rss:
+        for epoch in range(1, train_spec.epochs + 1):
+            model.train()
+            order = torch.randperm(len(x_train), generator=generator)
+            grad_norms = []
+            for start in range(0, len(order), batch_size):
+                batch = order[start:start + batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                for m_start in range(0, len(batch), micro):  # gradient accumulation over micro-batches
+                    rows = batch[m_start:m_start + micro]
+                    with autocast_for(device, precision):
+                        out = model(x_train[rows].to(device))
+                        loss = criterion(out, y_train[rows].to(device)) * (len(rows) / len(batch))
+                    loss.backward()
+                grad_norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf")))
+                optimizer.step()
+            record = {"epoch": float(epoch), "grad_norm": float(torch.stack(grad_norms).mean())}
+            for split in ("train", "val"):
+                out = infer(model, data.x[split], data.task, device, precision)
+                record.update(metrics_of(data.task, out["logits"], data.y[split], split))
+            history.append(record)
+            if progress:
+                progress(epoch, train_spec.epochs, record)
+            if record["val_loss"] < best[0] - 1e-7:
+                best = (record["val_loss"], copy.deepcopy(model.state_dict()), epoch)
+                epochs_without_gain = 0
+            else:
+                epochs_without_gain += 1
+                if train_spec.patience is not None and epochs_without_gain >= train_spec.patience:
+                    break
+    model.load_state_dict(best[1])
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak_growth
+    outputs = {split: infer(model, data.x[split], data.task, device, precision) for split in SPLITS}
+    metrics: dict[str, float] = {"best_epoch": float(best[2])}
+    for split in SPLITS:
+        if len(data.y[split]):
+            metrics.update(metrics_of(data.task, outputs[split]["logits"], data.y[split], split))
+    model.to("cpu")
+    return TrainResult(
+        model=model, initial_first_layer=initial_first_layer.cpu(), history=history, metrics=metrics,
+        outputs=outputs, seconds=time.perf_counter() - started, peak_memory_mb=peak / 2**20,
+        micro_batch=micro, device=str(device), epochs_run=len(history))
+
+
+def release(device_name: str = "auto") -> None:
+    """Free caches between experts so peak memory is the largest expert, not the sum."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
