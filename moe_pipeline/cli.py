@@ -165,18 +165,29 @@ def inspect(
                    seeds=seeds, bootstrap=bootstrap, out=out)
 
 
-def main() -> None:
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code. Tests call this in-process."""
+    import click
+
     try:
-        app()
+        result = app(args=argv, standalone_mode=False, prog_name="moe-pipeline")
+        return result if isinstance(result, int) else 0
     except PipelineError as exc:
         typer.echo(str(exc), err=True)  # each line already reads FILE:LINE:COL: message
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except MoeError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
         typer.echo("interrupted", err=True)
-        sys.exit(130)
+        return 130
+
+
+def main() -> None:
+    sys.exit(run_cli())
 
 
 if __name__ == "__main__":

@@ -105,9 +105,9 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
 
 
 @lru_cache(maxsize=256)
-def _module_definitions(path: str, mtime_ns: int) -> dict[str, ast.AST]:
-    """Top-level names of a module file -> their (docstring-free) definition nodes."""
-    tree = _strip_docstrings(ast.parse(Path(path).read_text(encoding="utf-8")))
+def _module_definitions(source: str) -> dict[str, ast.AST]:
+    """Top-level names of a module's source -> their (docstring-free) definition nodes."""
+    tree = _strip_docstrings(ast.parse(source))
     definitions: dict[str, ast.AST] = {}
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -135,7 +135,7 @@ def code_hash(path: str) -> str:
     """sha256 of the normalised AST of `module:name` plus the same-module names it uses."""
     module, _, name = path.partition(":")
     file = _module_file(module)
-    definitions = _module_definitions(file, Path(file).stat().st_mtime_ns)
+    definitions = _module_definitions(Path(file).read_text(encoding="utf-8"))
     if name not in definitions:
         raise DataError(f"module '{module}' defines no '{name}' (referenced as '{path}')")
     seen: list[str] = []

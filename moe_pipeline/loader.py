@@ -75,7 +75,15 @@ def _read_yaml(text: str, filename: str) -> tuple[Any, dict[Loc, tuple[int, int]
     return data, positions, problems
 
 
+_PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:str", "tag:yaml.org,2002:int",
+               "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"}
+
+
 def _build(node: yaml.Node, loc: Loc, positions: dict, problems: list, filename: str, constructor) -> Any:
+    if node.tag not in _PLAIN_TAGS:  # never construct python/... or custom tags: pipeline files are plain data
+        problems.append(Problem(filename, node.start_mark.line + 1, node.start_mark.column + 1, _dotted(loc),
+                                f"YAML tag '{node.tag}' is not allowed; pipeline files hold plain values"))
+        return None
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -131,8 +139,10 @@ def _schema_problem(err: dict, positions: dict, filename: str) -> Problem:
         return Problem(filename, line, col, _dotted(found), f"missing required key '{loc[-1]}'")
     message = err["msg"]
     if kind == "union_tag_invalid":
-        message = f"unknown {err['ctx']['discriminator']} {err['ctx']['tag']}; expected one of {err['ctx']['expected_tags']}"
-    elif kind == "string_pattern_mismatch":
+        ctx = {k: str(v).strip("'") for k, v in err["ctx"].items()}
+        return Problem(filename, line, col, _dotted(found),
+                       f"unknown {ctx['discriminator']} '{ctx['tag']}'; expected one of {err['ctx']['expected_tags']}")
+    if kind == "string_pattern_mismatch":
         pattern = err["ctx"]["pattern"]
         message = ("expected `module:name`, e.g. stages.digits:has_loop" if pattern == spec_module.IMPORT_PATH_PATTERN
                    else "names may use letters, digits and '_' and must not start with a digit")

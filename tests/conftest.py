@@ -1,0 +1,70 @@
+"""Shared fixtures: a temporary sqlite registry and small pipelines written to tmp_path."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from moe_pipeline.cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_DIGITS = """
+name: tiny
+seed: 0
+sources:
+  digits: {loader: sklearn.digits, split: {val: 0.2, test: 0.2}}
+experts:
+  has_loop:
+    inputs: [digits.image]
+    target: {from: digits.label, fn: "TARGETS:has_loop"}
+    model: {kind: cnn, channels: [4], hidden: 16}
+    train: {epochs: 3, batch_size: 128, lr: 1.0e-2, patience: null}
+  is_even:
+    inputs: [digits.image]
+    target: {from: digits.label, fn: "TARGETS:is_even"}
+    model: {kind: mlp, hidden: [16]}
+    train: {epochs: 3, batch_size: 128, lr: 1.0e-2, patience: null}
+  digit:
+    inputs: [has_loop.probs, is_even.embedding]
+    target: digits.label
+    model: {kind: mlp, hidden: [16]}
+    train: {epochs: 3, batch_size: 128, lr: 1.0e-2, patience: null}
+"""
+
+TARGETS = '''
+import torch
+
+LOOPED = (0, 6, 8, 9)
+
+
+def has_loop(label):
+    return torch.isin(label, torch.tensor(LOOPED)).long()
+
+
+def is_even(label):
+    return (label % 2 == 0).long()
+'''
+
+
+@pytest.fixture
+def registry_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    uri = f"sqlite:///{tmp_path / 'registry' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture
+def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry_uri: str, request) -> Path:
+    """A three-expert digits pipeline whose target functions live in a module of tmp_path."""
+    module = f"tiny_targets_{abs(hash(request.node.nodeid))}"  # unique: tests may edit it
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(TARGETS))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_DIGITS.replace("TARGETS", module))
+    return path
+
+
+def cli(*args: str) -> int:
+    return run_cli([str(a) for a in args])

@@ -1,0 +1,41 @@
+import pytest
+
+from moe_pipeline.errors import MemoryBudgetError
+from moe_pipeline.memory import PeakRSS, accumulation_steps, fit_micro_batch
+
+GB = 2**30
+
+
+def test_fits_at_full_batch():
+    assert fit_micro_batch(64, lambda b: 0.5 * GB, 1 * GB) == 64
+
+
+def test_halves_until_it_fits():
+    calls = []
+
+    def measure(batch):
+        calls.append(batch)
+        return batch * 0.1 * GB  # linear in the micro-batch
+
+    assert fit_micro_batch(64, measure, 1 * GB) == 8
+    assert calls == [64, 32, 16, 8]
+    assert accumulation_steps(64, 8) == 8
+    assert accumulation_steps(60, 8) == 8
+
+
+def test_batch_one_over_budget_is_a_clear_error():
+    with pytest.raises(MemoryBudgetError, match="micro-batch of 1 needs 2.00 GiB"):
+        fit_micro_batch(16, lambda b: 2 * GB, 1 * GB)
+
+
+def test_out_of_memory_counts_as_over_budget():
+    assert fit_micro_batch(8, lambda b: float("inf") if b > 2 else 1.0, 1 * GB) == 2
+
+
+def test_peak_rss_sees_a_large_allocation():
+    import numpy as np
+
+    with PeakRSS() as rss:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        del block
+    assert rss.peak_growth > 32 * 2**20
