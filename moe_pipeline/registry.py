@@ -244,7 +244,7 @@ class Registry:
         now = int(time.time() * 1000)
         params_list = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
         metric_list = [Metric(k, float(v), now, int(row["epoch"])) for row in history for k, v in row.items() if k != "epoch"]
-        metric_list += [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        metric_list += [Metric(f"final_{k}", float(v), now, 0) for k, v in metrics.items()]  # best-epoch weights
         for start in range(0, max(len(params_list), len(metric_list)), 100):  # MLflow's batch limits
             self._call("log metrics", self.client.log_batch, run_id, metrics=metric_list[start:start + 100],
                        params=params_list[start:start + 100])

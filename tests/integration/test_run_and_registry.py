@@ -1,0 +1,149 @@
+"""End to end through the CLI on a temporary sqlite registry: train, register, verify."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from moe_pipeline.loader import load_pipeline
+from moe_pipeline.workspace import Workspace
+from tests.conftest import cli
+
+
+def client(uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_run_registers_every_expert_with_record_and_alias(tiny: Path, registry_uri: str, capsys):
+    assert cli("run", tiny) == 0
+    out = capsys.readouterr().out
+    for expert in ("has_loop", "is_even", "digit"):
+        assert expert in out
+        mv = client(registry_uri).get_model_version_by_alias(f"tiny.{expert}", "current")
+        assert int(mv.version) == 1
+        tags = mv.tags
+        for key in ("moe.spec", "moe.spec_hash", "moe.code_hash", "moe.data_hash", "moe.upstream",
+                    "moe.train_seconds", "moe.peak_memory_mb", "moe.sha256"):
+            assert key in tags, key
+        sha = json.loads(tags["moe.sha256"])
+        assert {"weights.safetensors", "spec.json", "outputs/train.safetensors", "outputs/val.safetensors",
+                "outputs/test.safetensors"} <= set(sha)
+    digit = client(registry_uri).get_model_version_by_alias("tiny.digit", "current")
+    assert set(json.loads(digit.tags["moe.upstream"])) == {"has_loop", "is_even"}
+    run = client(registry_uri).get_run(digit.run_id)
+    assert run.info.status == "FINISHED"
+    assert "val_accuracy" in run.data.metrics and "grad_norm" in run.data.metrics
+    assert run.data.params["train.lr"] == "0.01"
+    history = client(registry_uri).get_metric_history(digit.run_id, "train_loss")
+    assert len(history) == 3
+
+
+def test_same_spec_and_seed_give_bitwise_identical_weights(tiny: Path, registry_uri: str):
+    assert cli("run", tiny, "is_even") == 0
+    assert cli("run", tiny, "is_even", "--force") == 0
+    ws = Workspace(load_pipeline(tiny))
+    records = ws.snapshot()["is_even"].records
+    assert set(records) == {1, 2}
+    assert records[1].sha256["weights.safetensors"] == records[2].sha256["weights.safetensors"]
+    assert records[1].sha256["outputs/val.safetensors"] == records[2].sha256["outputs/val.safetensors"]
+
+
+def test_downstream_trains_from_stored_outputs_without_upstream_weights(tiny: Path, monkeypatch):
+    assert cli("run", tiny) == 0
+    import moe_pipeline.artifacts as artifacts
+
+    read = []
+    original = artifacts.read_tensors
+    monkeypatch.setattr(artifacts, "read_tensors", lambda path: read.append(Path(path)) or original(path))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a downstream expert must not load an upstream model")
+
+    monkeypatch.setattr(Workspace, "load_model", forbidden)
+    import safetensors.torch
+
+    monkeypatch.setattr(safetensors.torch, "load_file", lambda *a, **k: forbidden())  # any other path to weights
+    assert cli("run", tiny, "digit", "--force") == 0
+    assert read, "the upstream outputs were never read"
+    assert all(p.name in ("train.safetensors", "val.safetensors", "test.safetensors") for p in read)
+    assert {p.parents[2].name for p in read} != set()  # came from the upstream runs' artifact folders
+
+
+def test_checksum_mismatch_is_a_clear_error(tiny: Path, registry_uri: str, capsys):
+    assert cli("run", tiny) == 0
+    ws = Workspace(load_pipeline(tiny))
+    record = ws.record("has_loop")
+    path = ws.artifact(record, "outputs/train.safetensors")
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    capsys.readouterr()
+    assert cli("run", tiny, "digit", "--force") == 2
+    err = capsys.readouterr().err
+    assert "expert 'has_loop' v1: artifact 'outputs/train.safetensors' has sha256" in err
+    assert "Traceback" not in err
+    assert client(registry_uri).get_model_version_by_alias("tiny.digit", "current").version == 1
+
+
+def test_failed_training_leaves_current_alias_untouched(tiny: Path, registry_uri: str, monkeypatch):
+    assert cli("run", tiny, "is_even") == 0
+    import moe_pipeline.train as train
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated crash in the middle of training")
+
+    monkeypatch.setattr(train, "train_expert", broken)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        cli("run", tiny, "is_even", "--force")
+    c = client(registry_uri)
+    assert c.get_model_version_by_alias("tiny.is_even", "current").version == 1
+    assert len(c.search_model_versions("name = 'tiny.is_even'")) == 1
+    experiment = c.get_experiment_by_name("tiny")
+    statuses = sorted(r.info.status for r in c.search_runs([experiment.experiment_id]))
+    assert statuses == ["FAILED", "FINISHED"]
+
+
+def test_memory_budget_accumulates_to_the_same_effective_batch(tiny: Path):
+    import torch
+
+    from moe_pipeline.train import train_expert
+
+    ws = Workspace(load_pipeline(tiny))
+    data, _ = ws.expert_data("is_even")
+    spec = ws.pipeline.experts["is_even"]
+    resources = ws.pipeline.resources.model_copy(update={"max_memory_gb": 1.0})
+    measured = []
+
+    def measure(micro: int) -> float:  # pretend each sample costs 40 MiB of device memory
+        measured.append(micro)
+        return micro * 40 * 2**20
+
+    small = train_expert(spec.model, spec.train, resources, data, seed=0, measure=measure)
+    full = train_expert(spec.model, spec.train, resources, data, seed=0)
+    assert measured == [128, 64, 32, 16]
+    assert small.micro_batch == 16 and full.micro_batch == 128
+    for a, b in zip(small.model.state_dict().values(), full.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_validate_exit_code_and_no_traceback():
+    root = Path(__file__).resolve().parents[2]
+    bad = root / "tests/invalid/unknown_expert_ref.yaml"
+    proc = subprocess.run([sys.executable, "-m", "moe_pipeline.cli", "validate", str(bad)],
+                          capture_output=True, text=True, cwd=root)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"{bad}:9:")
+    assert "Traceback" not in proc.stderr
+    ok = subprocess.run([sys.executable, "-m", "moe_pipeline.cli", "validate", "pipelines/digits.yaml"],
+                        capture_output=True, text=True, cwd=root)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_cli_start_does_not_import_torch_or_mlflow():
+    code = ("import sys; from moe_pipeline.cli import run_cli; run_cli(['validate', 'pipelines/digits.yaml']); "
+            "print(sorted(m for m in ('torch', 'mlflow') if m in sys.modules))")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert proc.stdout.strip().endswith("[]"), proc.stdout + proc.stderr
