@@ -7,7 +7,7 @@ No mlflow and no torch here.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 PREFIX = "moe."
@@ -47,47 +47,44 @@ class Record:
     outputs_sha: str = ""  # sha256 over those output files: this version's behaviour reference id
     needs_retrain: str | None = None  # staleness mark written when an upstream's current moves
     validated: dict[str, Any] | None = None  # last cutoff check: upstreams, deltas
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def upstream_versions(self) -> dict[str, int]:
         return {name: ref.version for name, ref in self.upstream.items()}
 
 
-_JSON_FIELDS = ("spec", "code", "data", "sha256", "validated")
-_FLOAT_FIELDS = ("train_seconds", "peak_memory_mb", "val_metric")
-_STR_FIELDS = ("spec_hash", "code_hash", "data_hash", "metric_name", "outputs_dir", "outputs_sha", "needs_retrain")
+# The immutable part of a record is one JSON tag: a search then loads one tag row per
+# version rather than fifteen, which keeps `status` on 1,000 experts fast. What changes
+# after registration (stored outputs refreshed by the cutoff, staleness, validations) has
+# its own tag, so updating it never rewrites the record.
+RECORD = PREFIX + "record"
+OUTPUTS = PREFIX + "outputs"
+_IMMUTABLE = ("spec", "spec_hash", "code", "code_hash", "data", "data_hash", "train_seconds", "peak_memory_mb",
+              "metric_name", "val_metric", "sha256")
 
 
 def to_tags(record: Record) -> dict[str, str]:
-    tags = {PREFIX + "expert": record.expert}
-    for name in _JSON_FIELDS:
-        value = getattr(record, name)
-        if value is not None:
-            tags[PREFIX + name] = json.dumps(value, sort_keys=True)
-    for name in _FLOAT_FIELDS:
-        tags[PREFIX + name] = repr(float(getattr(record, name)))
-    for name in _STR_FIELDS:
-        if getattr(record, name) is not None:
-            tags[PREFIX + name] = getattr(record, name)
-    tags[PREFIX + "upstream"] = json.dumps({k: asdict(v) for k, v in record.upstream.items()}, sort_keys=True)
+    body = {name: getattr(record, name) for name in _IMMUTABLE}
+    body["upstream"] = {k: asdict(v) for k, v in record.upstream.items()}
+    tags = {RECORD: json.dumps(body, sort_keys=True),
+            OUTPUTS: json.dumps({"dir": record.outputs_dir, "sha": record.outputs_sha}, sort_keys=True)}
+    if record.needs_retrain is not None:
+        tags[NEEDS_RETRAIN] = record.needs_retrain
+    if record.validated is not None:
+        tags[VALIDATED_AGAINST] = json.dumps(record.validated, sort_keys=True)
     return tags
 
 
 def from_tags(expert: str, version: int, run_id: str, tags: dict[str, str]) -> Record | None:
     """A record from a version's tags; None for a version this project did not write."""
-    if PREFIX + "spec_hash" not in tags:
+    if RECORD not in tags:
         return None
-    kwargs: dict[str, Any] = {"expert": expert, "version": int(version), "run_id": run_id or ""}
-    for name in _JSON_FIELDS:
-        raw = tags.get(PREFIX + name)
-        kwargs[name] = json.loads(raw) if raw else ({} if name != "validated" else None)
-    for name in _FLOAT_FIELDS:
-        kwargs[name] = float(tags.get(PREFIX + name, "nan"))
-    for name in _STR_FIELDS:
-        if PREFIX + name in tags:
-            kwargs[name] = tags[PREFIX + name]
-    kwargs.setdefault("metric_name", "")
-    upstream = json.loads(tags.get(PREFIX + "upstream", "{}"))
-    kwargs["upstream"] = {k: UpstreamRef(int(v["version"]), v["outputs"]) for k, v in upstream.items()}
-    return Record(**kwargs)
+    body = json.loads(tags[RECORD])
+    outputs = json.loads(tags.get(OUTPUTS, "{}"))
+    validated = tags.get(VALIDATED_AGAINST)
+    return Record(
+        expert=expert, version=int(version), run_id=run_id or "",
+        upstream={k: UpstreamRef(int(v["version"]), v["outputs"]) for k, v in body.pop("upstream").items()},
+        outputs_dir=outputs.get("dir", "outputs"), outputs_sha=outputs.get("sha", ""),
+        needs_retrain=tags.get(NEEDS_RETRAIN), validated=json.loads(validated) if validated else None,
+        **{name: body[name] for name in _IMMUTABLE})

@@ -259,8 +259,7 @@ class Registry:
         name = self.model_name(record.expert)
         try:
             self.requests += 1
-            self.client.create_registered_model(name, description=description or None,
-                                                tags={"moe.pipeline": self.pipeline_name})
+            self.client.create_registered_model(name, description=description or None)
         except MlflowException as exc:
             if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                 raise RegistryError(f"cannot create registered model {name}: {_short(exc)}") from None

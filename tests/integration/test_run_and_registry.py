@@ -26,14 +26,16 @@ def test_run_registers_every_expert_with_record_and_alias(tiny: Path, registry_u
         mv = client(registry_uri).get_model_version_by_alias(f"tiny.{expert}", "current")
         assert int(mv.version) == 1
         tags = mv.tags
-        for key in ("moe.spec", "moe.spec_hash", "moe.code_hash", "moe.data_hash", "moe.upstream",
-                    "moe.train_seconds", "moe.peak_memory_mb", "moe.sha256"):
-            assert key in tags, key
-        sha = json.loads(tags["moe.sha256"])
+        record = json.loads(tags["moe.record"])
+        for key in ("spec", "spec_hash", "code_hash", "data_hash", "upstream", "train_seconds", "peak_memory_mb",
+                    "sha256", "val_metric"):
+            assert key in record, key
+        assert record["spec"]["model"]["kind"] in ("cnn", "mlp")
+        sha = record["sha256"]
         assert {"weights.safetensors", "spec.json", "outputs/train.safetensors", "outputs/val.safetensors",
                 "outputs/test.safetensors"} <= set(sha)
     digit = client(registry_uri).get_model_version_by_alias("tiny.digit", "current")
-    assert set(json.loads(digit.tags["moe.upstream"])) == {"has_loop", "is_even"}
+    assert set(json.loads(digit.tags["moe.record"])["upstream"]) == {"has_loop", "is_even"}
     run = client(registry_uri).get_run(digit.run_id)
     assert run.info.status == "FINISHED"
     assert "val_accuracy" in run.data.metrics and "grad_norm" in run.data.metrics
