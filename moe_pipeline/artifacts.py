@@ -18,6 +18,7 @@ from moe_pipeline.registry import sha256_file
 WEIGHTS = "weights.safetensors"
 INITIAL = "initial.safetensors"  # first layer before training (Neural Feature Ansatz)
 SPEC = "spec.json"
+PROBE = "probe.safetensors"  # behaviour reference: outputs on the probe rows, as trained
 
 
 def outputs_file(split: str, folder: str = "outputs") -> str:
@@ -25,8 +26,12 @@ def outputs_file(split: str, folder: str = "outputs") -> str:
 
 
 def write_version_files(folder: Path, model: torch.nn.Module, initial_first_layer: torch.Tensor,
-                        outputs: dict[str, dict[str, torch.Tensor]], spec: dict[str, Any]) -> dict[str, str]:
-    """Write every file of a version under `folder`; returns artifact path -> sha256."""
+                        outputs: dict[str, dict[str, torch.Tensor]], spec: dict[str, Any],
+                        probe: torch.Tensor) -> dict[str, str]:
+    """Write every file of a version under `folder`; returns artifact path -> sha256.
+
+    probe: row indices into the validation split whose outputs are the behaviour reference.
+    """
     (folder / "outputs").mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS))
@@ -34,12 +39,20 @@ def write_version_files(folder: Path, model: torch.nn.Module, initial_first_laye
     (folder / SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True))
     for split in SPLITS:
         write_outputs(folder / outputs_file(split), outputs[split])
+    write_outputs(folder / PROBE, {"rows": probe, "probs": outputs["val"]["probs"][probe]})
     return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def write_outputs(path: Path, outputs: dict[str, torch.Tensor]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in outputs.items()}, str(path))
+
+
+def write_refreshed_outputs(folder: Path, name: str, outputs: dict[str, dict[str, torch.Tensor]]) -> dict[str, str]:
+    """Outputs recomputed after a cutoff check kept the expert, under `folder/name/`."""
+    for split in SPLITS:
+        write_outputs(folder / outputs_file(split, name), outputs[split])
+    return {outputs_file(split, name): sha256_file(folder / outputs_file(split, name)) for split in SPLITS}
 
 
 def outputs_sha(sha256: dict[str, str], folder: str = "outputs") -> str:

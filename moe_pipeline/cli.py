@@ -110,9 +110,9 @@ def status(
     ws = Workspace(load_pipeline(pipeline))
     statuses = ws.statuses()
     if as_json:
-        _echo(report_cli.status_json(ws.pipeline.name, statuses))
+        _echo(report_cli.status_json(ws.pipeline.name, statuses, ws.cutoff_enabled()))
     else:
-        report_cli.print_status(ws.pipeline.name, statuses)
+        report_cli.print_status(ws.pipeline.name, statuses, ws.cutoff_enabled())
     if check and any(s.status != "fresh" for s in statuses.values()):
         raise typer.Exit(1)
 

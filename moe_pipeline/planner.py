@@ -41,6 +41,7 @@ class Status:
     reasons: list[Reason] = field(default_factory=list)
     root_causes: list[Hashable] = field(default_factory=list)  # for pending: the non-fresh ancestors to blame
     upstream_only: bool = False  # stale only because an upstream's current moved (cutoff may keep it)
+    validated: dict[str, Any] | None = None  # the last cutoff check that kept this version, with its deltas
 
     def summary(self) -> str:
         return "; ".join(str(r) for r in self.reasons)
@@ -91,6 +92,7 @@ def statuses(graph: nx.DiGraph, fingerprints: Mapping[Hashable, FingerprintLike]
             out[node] = Status(node, PENDING, record.version, detail, root_causes=roots)
         else:
             out[node] = Status(node, FRESH, record.version)
+        out[node].validated = getattr(record, "validated", None)
     return out
 
 
@@ -106,6 +108,9 @@ def _root_causes(graph: nx.DiGraph, out: dict[Hashable, Status], waiting: Iterab
 # ---------------------------------------------------------------- plan
 
 
+TRAIN, CHECK = "train", "retrain or keep"
+
+
 @dataclass(frozen=True)
 class Step:
     expert: Hashable
@@ -113,6 +118,8 @@ class Step:
     reasons: tuple[Reason, ...]
     estimate: float | None  # seconds, from the recorded training time; None when unknown
     forced: bool = False
+    action: str = TRAIN  # CHECK: the behavioural cutoff decides once its upstream has trained
+    decided_after: tuple[Hashable, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,9 +136,32 @@ class Plan:
         return None if any(e is None for e in known) else float(sum(known))  # type: ignore[arg-type]
 
 
+def decision(status: Status, cutoff: bool) -> tuple[str, tuple[Hashable, ...]]:
+    """TRAIN, or CHECK (retrain or keep) when only upstream changes stand against this expert."""
+    if not cutoff:
+        return TRAIN, ()
+    if status.status == PENDING:
+        return CHECK, tuple(status.root_causes)
+    if status.status == STALE and status.upstream_only:
+        return CHECK, ()
+    return TRAIN, ()
+
+
+def describe(step: Step) -> str:
+    if step.action == CHECK and step.decided_after:
+        return f"retrain or keep, decided after {', '.join(map(str, step.decided_after))} trains"
+    return "retrain or keep, decided by re-evaluation" if step.action == CHECK else "train"
+
+
 def plan(graph: nx.DiGraph, status: Mapping[Hashable, Status], estimates: Mapping[Hashable, float | None],
-         named: Iterable[Hashable] = (), downstream_of: Hashable | None = None, force: bool = False) -> Plan:
-    """Experts to train, in order. Named experts bring their non-fresh ancestors along."""
+         named: Iterable[Hashable] = (), downstream_of: Hashable | None = None, force: bool = False,
+         cutoff: Mapping[Hashable, bool] | None = None) -> Plan:
+    """Experts to train, in order. Named experts bring their non-fresh ancestors along.
+
+    `cutoff[n]` says whether n's behavioural cutoff is on; such an expert that is only
+    waiting for (or outdated by) its upstream gets the action CHECK instead of TRAIN.
+    """
+    cutoff = cutoff or {}
     named = list(named)
     if downstream_of is not None:
         selected = {downstream_of, *nx.descendants(graph, downstream_of)}
@@ -149,7 +179,8 @@ def plan(graph: nx.DiGraph, status: Mapping[Hashable, Status], estimates: Mappin
         forced = force and node in selected and status[node].status == FRESH
         if status[node].status != FRESH or forced:
             reasons = tuple(status[node].reasons) or (Reason("FORCED", "--force"),)
-            steps.append(Step(node, status[node].status, reasons, estimates.get(node), forced))
+            action, after = (TRAIN, ()) if forced else decision(status[node], cutoff.get(node, False))
+            steps.append(Step(node, status[node].status, reasons, estimates.get(node), forced, action, after))
     return Plan(tuple(steps))
 
 

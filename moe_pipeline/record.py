@@ -44,9 +44,18 @@ class Record:
     val_metric: float
     sha256: dict[str, str]  # artifact path -> sha256
     outputs_dir: str = "outputs"  # artifact folder of the stored outputs now in use
-    outputs_sha: str = ""  # sha256 over those output files: this version's behaviour reference id
+    outputs_sha: str = ""  # sha256 over those output files: what downstream experts record consuming
+    outputs_files: dict[str, str] | None = None  # sha256 of refreshed output files (not in the immutable record)
     needs_retrain: str | None = None  # staleness mark written when an upstream's current moves
-    validated: dict[str, Any] | None = None  # last cutoff check: upstreams, deltas
+    validated: dict[str, Any] | None = None  # last cutoff check: upstreams validated against, deltas
+    trained_upstream: dict[str, UpstreamRef] | None = None  # what it was trained on; `upstream` may move on
+
+    def __post_init__(self) -> None:
+        if self.trained_upstream is None:
+            self.trained_upstream = dict(self.upstream)
+
+    def expected_sha256(self, artifact: str) -> str | None:
+        return self.sha256.get(artifact) or (self.outputs_files or {}).get(artifact)
 
     @property
     def upstream_versions(self) -> dict[str, int]:
@@ -65,14 +74,22 @@ _IMMUTABLE = ("spec", "spec_hash", "code", "code_hash", "data", "data_hash", "tr
 
 def to_tags(record: Record) -> dict[str, str]:
     body = {name: getattr(record, name) for name in _IMMUTABLE}
-    body["upstream"] = {k: asdict(v) for k, v in record.upstream.items()}
-    tags = {RECORD: json.dumps(body, sort_keys=True),
-            OUTPUTS: json.dumps({"dir": record.outputs_dir, "sha": record.outputs_sha}, sort_keys=True)}
+    body["upstream"] = {k: asdict(v) for k, v in (record.trained_upstream or {}).items()}
+    tags = {RECORD: json.dumps(body, sort_keys=True), OUTPUTS: outputs_tag(record)}
     if record.needs_retrain is not None:
         tags[NEEDS_RETRAIN] = record.needs_retrain
     if record.validated is not None:
         tags[VALIDATED_AGAINST] = json.dumps(record.validated, sort_keys=True)
     return tags
+
+
+def outputs_tag(record: Record) -> str:
+    return json.dumps({"dir": record.outputs_dir, "sha": record.outputs_sha, "files": record.outputs_files or {}},
+                      sort_keys=True)
+
+
+def upstream_refs(raw: dict[str, Any]) -> dict[str, UpstreamRef]:
+    return {k: UpstreamRef(int(v["version"]), v["outputs"]) for k, v in raw.items()}
 
 
 def from_tags(expert: str, version: int, run_id: str, tags: dict[str, str]) -> Record | None:
@@ -81,10 +98,12 @@ def from_tags(expert: str, version: int, run_id: str, tags: dict[str, str]) -> R
         return None
     body = json.loads(tags[RECORD])
     outputs = json.loads(tags.get(OUTPUTS, "{}"))
-    validated = tags.get(VALIDATED_AGAINST)
+    validated = json.loads(tags[VALIDATED_AGAINST]) if VALIDATED_AGAINST in tags else None
+    trained = upstream_refs(body["upstream"])
+    # after a cutoff check kept it, a version stands for the upstream outputs it was validated against
+    current = upstream_refs(validated["upstream"]) if validated else trained
     return Record(
-        expert=expert, version=int(version), run_id=run_id or "",
-        upstream={k: UpstreamRef(int(v["version"]), v["outputs"]) for k, v in body.pop("upstream").items()},
+        expert=expert, version=int(version), run_id=run_id or "", upstream=current, trained_upstream=trained,
         outputs_dir=outputs.get("dir", "outputs"), outputs_sha=outputs.get("sha", ""),
-        needs_retrain=tags.get(NEEDS_RETRAIN), validated=json.loads(validated) if validated else None,
+        outputs_files=outputs.get("files") or None, needs_retrain=tags.get(NEEDS_RETRAIN), validated=validated,
         **{name: body[name] for name in _IMMUTABLE})

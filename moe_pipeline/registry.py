@@ -207,7 +207,7 @@ class Registry:
 
     def verified_path(self, record: Record, source: str, artifact: str) -> Path:
         path = self.local_artifacts(record, source) / artifact
-        expected = record.sha256.get(artifact)
+        expected = record.expected_sha256(artifact)
         if expected is None:
             raise IntegrityError(f"expert '{record.expert}' v{record.version}: no sha256 recorded for '{artifact}'")
         if not path.exists():

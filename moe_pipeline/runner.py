@@ -7,7 +7,7 @@ is that of the largest single expert.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
 from moe_pipeline.planner import Plan, Step
@@ -16,13 +16,14 @@ from moe_pipeline.planner import Plan, Step
 @dataclass
 class Outcome:
     expert: Hashable
-    action: str  # trained | kept
+    action: str  # trained | retrained | kept | unchanged
     version: int
     metric_name: str
     val_metric: float
     seconds: float
     peak_memory_mb: float
     note: str = ""
+    deltas: dict[str, float] = field(default_factory=dict)  # measured by a cutoff check
 
 
 def run_plan(plan: Plan, execute_step: Callable[[Step], Outcome],

@@ -104,7 +104,7 @@ def infer(model: nn.Module, x: torch.Tensor, task: str, device: torch.device | N
         logits.append(out.float().cpu())
     emb_all = torch.cat(embeddings) if embeddings else torch.empty(0)
     logits_all = torch.cat(logits) if logits else torch.empty(0)
-    probs = logits_all.softmax(dim=1) if task == "classification" else logits_all
+    probs = logits_all.softmax(dim=1) if task == "classification" else logits_all.clone()  # regression: the value
     return {"embedding": emb_all, "logits": logits_all, "probs": probs}
 
 

@@ -87,9 +87,13 @@ class Workspace:
                 raise SelectionError(f"pipeline '{self.pipeline.name}' has no expert '{name}'{hint}; "
                                      f"experts: {', '.join(self.pipeline.experts)}")
 
+    def cutoff_enabled(self) -> dict[str, bool]:
+        return {name: spec.cutoff != "off" for name, spec in self.pipeline.experts.items()}
+
     def plan(self, names: list[str], downstream: str | None = None, force: bool = False) -> planner.Plan:
         self._check_names([*names, *([downstream] if downstream else [])])
-        return planner.plan(self.graph, self.statuses(), self.estimates(), names, downstream, force)
+        return planner.plan(self.graph, self.statuses(), self.estimates(), names, downstream, force,
+                            self.cutoff_enabled())
 
     def impact(self, expert: str) -> planner.Plan:
         self._check_names([expert])
@@ -152,12 +156,78 @@ class Workspace:
         from moe_pipeline.progress import progress_bar
 
         with progress_bar(quiet) as bar:
-            outcomes = run_plan(plan, lambda step: self.train(step.expert, bar), on_outcome)
+            outcomes = run_plan(plan, lambda step: self._execute(step, bar), on_outcome)
         self.statuses()  # leaves every staleness tag in agreement with the new state
         return outcomes
 
+    def _execute(self, step: planner.Step, bar) -> Outcome:
+        """Train, or first re-evaluate: the upstream has trained by now, so decide on the state as it is."""
+        if step.action != planner.CHECK:
+            return self.train(step.expert, bar)
+        now = self.statuses(record_tags=False)[step.expert]
+        if now.status == planner.FRESH:  # its upstream was kept with unchanged outputs
+            record = self.current()[step.expert]
+            return Outcome(step.expert, "unchanged", record.version, record.metric_name, record.val_metric, 0.0, 0.0,
+                           "upstream behaviour unchanged")
+        if now.status == planner.STALE and now.upstream_only:
+            return self.check(step.expert, bar)
+        return self.train(step.expert, bar)
+
+    def check(self, expert: str, bar=None) -> Outcome:
+        """Behavioural early cutoff: re-evaluate the current version on the new upstream outputs.
+
+        Within tolerance of its *training* reference: keep it, refresh its stored outputs by
+        inference and record what it was validated against. Beyond: retrain.
+        """
+        import json
+        import time
+
+        from moe_pipeline import cutoff
+        from moe_pipeline.artifacts import PROBE, outputs_sha, read_tensors, write_refreshed_outputs
+        from moe_pipeline.record import OUTPUTS, VALIDATED_AGAINST, outputs_tag
+        from moe_pipeline.train import infer, metrics_of
+
+        started = time.perf_counter()
+        record = self.current()[expert]
+        tolerances = self.pipeline.experts[expert].cutoff
+        model, saved = self.load_model(record)  # its own weights, never an upstream's
+        data, consumed = self.expert_data(expert)
+        if list(data.in_shape) != list(saved["in_shape"]):
+            return self._retrain(expert, bar, f"input shape {saved['in_shape']} -> {list(data.in_shape)}")
+        reference = read_tensors(self.artifact(record, PROBE))
+        new = {split: infer(model, data.x[split], data.task) for split in SPLITS}
+        new_metric = metrics_of(data.task, new["val"]["logits"], data.y["val"], "val")[f"val_{record.metric_name}"]
+        deltas = cutoff.measure(reference["probs"], new["val"]["probs"][reference["rows"]], data.task,
+                                record.val_metric, new_metric)
+        verdict = cutoff.judge(deltas, tolerances)
+        if not verdict.keep:
+            return self._retrain(expert, bar, verdict.describe())
+        changed = [f"{u} v{ref.version}" for u, ref in consumed.items() if record.upstream.get(u) != ref]
+        name = f"outputs-validated-{int(time.time() * 1000)}"
+        with tempfile.TemporaryDirectory(prefix=f"moe-{expert}-") as tmp:
+            files = write_refreshed_outputs(Path(tmp), name, new)
+            self.registry.log_artifacts(record.run_id, Path(tmp))
+        record.outputs_dir, record.outputs_files = name, files
+        record.outputs_sha = outputs_sha(files, name)
+        record.upstream = consumed
+        record.validated = {"upstream": {u: {"version": r.version, "outputs": r.outputs} for u, r in consumed.items()},
+                            "deltas": deltas.as_dict(), "val_metric": new_metric,
+                            "reference": f"v{record.version} as trained", "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.registry.set_tags(expert, record.version, {VALIDATED_AGAINST: json.dumps(record.validated, sort_keys=True),
+                                                        OUTPUTS: outputs_tag(record)})
+        self._remember(record)
+        return Outcome(expert, "kept", record.version, record.metric_name, new_metric, time.perf_counter() - started, 0.0,
+                       f"kept (validated against {', '.join(changed) or 'refreshed upstream outputs'}: {verdict.describe()})",
+                       deltas=deltas.as_dict())
+
+    def _retrain(self, expert: str, bar, why: str) -> Outcome:
+        outcome = self.train(expert, bar)
+        outcome.action, outcome.note = "retrained", f"retrained ({why})"
+        return outcome
+
     def train(self, expert: str, bar=None, seed: int | None = None) -> Outcome:
         from moe_pipeline.artifacts import outputs_sha, write_version_files
+        from moe_pipeline.cutoff import probe_rows
         from moe_pipeline.train import primary_metric, release, train_expert
 
         spec = self.pipeline.experts[expert]
@@ -173,7 +243,9 @@ class Workspace:
                 saved_spec = {"spec": fp.spec, "in_shape": list(data.in_shape), "n_outputs": data.n_outputs,
                               "task": data.task, "blocks": [[b.ref, b.start, b.stop] for b in data.blocks],
                               "micro_batch": result.micro_batch, "device": result.device}
-                sha = write_version_files(folder, result.model, result.initial_first_layer, result.outputs, saved_spec)
+                probe = probe_rows(len(data.y["val"]), self._probe_size(expert))
+                sha = write_version_files(folder, result.model, result.initial_first_layer, result.outputs, saved_spec,
+                                          probe)
                 params = {k: v for k, v in flatten(fp.spec).items()}
                 params.update({"task": data.task, "micro_batch": result.micro_batch, "device": result.device})
                 self.registry.log_training(run_id, params, result.history, result.metrics)
@@ -189,13 +261,20 @@ class Workspace:
         return Outcome(expert, "trained", record.version, metric, record.val_metric, record.train_seconds,
                        record.peak_memory_mb, f"{result.epochs_run} epochs")
 
+    def _probe_size(self, expert: str) -> int:
+        from moe_pipeline.spec import CutoffSpec
+
+        tolerances = self.pipeline.experts[expert].cutoff
+        return (CutoffSpec() if tolerances == "off" else tolerances).probe_size
+
     def _remember(self, record: Record) -> None:
         """Update the in-memory snapshot instead of searching the registry again."""
         snap = self.snapshot()
         versions = snap.setdefault(record.expert, ExpertVersions(record.expert))
         versions.records[record.version] = record
         versions.current = record.version
-        versions.sources[record.version] = self._artifact_uri(record.run_id)
+        if record.version not in versions.sources:
+            versions.sources[record.version] = self._artifact_uri(record.run_id)
 
     def _artifact_uri(self, run_id: str) -> str:
         return self.registry._call("get run", self.registry.client.get_run, run_id).info.artifact_uri

@@ -1,10 +1,13 @@
-"""Target functions of the digits demo: each maps digit labels (n,) to one narrow task.
+"""Target functions of the digits demo: each maps digit labels (n,) to one narrow yes/no task.
 
-They run vectorised on the whole label tensor; each returns int64 class indices.
+Together the five answers form a code that tells all ten digits apart, so the `digit`
+expert can classify from the experts' probabilities alone. They run vectorised on the
+whole label tensor and return int64 class indices.
 """
 import torch
 
 LOOPED = (0, 6, 8, 9)
+PRIMES = (2, 3, 5, 7)
 
 
 def has_loop(label: torch.Tensor) -> torch.Tensor:
@@ -19,3 +22,12 @@ def is_even(label: torch.Tensor) -> torch.Tensor:
 def is_large(label: torch.Tensor) -> torch.Tensor:
     """1 for digits 5 to 9."""
     return (label >= 5).long()
+
+
+def is_prime(label: torch.Tensor) -> torch.Tensor:
+    return torch.isin(label, torch.tensor(PRIMES)).long()
+
+
+def above_six(label: torch.Tensor) -> torch.Tensor:
+    """1 for 7, 8 and 9."""
+    return (label > 6).long()

@@ -31,6 +31,7 @@ experts:
     target: digits.label
     model: {kind: mlp, hidden: [16]}
     train: {epochs: 3, batch_size: 128, lr: 1.0e-2, patience: null}
+    cutoff: "off"  # hash-based staleness alone; tests/integration/test_cutoff.py covers the cutoff
 """
 
 TARGETS = '''

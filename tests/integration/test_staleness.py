@@ -128,7 +128,7 @@ def test_impact_and_dag_show_the_cascade(tiny: Path, registry_uri: str, capsys):
     assert cli("impact", tiny, "is_even") == 0
     out = capsys.readouterr().out
     assert "is_even" in out and "digit" in out and "has_loop" not in out
-    assert re.search(r"2 expert\(s\) to train, estimated \d+\.\ds", out)
+    assert re.search(r"2 expert\(s\) to train or check, estimated \d+\.\ds", out)
     assert cli("dag", tiny) == 0
     assert "digit  (fresh)" in capsys.readouterr().out
 
