@@ -1,0 +1,131 @@
+"""Average gradient outer product: which input features an expert's logits depend on.
+
+AGOP = (1/n) sum_i J(x_i)^T J(x_i), J(x) = d logits / d input, (c, d). The Jacobians come
+from one forward and c backward passes per chunk of independent samples (the gradient of
+sum_i f_c(x_i) w.r.t. the batch is J_c(x_i) row by row): no per-sample loop. Sums are
+accumulated in float64. Above `dense_limit` input dimensions the d x d matrix is never
+formed: the diagonal is exact, the top-k eigenvectors come from randomised subspace
+iteration on Jacobian products. Pure functions of a model and tensors; no I/O.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+DENSE_LIMIT = 4096
+
+
+def jacobian_chunks(model: nn.Module, x: torch.Tensor, chunk: int = 512) -> Iterator[torch.Tensor]:
+    """Yields J for consecutive chunks of x: (b, c, d) with d = prod(input shape)."""
+    model.eval()
+    for start in range(0, len(x), chunk):
+        xb = x[start:start + chunk].detach().clone().requires_grad_(True)
+        out = model(xb)  # (b, c)
+        out = out.reshape(len(xb), -1)
+        rows = []
+        for c in range(out.shape[1]):
+            (grad,) = torch.autograd.grad(out[:, c].sum(), xb, retain_graph=c < out.shape[1] - 1)
+            rows.append(grad.reshape(len(xb), -1))
+        yield torch.stack(rows, dim=1)  # (b, c, d)
+
+
+@dataclass
+class AGOPResult:
+    diagonal: torch.Tensor  # (d,) float64: feature importance
+    eigenvalues: torch.Tensor  # (k,) descending
+    eigenvectors: torch.Tensor  # (d, k)
+    matrix: torch.Tensor | None  # (d, d), only when d <= dense_limit
+    per_class: torch.Tensor | None  # (c, d, d): per-output AGOPs, summing to `matrix`
+    n: int
+
+    @property
+    def trace(self) -> float:
+        return float(self.diagonal.sum())
+
+
+def agop(model: nn.Module, x: torch.Tensor, chunk: int = 512, per_class: bool = False) -> torch.Tensor | tuple:
+    """Dense AGOP (d, d) in float64; with per_class, also the (c, d, d) per-output parts."""
+    total, parts = None, None
+    for jac in jacobian_chunks(model, x, chunk):
+        j = jac.double()  # (b, c, d)
+        flat = j.reshape(-1, j.shape[-1])  # (b*c, d)
+        total = flat.T @ flat if total is None else total + flat.T @ flat
+        if per_class:
+            contrib = torch.einsum("bcd,bce->cde", j, j)
+            parts = contrib if parts is None else parts + contrib
+    total = total / len(x)
+    return (total, parts / len(x)) if per_class else total
+
+
+def agop_diagonal(model: nn.Module, x: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    diag = None
+    for jac in jacobian_chunks(model, x, chunk):
+        contrib = (jac.double() ** 2).sum(dim=(0, 1))  # (d,)
+        diag = contrib if diag is None else diag + contrib
+    return diag / len(x)
+
+
+def agop_matvec(model: nn.Module, x: torch.Tensor, v: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """AGOP @ v for v (d, k), never forming AGOP: (1/n) sum J^T (J v)."""
+    out = torch.zeros_like(v, dtype=torch.float64)
+    for jac in jacobian_chunks(model, x, chunk):
+        j = jac.double().reshape(-1, jac.shape[-1])  # (b*c, d)
+        out += j.T @ (j @ v)
+    return out / len(x)
+
+
+def top_eigen_matrix_free(model: nn.Module, x: torch.Tensor, k: int, iterations: int = 4, oversample: int = 5,
+                          seed: int = 0, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Randomised subspace iteration (Halko et al.) with a Rayleigh-Ritz step; AGOP is PSD."""
+    d = x[0].numel()
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, k + oversample, generator=gen, dtype=torch.float64))
+    for _ in range(iterations):
+        q, _ = torch.linalg.qr(agop_matvec(model, x, q, chunk))
+    small = q.T @ agop_matvec(model, x, q, chunk)  # (k+p, k+p)
+    values, vectors = torch.linalg.eigh((small + small.T) / 2)
+    order = values.argsort(descending=True)[:k]
+    return values[order], q @ vectors[:, order]
+
+
+def compute(model: nn.Module, x: torch.Tensor, k: int = 8, dense_limit: int = DENSE_LIMIT,
+            chunk: int = 512) -> AGOPResult:
+    d = x[0].numel()
+    if d <= dense_limit:
+        matrix, parts = agop(model, x, chunk, per_class=True)
+        values, vectors = torch.linalg.eigh(matrix)
+        order = values.argsort(descending=True)[:k]
+        return AGOPResult(matrix.diagonal().clone(), values[order], vectors[:, order], matrix, parts, len(x))
+    values, vectors = top_eigen_matrix_free(model, x, k, chunk=chunk)
+    return AGOPResult(agop_diagonal(model, x, chunk), values, vectors, None, None, len(x))
+
+
+def sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
+    values, vectors = torch.linalg.eigh(matrix)
+    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Frobenius cosine similarity: the correlation the Neural Feature Ansatz reports."""
+    a, b = a.double().flatten(), b.double().flatten()
+    return float(a @ b / (a.norm() * b.norm()).clamp(min=1e-300))
+
+
+def neural_feature_ansatz(weight: torch.Tensor, initial: torch.Tensor, matrix: torch.Tensor) -> dict[str, float]:
+    """Correlation of the first layer's W^T W with AGOP^(1/2) and AGOP, with and without W0."""
+    w = weight.double().reshape(weight.shape[0], -1)  # (h, d)
+    w0 = initial.double().reshape(initial.shape[0], -1)
+    gram, gram_delta = w.T @ w, (w - w0).T @ (w - w0)
+    root = sqrtm_psd(matrix)
+    return {"wtw_vs_agop_sqrt": cosine(gram, root), "wtw_vs_agop": cosine(gram, matrix),
+            "delta_wtw_vs_agop_sqrt": cosine(gram_delta, root), "delta_wtw_vs_agop": cosine(gram_delta, matrix)}
+
+
+def reliance(diagonal: torch.Tensor, blocks: list[tuple[str, int, int]]) -> list[dict]:
+    """Share of AGOP mass (trace) in each input block: how much the expert relies on each input."""
+    total = float(diagonal.sum()) or 1.0
+    return [{"input": ref, "columns": stop - start, "share": float(diagonal[start:stop].sum()) / total}
+            for ref, start, stop in blocks]

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import confusion_matrix as sk_confusion
+
+from moe_pipeline.inspect.collapse import collapse_metrics, deep_nc1, nc1
+from moe_pipeline.inspect.confusion import confusion_matrix, row_normalised
+from moe_pipeline.inspect.similarity import churn, linear_cka, subspace_overlap
+from moe_pipeline.models import MLP
+
+
+def simplex_etf(c: int, p: int) -> torch.Tensor:
+    """C unit vectors in R^p with pairwise cosine -1/(C-1): the collapsed geometry."""
+    q, _ = torch.linalg.qr(torch.randn(p, c, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    m = (torch.eye(c, dtype=torch.float64) - 1.0 / c) * (c / (c - 1)) ** 0.5
+    return (q @ m).T  # (C, p)
+
+
+def test_perfectly_collapsed_features():
+    c, p, per = 5, 12, 30
+    means = simplex_etf(c, p)
+    labels = torch.arange(c).repeat_interleave(per)
+    features = means[labels] * 3.0
+    metrics = collapse_metrics(features, labels, means, torch.zeros(c), c)
+    assert metrics["nc1"] == pytest.approx(0.0, abs=1e-12)
+    assert metrics["nc2_etf_distance_means"] == pytest.approx(0.0, abs=1e-10)
+    assert metrics["nc2_mean_norm_cv"] == pytest.approx(0.0, abs=1e-10)
+    assert metrics["nc2_equiangularity"] == pytest.approx(0.0, abs=1e-10)
+    assert metrics["nc3_self_duality"] == pytest.approx(0.0, abs=1e-10)
+    assert metrics["nc4_ncc_mismatch"] == 0.0
+
+
+def test_random_features_are_far_from_collapse():
+    gen = torch.Generator().manual_seed(0)
+    c = 5
+    labels = torch.arange(c).repeat_interleave(40)
+    features = torch.randn(200, 12, generator=gen)
+    metrics = collapse_metrics(features, labels, torch.randn(c, 12, generator=gen), torch.zeros(c), c)
+    assert metrics["nc1"] > 1.0
+    assert metrics["nc2_etf_distance_means"] > 0.3
+    assert metrics["nc4_ncc_mismatch"] > 0.3
+
+
+def test_nc1_against_a_brute_force_loop():
+    gen = torch.Generator().manual_seed(3)
+    labels = torch.tensor([0] * 10 + [1] * 15 + [2] * 5)
+    feats = torch.randn(30, 4, generator=gen, dtype=torch.float64) + labels[:, None] * 0.5
+    means = [feats[labels == k].mean(0) for k in range(3)]
+    mu_g = torch.stack(means).mean(0)
+    sw = sum(torch.outer(feats[i] - means[labels[i]], feats[i] - means[labels[i]]) for i in range(30)) / 30
+    sb = sum(torch.outer(m - mu_g, m - mu_g) for m in means) / 3
+    expected = float(torch.trace(sw @ torch.linalg.pinv(sb)) / 3)
+    assert nc1(feats, labels) == pytest.approx(expected, rel=1e-9)
+
+
+def test_deep_nc1_has_one_value_per_hidden_layer():
+    model = MLP((6,), 3, hidden=(8, 5))
+    values = deep_nc1(model, torch.randn(30, 6), torch.arange(3).repeat(10), 3)
+    assert len(values) == 2 and all(v >= 0 for v in values.values())
+
+
+def test_confusion_matrix_equals_scikit_learn():
+    rng = np.random.default_rng(0)
+    true, pred = rng.integers(0, 7, 500), rng.integers(0, 7, 500)
+    ours = confusion_matrix(torch.from_numpy(true), torch.from_numpy(pred), 7)
+    np.testing.assert_array_equal(ours.numpy(), sk_confusion(true, pred, labels=range(7)))
+    np.testing.assert_allclose(row_normalised(ours).numpy(), sk_confusion(true, pred, labels=range(7), normalize="true"))
+
+
+def test_linear_cka_properties():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(100, 8, generator=gen, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(8, 8, generator=gen, dtype=torch.float64))
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    assert linear_cka(x, x @ q) == pytest.approx(1.0)  # orthogonal transform
+    assert linear_cka(x, 3.7 * x) == pytest.approx(1.0)  # isotropic scaling
+    assert linear_cka(x, torch.randn(100, 8, generator=gen, dtype=torch.float64)) < 0.3
+
+
+def test_churn_and_subspace_overlap():
+    assert churn(torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 0, 3])) == 0.25
+    u = torch.eye(6)[:, :2]
+    assert subspace_overlap(u, u) == pytest.approx(1.0)
+    assert subspace_overlap(u, torch.eye(6)[:, 2:4]) == pytest.approx(0.0)
