@@ -136,11 +136,17 @@ class Workspace:
         model.load_state_dict(read_tensors(self.artifact(record, WEIGHTS)))
         return model.eval(), saved
 
-    def expert_data(self, expert: str):
-        """Inputs and target of one expert; upstream inputs come from current stored outputs."""
+    def expert_data(self, expert: str, upstream_versions: dict[str, int] | None = None):
+        """Inputs and target of one expert; upstream inputs come from stored outputs.
+
+        By default the upstream experts' current versions; `upstream_versions` pins others
+        (inspection reads the versions an expert version was trained or validated on).
+        """
         from moe_pipeline.inputs import build_expert_data
 
         current = self.current()
+        if upstream_versions:
+            current = {**current, **{u: self.record(u, v) for u, v in upstream_versions.items()}}
         upstream = {}
         for up in g.upstream(self.graph, expert):
             if current[up] is None:
