@@ -18,7 +18,7 @@ def _plt():
 
 def heatmap(matrix: torch.Tensor, path: Path, title: str, labels: Sequence[str] | None = None, fmt: str = "d") -> Path:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * matrix.shape[1], 0.8 + 0.45 * matrix.shape[0]))
+    fig, ax = plt.subplots(figsize=(max(1.0 + 0.45 * matrix.shape[1], 4.2), max(0.8 + 0.45 * matrix.shape[0], 3.4)))
     im = ax.imshow(matrix.double().numpy(), cmap="Blues")
     for (i, j), value in zip(((i, j) for i in range(matrix.shape[0]) for j in range(matrix.shape[1])),
                              matrix.flatten().tolist()):
@@ -38,11 +38,11 @@ def heatmap(matrix: torch.Tensor, path: Path, title: str, labels: Sequence[str] 
 
 
 def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str], path: Path, suptitle: str,
-               cmap: str = "viridis", symmetric: bool = False) -> Path:
-    """One small panel per (h, w) map."""
+               cmap: str = "viridis", symmetric: bool = False, cols: int | None = None) -> Path:
+    """One small panel per (h, w) map, `cols` to a row."""
     plt = _plt()
     n = len(images)
-    cols = min(n, 6)
+    cols = cols or min(n, 6)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(max(1.9 * cols, 4.8), 2.0 * rows + 0.5), squeeze=False)
     for ax in axes.flat:

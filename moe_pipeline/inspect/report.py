@@ -82,7 +82,7 @@ def section_metrics(rep: Report, model, data, saved, record) -> None:
             f"<p>Rows are true classes, columns predictions, on the {split} split ({len(data.y[split])} rows).</p>", figs)
 
 
-def section_agop(rep: Report, model, data, saved, record, initial) -> None:
+def section_agop(rep: Report, model, data, saved, record, initial, planted: list[int] | None = None) -> None:
     from moe_pipeline.inspect import agop as A
     from moe_pipeline.models import first_layer
 
@@ -99,6 +99,9 @@ def section_agop(rep: Report, model, data, saved, record, initial) -> None:
                             "eigenvalues": res.eigenvalues.tolist(), "dense": res.matrix is not None}
     blocks = [tuple(b) for b in saved["blocks"]]
     info["reliance"] = A.reliance(diag, blocks)
+    if planted:
+        info["planted_coordinates"] = planted
+        info["planted_share"] = float(diag[planted].sum() / diag.sum())
     figs = []
     shape = _image_shape(in_shape)
     if shape:
@@ -124,6 +127,10 @@ def section_agop(rep: Report, model, data, saved, record, initial) -> None:
     text = (f"<p>The average gradient outer product over {len(x)} training rows: the diagonal says how strongly the "
             f"expert's outputs change with each input feature. The 10 most used features: {top} "
             f"({100 * sum(info['top_feature_share']):.1f}% of the AGOP trace).</p>")
+    if planted:
+        text += (f"<p><b>Planted coordinates {planted}</b> (the only ones the target depends on) hold "
+                 f"<b>{100 * info['planted_share']:.1f}%</b> of the AGOP trace; uniform use would give "
+                 f"{100 * len(planted) / diag.numel():.1f}%.</p>")
     if len(blocks) > 1 or any("." in b[0] and b[0].split(".")[1] in ("probs", "logits", "embedding") for b in blocks):
         text += "<h3>Reliance on each input</h3>" + _table(info["reliance"])
     if nfa:
@@ -171,8 +178,8 @@ def section_attribution(rep: Report, model, data, saved) -> None:
                 figs.append(plots.image_grid([x[i].reshape(in_shape).sum(0) for i in examples] +
                                              [attr[i].reshape(in_shape).sum(0) for i in examples],
                                              [f"input (y={int(y[i])})" for i in examples] + ["IG map"] * len(examples),
-                                             rep.out / "examples.png", "examples and their integrated gradients",
-                                             symmetric=False))
+                                             rep.out / "examples.png", "examples (top) and their integrated "
+                                             "gradients (bottom)", symmetric=True, cols=len(examples)))
         else:
             figs.append(plots.bars(per_class.reshape(n_classes, -1).mean(0), rep.out / f"{method}.png",
                                    f"{method.replace('_', ' ')}: mean |attribution| per feature"))
@@ -202,6 +209,13 @@ def section_opacity(rep: Report, ws, expert, data, record, seeds: int, bootstrap
     rep.add("Learning opacity: sensitivity to initialisation and to data", _table(rows) +
             "<p>Churn: fraction of validation predictions two runs disagree on. CKA: similarity of their embeddings. "
             "AGOP correlation and eigenspace overlap: whether they use the same input features.</p>")
+
+
+def _planted(pipeline, expert: str) -> list[int] | None:
+    """The informative coordinates when the expert reads exactly one synthetic.planted field."""
+    inputs = pipeline.experts[expert].inputs
+    source = pipeline.sources.get(inputs[0].partition(".")[0]) if len(inputs) == 1 else None
+    return list(source.informative) if source is not None and source.loader == "synthetic.planted" else None
 
 
 # ---------------------------------------------------------------- writing
@@ -248,7 +262,7 @@ def inspect_expert(loaded, expert: str, version: int | None = None, methods: lis
     if "metrics" in methods:
         section_metrics(rep, model, data, saved, record)
     if "agop" in methods:
-        section_agop(rep, model, data, saved, record, initial)
+        section_agop(rep, model, data, saved, record, initial, _planted(ws.pipeline, expert))
     if "collapse" in methods:
         section_collapse(rep, model, data)
     if "attribution" in methods:
@@ -275,6 +289,9 @@ def _print_summary(rep: Report, html_path: Path) -> None:
     if "agop" in s:
         share = 100 * sum(s["agop"]["top_feature_share"])
         lines.append(f"AGOP: top features {s['agop']['top_features']} hold {share:.1f}% of the trace")
+        if "planted_share" in s["agop"]:
+            lines.append(f"AGOP: planted coordinates {s['agop']['planted_coordinates']} hold "
+                         f"{100 * s['agop']['planted_share']:.1f}% of the trace")
         if len(s["agop"]["reliance"]) > 1:
             lines.append("reliance: " + ", ".join(f"{r['input']} {100 * r['share']:.1f}%" for r in s["agop"]["reliance"]))
     if "collapse" in s:

@@ -1,0 +1,85 @@
+"""`inspect` end to end: one version, its stored inputs, every section, files logged to MLflow."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from moe_pipeline.loader import load_pipeline
+from moe_pipeline.workspace import Workspace
+from tests.conftest import cli
+
+
+def test_inspect_image_expert_writes_every_section(tiny: Path, registry_uri: str, tmp_path: Path, capsys):
+    assert cli("run", tiny) == 0
+    out = tmp_path / "report"
+    capsys.readouterr()
+    assert cli("inspect", tiny, "has_loop", "--out", out) == 0
+    printed = capsys.readouterr().out
+    assert "AGOP: top features" in printed and str(out / "report.html") in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"metrics", "confusion", "agop", "collapse", "attribution", "dynamics"} <= set(summary)
+    assert sum(map(sum, summary["confusion"])) == len(Workspace(load_pipeline(tiny)).store.source("digits").splits["test"])
+    assert summary["agop"]["input_dim"] == 64 and summary["agop"]["dense"]
+    assert len(summary["dynamics"]["train_loss"]) == 3
+    for png in ("confusion_counts.png", "agop.png", "agop_eigenvectors.png", "integrated_gradients_per_class.png",
+                "saliency_per_class.png", "examples.png", "dynamics.png"):
+        assert (out / png).stat().st_size > 1000, png
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 7  # self-contained
+    mv = MlflowClient(registry_uri, registry_uri).get_model_version_by_alias("tiny.has_loop", "current")
+    logged = {a.path for a in MlflowClient(registry_uri, registry_uri).list_artifacts(mv.run_id, "inspect")}
+    assert "inspect/report.html" in logged and "inspect/summary.json" in logged
+
+
+def test_inspect_downstream_expert_shows_reliance_without_upstream_weights(tiny: Path, tmp_path: Path, monkeypatch):
+    assert cli("run", tiny) == 0
+    loaded_models = []
+    original = Workspace.load_model
+
+    def spy(self, record):
+        loaded_models.append(record.expert)
+        return original(self, record)
+
+    monkeypatch.setattr(Workspace, "load_model", spy)
+    out = tmp_path / "digit"
+    assert cli("inspect", tiny, "digit", "--out", out, "--methods", "agop") == 0
+    assert loaded_models == ["digit"]
+    summary = json.loads((out / "summary.json").read_text())
+    reliance = {r["input"]: r["share"] for r in summary["agop"]["reliance"]}
+    assert set(reliance) == {"has_loop.probs", "is_even.embedding"}
+    assert abs(sum(reliance.values()) - 1.0) < 1e-9
+    assert "collapse" not in summary
+
+
+def test_inspect_planted_pipeline_recovers_the_planted_coordinates(tmp_path: Path, registry_uri: str, capsys):
+    path = tmp_path / "planted.yaml"
+    path.write_text("""
+name: planted_small
+sources:
+  p: {loader: synthetic.planted, n: 2000, d: 30, informative: [0, 1], task: signs}
+experts:
+  quadrant:
+    inputs: [p.x]
+    target: p.y
+    model: {kind: mlp, hidden: [64]}
+    train: {epochs: 30, batch_size: 128, lr: 3.0e-3, patience: null}
+""")
+    assert cli("run", path) == 0
+    out = tmp_path / "q"
+    assert cli("inspect", path, "quadrant", "--out", out, "--methods", "agop", "--seeds", "2") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["agop"]["top_features"][:2]) == {0, 1}
+    assert summary["agop"]["planted_share"] >= 0.9
+    assert summary["agop"]["neural_feature_ansatz"]["wtw_vs_agop_sqrt"] > 0.5
+    opacity = summary["opacity"]["seeds"]
+    assert opacity["runs"] == 2 and 0.0 <= opacity["prediction_churn_mean"] < 0.2
+    assert opacity["agop_correlation_mean"] > 0.8
+
+
+def test_inspect_unknown_version_is_a_clear_error(tiny: Path, capsys):
+    assert cli("run", tiny, "is_even") == 0
+    capsys.readouterr()
+    assert cli("inspect", tiny, "is_even", "--version", "7") == 2
+    assert "expert 'is_even' has no version 7; registered versions: [1]" in capsys.readouterr().err
