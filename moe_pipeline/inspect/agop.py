@@ -49,12 +49,14 @@ class AGOPResult:
 def agop(model: nn.Module, x: torch.Tensor, chunk: int = 512, per_class: bool = False) -> torch.Tensor | tuple:
     """Dense AGOP (d, d) in float64; with per_class, also the (c, d, d) per-output parts."""
     total, parts = None, None
-    for jac in jacobian_chunks(model, x, chunk):
-        j = jac.double()  # (b, c, d)
+    for j in jacobian_chunks(model, x, chunk):  # (b, c, d)
+        # Each chunk's product runs in the model's dtype (float32 matmuls are several times
+        # faster on CPU); the sum over chunks, where rounding would accumulate, is float64.
         flat = j.reshape(-1, j.shape[-1])  # (b*c, d)
-        total = flat.T @ flat if total is None else total + flat.T @ flat
+        product = (flat.T @ flat).double()
+        total = product if total is None else total + product
         if per_class:
-            contrib = torch.einsum("bcd,bce->cde", j, j)
+            contrib = torch.einsum("bcd,bce->cde", j, j).double()
             parts = contrib if parts is None else parts + contrib
     total = total / len(x)
     return (total, parts / len(x)) if per_class else total

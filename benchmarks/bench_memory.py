@@ -1,0 +1,104 @@
+"""Stage-wise memory: peak memory training pipelines/digits.yaml stage by stage vs the sum
+of its experts' peaks vs training all experts jointly as one network.
+
+Each measurement runs in a fresh process (a process's allocator keeps freed memory, so a
+second measurement in the same process would read low). On CPU the figure is the growth of
+resident memory during training, sampled; data loading is excluded from all three.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+
+
+def _data(expert: str):
+    from moe_pipeline.data import DataStore
+    from moe_pipeline.inputs import build_expert_data
+    from moe_pipeline.loader import load_pipeline
+
+    pipeline = load_pipeline("pipelines/digits.yaml").pipeline
+    store = DataStore(pipeline)
+    return pipeline, store, build_expert_data
+
+
+def _warm_up() -> None:
+    """One throwaway step of a conv and a linear layer, so the runtime's one-time start-up
+    (thread pools, autograd engine, kernels) is not counted as any expert's memory."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(72, 2))
+    torch.optim.AdamW(net.parameters()).zero_grad()
+    net(torch.randn(4, 1, 8, 8)).sum().backward()
+
+
+def one(expert: str) -> float:
+    """Peak RSS growth (MiB) training one expert; a downstream one gets upstream-shaped inputs."""
+    from moe_pipeline.memory import PeakRSS
+    from moe_pipeline.train import train_expert
+
+    pipeline, store, build = _data(expert)
+    spec = pipeline.experts[expert]
+    n = {s: len(store.source("digits").splits[s]) for s in ("train", "val", "test")}
+    upstream = {u.split(".")[0]: {s: {"probs": torch.rand(n[s], 2)} for s in n} for u in spec.inputs if "probs" in u}
+    data = build(expert, spec, store, upstream)
+    _warm_up()
+    with PeakRSS(interval=0.002) as rss:
+        train_expert(spec.model, spec.train.model_copy(update={"patience": None}), pipeline.resources, data, 0)
+    return rss.peak_growth / 2**20
+
+
+def joint() -> float:
+    """All six experts as one network: the image experts' probs feed `digit` in-graph."""
+    from moe_pipeline.memory import PeakRSS
+    from moe_pipeline.models import build_model
+
+    pipeline, store, build = _data("digit")
+    src = store.source("digits")
+    x, label = src.field("image", "train"), src.field("label", "train")
+    leaves = [e for e in pipeline.experts if e != "digit"]
+    from moe_pipeline.data import import_object
+
+    targets = {e: import_object(pipeline.experts[e].target_fn)(label) for e in leaves}
+    models = torch.nn.ModuleDict({e: build_model(pipeline.experts[e].model, (1, 8, 8), 2) for e in leaves})
+    models["digit"] = build_model(pipeline.experts["digit"].model, (2 * len(leaves),), 10)
+    opt = torch.optim.AdamW(models.parameters(), lr=3e-3)
+    epochs = max(s.train.epochs for s in pipeline.experts.values())
+    _warm_up()
+    with PeakRSS(interval=0.002) as rss:
+        for _ in range(epochs):
+            for rows in torch.randperm(len(x)).split(64):
+                opt.zero_grad()
+                logits = {e: models[e](x[rows]) for e in leaves}
+                probs = torch.cat([logits[e].softmax(1) for e in leaves], dim=1)
+                loss = sum(torch.nn.functional.cross_entropy(logits[e], targets[e][rows]) for e in leaves)
+                loss = loss + torch.nn.functional.cross_entropy(models["digit"](probs), label[rows])
+                loss.backward()
+                opt.step()
+    return rss.peak_growth / 2**20
+
+
+def _fresh(arg: str) -> float:
+    out = subprocess.run([sys.executable, __file__, arg], capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def run() -> list[dict]:
+    from moe_pipeline.loader import load_pipeline
+
+    experts = list(load_pipeline("pipelines/digits.yaml").pipeline.experts)
+    peaks = {e: _fresh(e) for e in experts}
+    joint_peak = _fresh("--joint")
+    stage = max(peaks.values())
+    return [{"benchmark": "peak memory, digits stage by stage (largest expert)", "value": round(stage, 1), "unit": "MiB",
+             "goal": "< joint", "met": stage < joint_peak,
+             "note": f"sum of experts' peaks {sum(peaks.values()):.1f} MiB; joint network {joint_peak:.1f} MiB; "
+                     f"per expert: {json.dumps({k: round(v, 1) for k, v in peaks.items()})}"}]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1:
+        print(joint() if sys.argv[1] == "--joint" else one(sys.argv[1]))
+    else:
+        for row in run():
+            print(row)

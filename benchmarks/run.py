@@ -1,0 +1,56 @@
+"""`make bench`: run every benchmark, print one table, write benchmarks/results.json.
+
+Benchmarks are not tests: nothing here fails the build. Each compares side by side in one
+process (or fresh processes started from it) and reports ratios, since absolute times on a
+shared machine drift.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MODULES = ["bench_agop", "bench_train", "bench_status", "bench_cutoff", "bench_memory", "bench_demo"]
+
+
+def machine() -> dict:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch_threads": torch.get_num_threads(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def main(names: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    sys.path.insert(0, str(HERE))
+    os.chdir(HERE.parent)
+    rows, started = [], time.perf_counter()
+    for name in names or MODULES:
+        t0 = time.perf_counter()
+        rows += importlib.import_module(name).run()
+        print(f"{name}: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    table = Table(title="moe-pipeline benchmarks")
+    for column in ("benchmark", "value", "goal", "met", "note"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["benchmark"], f"{row['value']} {row['unit']}", row["goal"], "yes" if row["met"] else "NO",
+                      row["note"])
+    Console(width=220).print(table)
+    result = {"machine": machine(), "seconds": round(time.perf_counter() - started, 1), "results": rows}
+    (HERE / "results.json").write_text(json.dumps(result, indent=2))
+    print(f"wrote {HERE / 'results.json'} ({result['seconds']} s)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
