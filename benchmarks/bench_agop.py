@@ -28,15 +28,6 @@ def _time(fn, repeat: int = 1) -> tuple[float, object]:
     return best, out
 
 
-def per_sample_loop(model, x):
-    total = 0
-    for xi in x:
-        jac = torch.autograd.functional.jacobian(lambda v: model(v.unsqueeze(0)).squeeze(0), xi)
-        jac = jac.reshape(jac.shape[0], -1).double()
-        total = total + jac.T @ jac
-    return total / len(x)
-
-
 def vmap_jacrev(model, x, chunk=512):
     total = 0
     for start in range(0, len(x), chunk):
@@ -62,18 +53,22 @@ def case(name: str, in_shape: tuple[int, ...], channels: tuple[int, ...], hidden
     ours_s, ours = _time(lambda: A.agop(model, x), repeat=2)
     vmap_s, via_vmap = _time(lambda: vmap_jacrev(model, x))
     limit_s, _ = _time(lambda: limit(model, x, 10), repeat=2)
-    loop_sub_s, loop = _time(lambda: per_sample_loop(model, x[:LOOP_ROWS]))
+    loop_sub_s, loop = _time(lambda: A.agop_per_sample(model, x[:LOOP_ROWS]))
     loop_s = loop_sub_s * N / LOOP_ROWS
     sub = A.agop(model, x[:LOOP_ROWS])
     diff_loop = float((sub - loop).abs().max())
     diff_vmap = float((ours - via_vmap).detach().abs().max())
     d = x[0].numel()
-    return [{"benchmark": f"AGOP {name} (d={d}, n={N}, C=10): ours", "value": round(ours_s, 3), "unit": "s",
-             "goal": "<= 1.5x limit, >= 20x faster than loop",
-             "met": ours_s <= 1.5 * limit_s and loop_s / ours_s >= 20,
-             "note": f"limit {limit_s:.3f}s (ratio {ours_s / limit_s:.2f}); vmap(jacrev) {vmap_s:.3f}s; "
-                     f"per-sample loop {loop_s:.1f}s (from {LOOP_ROWS} rows; {loop_s / ours_s:.0f}x slower); "
-                     f"max |diff| vs loop {diff_loop:.1e}, vs vmap {diff_vmap:.1e}"}]
+    label = f"AGOP {name} (d={d}, n={N}, C=10)"
+    return [
+        {"benchmark": f"{label}: time / limit", "value": round(ours_s / limit_s, 2), "unit": "x",
+         "goal": "<= 1.5", "met": ours_s <= 1.5 * limit_s,
+         "note": f"ours {ours_s:.3f}s; limit (C forward+backward passes) {limit_s:.3f}s; vmap(jacrev) {vmap_s:.3f}s"},
+        {"benchmark": f"{label}: speed-up vs per-sample loop", "value": round(loop_s / ours_s, 1), "unit": "x",
+         "goal": ">= 20", "met": loop_s / ours_s >= 20,
+         "note": f"loop {loop_s:.1f}s (timed on {LOOP_ROWS} rows, scaled); the limit itself is only "
+                 f"{loop_s / limit_s:.0f}x faster than the loop; max |diff| vs loop {diff_loop:.1e}, vs vmap {diff_vmap:.1e}"},
+    ]
 
 
 def matrix_free() -> list[dict]:

@@ -105,6 +105,17 @@ def compute(model: nn.Module, x: torch.Tensor, k: int = 8, dense_limit: int = DE
     return AGOPResult(agop_diagonal(model, x, chunk), values, vectors, None, None, len(x))
 
 
+def agop_per_sample(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The brute-force reference: one full Jacobian per sample in a Python loop. Slow on
+    purpose; tests check `agop` against it and benchmarks time it."""
+    total = torch.zeros(x[0].numel(), x[0].numel(), dtype=torch.float64)
+    for xi in x:
+        jac = torch.autograd.functional.jacobian(lambda v: model(v.unsqueeze(0)).squeeze(0), xi)
+        jac = jac.reshape(jac.shape[0], -1).double()
+        total += jac.T @ jac
+    return total / len(x)
+
+
 def sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
     values, vectors = torch.linalg.eigh(matrix)
     return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
