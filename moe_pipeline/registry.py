@@ -252,8 +252,11 @@ class Registry:
     def log_artifacts(self, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
         self._call("log artifacts", self.client.log_artifacts, run_id, str(folder), artifact_path)
 
-    def register(self, record: Record, run_id: str, description: str = "") -> Record:
-        """Create the model version from the run's artifacts, then (last) point `current` at it."""
+    def register(self, record: Record, run_id: str, description: str = "") -> tuple[Record, str]:
+        """Create the model version from the run's artifacts, then (last) point `current` at it.
+
+        Returns the record with its version number, and the version's artifact URI.
+        """
         from mlflow.exceptions import MlflowException
 
         name = self.model_name(record.expert)
@@ -270,7 +273,7 @@ class Registry:
         self._call("set alias", self.client.set_registered_model_alias, name, CURRENT, mv.version)
         record.version = int(mv.version)
         record.run_id = run_id
-        return record
+        return record, run.info.artifact_uri
 
     def set_tags(self, expert: str, version: int, tags: dict[str, str]) -> None:
         for key, value in tags.items():

@@ -218,7 +218,7 @@ def train_expert(model_spec: Any, train_spec: Any, resources: Any, data: ExpertD
         micro_batch=micro, device=str(device), epochs_run=len(history))
 
 
-def release(device_name: str = "auto") -> None:
+def release() -> None:
     """Free caches between experts so peak memory is the largest expert, not the sum."""
     import gc
 

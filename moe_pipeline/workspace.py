@@ -252,7 +252,7 @@ class Workspace:
                 probe = probe_rows(len(data.y["val"]), self._probe_size(expert))
                 sha = write_version_files(folder, result.model, result.initial_first_layer, result.outputs, saved_spec,
                                           probe)
-                params = {k: v for k, v in flatten(fp.spec).items()}
+                params = dict(flatten(fp.spec))
                 params.update({"task": data.task, "micro_batch": result.micro_batch, "device": result.device})
                 self.registry.log_training(run_id, params, result.history, result.metrics)
                 self.registry.log_artifacts(run_id, folder)
@@ -261,8 +261,8 @@ class Workspace:
                             upstream=consumed, train_seconds=round(result.seconds, 3),
                             peak_memory_mb=round(result.peak_memory_mb, 2), metric_name=metric,
                             val_metric=result.metrics[f"val_{metric}"], sha256=sha, outputs_sha=outputs_sha(sha))
-            record = self.registry.register(record, run_id, spec.description)
-        self._remember(record)
+            record, source = self.registry.register(record, run_id, spec.description)
+        self._remember(record, source)
         release()
         return Outcome(expert, "trained", record.version, metric, record.val_metric, record.train_seconds,
                        record.peak_memory_mb, f"{result.epochs_run} epochs")
@@ -273,14 +273,11 @@ class Workspace:
         tolerances = self.pipeline.experts[expert].cutoff
         return (CutoffSpec() if tolerances == "off" else tolerances).probe_size
 
-    def _remember(self, record: Record) -> None:
+    def _remember(self, record: Record, source: str | None = None) -> None:
         """Update the in-memory snapshot instead of searching the registry again."""
         snap = self.snapshot()
         versions = snap.setdefault(record.expert, ExpertVersions(record.expert))
         versions.records[record.version] = record
         versions.current = record.version
-        if record.version not in versions.sources:
-            versions.sources[record.version] = self._artifact_uri(record.run_id)
-
-    def _artifact_uri(self, run_id: str) -> str:
-        return self.registry._call("get run", self.registry.client.get_run, run_id).info.artifact_uri
+        if source is not None:
+            versions.sources[record.version] = source
