@@ -65,11 +65,13 @@ def dag(
     loaded = load_pipeline(pipeline)
     statuses = None
     if status:
-        from moe_pipeline.workspace import Workspace
+        from moe_pipeline.registry import Registry, resolve_tracking_uri
 
-        ws = Workspace(loaded)
-        if ws.registry_exists():
-            statuses = {s.name: s.status for s in ws.statuses().values()}
+        # Only a store that exists has statuses; checking costs no torch or mlflow import.
+        if Registry(resolve_tracking_uri(loaded.pipeline, loaded.path), loaded.pipeline.name).exists():
+            from moe_pipeline.workspace import Workspace
+
+            statuses = {s.name: s.status for s in Workspace(loaded).statuses().values()}
     _echo(render(loaded.pipeline, format.value, statuses))
 
 

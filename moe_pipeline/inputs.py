@@ -45,10 +45,11 @@ class ExpertData:
 
 
 def build_expert_data(name: str, expert: ExpertSpec, store: DataStore, upstream: UpstreamOutputs) -> ExpertData:
-    x = {split: _inputs(name, expert, store, upstream, split) for split in SPLITS}
+    parts = {split: [_one_input(name, ref, store, upstream, split) for ref in expert.inputs] for split in SPLITS}
+    x = {split: _concatenate(name, expert, parts[split], split) for split in SPLITS}
     blocks, start = [], 0
-    for ref in expert.inputs:
-        width = _one_input(name, ref, store, upstream, "train")[0].numel()
+    for ref, part in zip(expert.inputs, parts["train"]):
+        width = part[0].numel()
         blocks.append(Block(ref, start, start + width))
         start += width
     y, task, n_outputs = _target(name, expert, store)
@@ -64,8 +65,7 @@ def _one_input(name: str, ref: str, store: DataStore, upstream: UpstreamOutputs,
     return upstream[owner][split][output].float()
 
 
-def _inputs(name: str, expert: ExpertSpec, store: DataStore, upstream: UpstreamOutputs, split: str) -> torch.Tensor:
-    parts = [_one_input(name, ref, store, upstream, split) for ref in expert.inputs]
+def _concatenate(name: str, expert: ExpertSpec, parts: list[torch.Tensor], split: str) -> torch.Tensor:
     if len(parts) == 1 and parts[0].dim() == 4:
         return parts[0]  # one image field: keep (n, c, h, w) for a cnn
     rows = {len(p) for p in parts}

@@ -164,35 +164,37 @@ class Registry:
         prefix = f"{self.pipeline_name}."
         pattern = prefix.replace("%", r"\%") + "%"
         out: dict[str, ExpertVersions] = {}
-        token = None
-        while True:
-            page = self._call("search registered models", self.client.search_registered_models,
-                              filter_string=f"name LIKE '{pattern}'", max_results=1000, page_token=token)
-            for model in page:
-                if model.name.startswith(prefix):
-                    expert = model.name[len(prefix):]
-                    current = (model.aliases or {}).get(CURRENT)
-                    out[expert] = ExpertVersions(expert, int(current) if current is not None else None)
-            token = page.token
-            if not token:
-                break
-        token = None
-        while True:
-            page = self._call("search model versions", self.client.search_model_versions,
-                              filter_string=f"name LIKE '{pattern}'", max_results=200_000, page_token=token)
-            for mv in page:
-                if not mv.name.startswith(prefix):
-                    continue
-                expert = mv.name[len(prefix):]
-                versions = out.setdefault(expert, ExpertVersions(expert))
-                record = from_tags(expert, int(mv.version), mv.run_id, dict(mv.tags or {}))
-                if record is not None:
-                    versions.records[int(mv.version)] = record
-                    versions.sources[int(mv.version)] = mv.source
-            token = page.token
-            if not token:
-                break
+        search = f"name LIKE '{pattern}'"
+        for model in self._pages("search registered models", self.client.search_registered_models, search, 1000):
+            if model.name.startswith(prefix):
+                current = (model.aliases or {}).get(CURRENT)
+                out[model.name[len(prefix):]] = ExpertVersions(model.name[len(prefix):],
+                                                               int(current) if current is not None else None)
+        for mv in self._pages("search model versions", self.client.search_model_versions, search, 200_000):
+            if not mv.name.startswith(prefix):
+                continue
+            expert = mv.name[len(prefix):]
+            versions = out.setdefault(expert, ExpertVersions(expert))
+            record = from_tags(expert, int(mv.version), mv.run_id, dict(mv.tags or {}))
+            if record is not None:
+                versions.records[int(mv.version)] = record
+                versions.sources[int(mv.version)] = mv.source
         return out
+
+    def _pages(self, what: str, search, filter_string: str, page_size: int) -> Iterator:
+        """Every result of a paged MLflow search; one request per page (one in practice)."""
+        token = None
+        while True:
+            page = self._call(what, search, filter_string=filter_string, max_results=page_size, page_token=token)
+            yield from page
+            token = page.token
+            if not token:
+                return
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """(step, value) of one metric of a run, by step."""
+        history = self._call("metric history", self.client.get_metric_history, run_id, key)
+        return sorted((m.step, m.value) for m in history)
 
     def local_artifacts(self, record: Record, source: str) -> Path:
         """A local folder holding the version's artifacts (downloaded when the store is remote)."""

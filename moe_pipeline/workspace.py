@@ -34,9 +34,6 @@ class Workspace:
 
     # ------------------------------------------------------------ reading state
 
-    def registry_exists(self) -> bool:
-        return self.registry.exists()
-
     def snapshot(self, refresh: bool = False) -> dict[str, ExpertVersions]:
         if self._snapshot is None or refresh:
             self._snapshot = self.registry.snapshot()

@@ -60,7 +60,7 @@ def _maps(vector: torch.Tensor, in_shape: list[int]) -> torch.Tensor:
 # ---------------------------------------------------------------- sections
 
 
-def section_metrics(rep: Report, model, data, saved, record) -> None:
+def section_metrics(rep: Report, model, data, record) -> None:
     from moe_pipeline.inspect.confusion import confusion_matrix, residual_summary, row_normalised
     from moe_pipeline.train import infer, metrics_of
 
@@ -82,7 +82,7 @@ def section_metrics(rep: Report, model, data, saved, record) -> None:
             f"<p>Rows are true classes, columns predictions, on the {split} split ({len(data.y[split])} rows).</p>", figs)
 
 
-def section_agop(rep: Report, model, data, saved, record, initial, planted: list[int] | None = None) -> None:
+def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | None = None) -> None:
     from moe_pipeline.inspect import agop as A
     from moe_pipeline.models import first_layer
 
@@ -189,11 +189,7 @@ def section_attribution(rep: Report, model, data, saved) -> None:
 
 
 def section_dynamics(rep: Report, ws, record) -> None:
-    client = ws.registry.client
-    series = {}
-    for key in ("train_loss", "val_loss", "grad_norm"):
-        history = ws.registry._call("metric history", client.get_metric_history, record.run_id, key)
-        series[key] = sorted((m.step, m.value) for m in history)
+    series = {key: ws.registry.metric_history(record.run_id, key) for key in ("train_loss", "val_loss", "grad_norm")}
     rep.summary["dynamics"] = {k: [v for _, v in pts] for k, pts in series.items()}
     rep.add("Training dynamics (from MLflow)", "", [plots.curves(series, rep.out / "dynamics.png", "loss and gradient norm")])
 
@@ -260,9 +256,9 @@ def inspect_expert(loaded, expert: str, version: int | None = None, methods: lis
                         "upstream": {u: r.version for u, r in record.upstream.items()}})
     initial = read_tensors(ws.artifact(record, INITIAL))["first_layer"]
     if "metrics" in methods:
-        section_metrics(rep, model, data, saved, record)
+        section_metrics(rep, model, data, record)
     if "agop" in methods:
-        section_agop(rep, model, data, saved, record, initial, _planted(ws.pipeline, expert))
+        section_agop(rep, model, data, saved, initial, _planted(ws.pipeline, expert))
     if "collapse" in methods:
         section_collapse(rep, model, data)
     if "attribution" in methods:
