@@ -11,8 +11,8 @@ import time
 import torch
 
 from moe_pipeline.inspect import agop as A
-from moe_pipeline.memory import PeakRSS
-from moe_pipeline.models import CNN
+from moe_pipeline.training.memory import PeakRSS
+from moe_pipeline.training.models import CNN
 
 N = 2000
 LOOP_ROWS = 100

@@ -62,7 +62,7 @@ def write(folder: Path, kind: str, cutoff: bool, seed: int) -> Path:
 
 def cli(args: list, env: dict) -> tuple[float, str]:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "moe_pipeline.cli", *map(str, args)], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "moe_pipeline", *map(str, args)], env=env, capture_output=True,
                           text=True, check=True)
     return time.perf_counter() - started, proc.stdout
 

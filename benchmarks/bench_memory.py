@@ -15,9 +15,9 @@ import torch
 
 
 def _data(expert: str):
-    from moe_pipeline.data import DataStore
-    from moe_pipeline.inputs import build_expert_data
-    from moe_pipeline.loader import load_pipeline
+    from moe_pipeline.data.sources import DataStore
+    from moe_pipeline.data.inputs import build_expert_data
+    from moe_pipeline.pipeline.loader import load_pipeline
 
     pipeline = load_pipeline("pipelines/digits.yaml").pipeline
     store = DataStore(pipeline)
@@ -34,8 +34,8 @@ def _warm_up() -> None:
 
 def one(expert: str) -> float:
     """Peak RSS growth (MiB) training one expert; a downstream one gets upstream-shaped inputs."""
-    from moe_pipeline.memory import PeakRSS
-    from moe_pipeline.train import train_expert
+    from moe_pipeline.training.memory import PeakRSS
+    from moe_pipeline.training.train import train_expert
 
     pipeline, store, build = _data(expert)
     spec = pipeline.experts[expert]
@@ -50,14 +50,14 @@ def one(expert: str) -> float:
 
 def joint() -> float:
     """All six experts as one network: the image experts' probs feed `digit` in-graph."""
-    from moe_pipeline.memory import PeakRSS
-    from moe_pipeline.models import build_model
+    from moe_pipeline.training.memory import PeakRSS
+    from moe_pipeline.training.models import build_model
 
     pipeline, store, build = _data("digit")
     src = store.source("digits")
     x, label = src.field("image", "train"), src.field("label", "train")
     leaves = [e for e in pipeline.experts if e != "digit"]
-    from moe_pipeline.data import import_object
+    from moe_pipeline.data.sources import import_object
 
     targets = {e: import_object(pipeline.experts[e].target_fn)(label) for e in leaves}
     models = torch.nn.ModuleDict({e: build_model(pipeline.experts[e].model, (1, 8, 8), 2) for e in leaves})
@@ -84,7 +84,7 @@ def _fresh(arg: str) -> float:
 
 
 def run() -> list[dict]:
-    from moe_pipeline.loader import load_pipeline
+    from moe_pipeline.pipeline.loader import load_pipeline
 
     experts = list(load_pipeline("pipelines/digits.yaml").pipeline.experts)
     peaks = {e: _fresh(e) for e in experts}

@@ -25,7 +25,7 @@ def pipeline_yaml(n: int) -> str:
 
 
 def fill_registry(ws, client) -> None:
-    from moe_pipeline.record import Record, UpstreamRef, to_tags
+    from moe_pipeline.state.record import Record, UpstreamRef, to_tags
 
     exp = ws.registry.experiment_id()
     run_id = client.create_run(exp).info.run_id
@@ -45,8 +45,8 @@ def run() -> list[dict]:
 
     from mlflow.tracking import MlflowClient
 
-    from moe_pipeline.loader import load_pipeline
-    from moe_pipeline.workspace import Workspace
+    from moe_pipeline.pipeline.loader import load_pipeline
+    from moe_pipeline.execute.write import Workspace
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "big.yaml"

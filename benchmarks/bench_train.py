@@ -10,11 +10,11 @@ import time
 
 import torch
 
-from moe_pipeline.data import DataStore
-from moe_pipeline.inputs import build_expert_data
-from moe_pipeline.loader import load_pipeline
-from moe_pipeline.models import build_model
-from moe_pipeline.train import train_expert
+from moe_pipeline.data.sources import DataStore
+from moe_pipeline.data.inputs import build_expert_data
+from moe_pipeline.pipeline.loader import load_pipeline
+from moe_pipeline.training.models import build_model
+from moe_pipeline.training.train import train_expert
 
 EPOCHS = 20
 

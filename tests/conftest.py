@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from moe_pipeline.cli import run_cli
+from moe_pipeline.cli.app import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -37,7 +37,7 @@ def _echo(text: str) -> None:
 @app.command()
 def validate(pipeline: Path = PipelineArg) -> None:
     """Check a pipeline file: schema, references, cycles. Exit 2 with FILE:LINE:COL on errors."""
-    from moe_pipeline.loader import load_pipeline
+    from moe_pipeline.pipeline.loader import load_pipeline
 
     loaded = load_pipeline(pipeline)
     p = loaded.pipeline
@@ -47,7 +47,7 @@ def validate(pipeline: Path = PipelineArg) -> None:
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of pipeline files (for editor completion and checks)."""
-    from moe_pipeline.spec import json_schema_text
+    from moe_pipeline.pipeline.spec import json_schema_text
 
     _echo(json_schema_text())
 
@@ -59,19 +59,19 @@ def dag(
     status: bool = typer.Option(True, "--status/--no-status", help="mark each expert's status from the registry"),
 ) -> None:
     """Show the expert graph, level by level, with each expert's status."""
-    from moe_pipeline.dagview import render
-    from moe_pipeline.loader import load_pipeline
+    from moe_pipeline.pipeline.dagview import render
+    from moe_pipeline.pipeline.loader import load_pipeline
 
     loaded = load_pipeline(pipeline)
     statuses = None
     if status:
-        from moe_pipeline.registry import Registry, resolve_tracking_uri
+        from moe_pipeline.registry.store import Registry, resolve_tracking_uri
 
         # Only a store that exists has statuses; checking costs no torch or mlflow import.
         if Registry(resolve_tracking_uri(loaded.pipeline, loaded.path), loaded.pipeline.name).exists():
-            from moe_pipeline.workspace import Workspace
+            from moe_pipeline.execute.write import Workspace
 
-            statuses = {s.name: s.status for s in Workspace(loaded).statuses().values()}
+            statuses = {s.name: s.status for s in Workspace(loaded).record_statuses().values()}
     _echo(render(loaded.pipeline, format.value, statuses))
 
 
@@ -85,17 +85,21 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Train what is missing, stale or pending, stage by stage, and register each version."""
-    from moe_pipeline.loader import load_pipeline
-    from moe_pipeline.workspace import Workspace
-    from moe_pipeline import report_cli
+    from moe_pipeline.cli import tables
+    from moe_pipeline.cli.progress import progress_bar
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.execute.write import Workspace
+    from moe_pipeline.pipeline.loader import load_pipeline
 
-    ws = Workspace(load_pipeline(pipeline))
-    plan = ws.plan(experts or [], downstream=downstream, force=force)
+    loaded = load_pipeline(pipeline)
     if dry_run:
-        report_cli.print_plan(plan)
+        tables.print_plan(View(loaded).plan(experts or [], downstream=downstream, force=force))
         return
-    outcomes = ws.execute(plan, quiet=quiet or not sys.stdout.isatty())
-    report_cli.print_outcomes(outcomes)
+    ws = Workspace(loaded)
+    plan = ws.plan(experts or [], downstream=downstream, force=force)
+    with progress_bar(quiet or not sys.stdout.isatty()) as bar:
+        outcomes = ws.execute(plan, bar)
+    tables.print_outcomes(outcomes)
 
 
 @app.command()
@@ -105,16 +109,16 @@ def status(
     check: bool = typer.Option(False, "--check", help="exit 1 when any expert is not fresh (for CI)"),
 ) -> None:
     """Which experts are missing, stale, pending or fresh, and why."""
-    from moe_pipeline.loader import load_pipeline
-    from moe_pipeline.workspace import Workspace
-    from moe_pipeline import report_cli
+    from moe_pipeline.cli import tables
+    from moe_pipeline.execute.write import Workspace
+    from moe_pipeline.pipeline.loader import load_pipeline
 
     ws = Workspace(load_pipeline(pipeline))
-    statuses = ws.statuses()
+    statuses = ws.record_statuses()
     if as_json:
-        _echo(report_cli.status_json(ws.pipeline.name, statuses, ws.cutoff_enabled()))
+        _echo(tables.status_json(ws.pipeline.name, statuses, ws.cutoff_enabled()))
     else:
-        report_cli.print_status(ws.pipeline.name, statuses, ws.cutoff_enabled())
+        tables.print_status(ws.pipeline.name, statuses, ws.cutoff_enabled())
     if check and any(s.status != "fresh" for s in statuses.values()):
         raise typer.Exit(1)
 
@@ -122,12 +126,11 @@ def status(
 @app.command()
 def impact(pipeline: Path = PipelineArg, expert: str = typer.Argument(..., show_default=False)) -> None:
     """Which experts would need retraining if EXPERT changed, and the estimated time."""
-    from moe_pipeline.loader import load_pipeline
-    from moe_pipeline.workspace import Workspace
-    from moe_pipeline import report_cli
+    from moe_pipeline.cli import tables
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.pipeline.loader import load_pipeline
 
-    ws = Workspace(load_pipeline(pipeline))
-    report_cli.print_plan(ws.impact(expert), title=f"impact of a change to {expert}")
+    tables.print_plan(View(load_pipeline(pipeline)).impact(expert), title=f"impact of a change to {expert}")
 
 
 @app.command()
@@ -139,8 +142,8 @@ def ui(
     import os
     import subprocess
 
-    from moe_pipeline.loader import load_pipeline
-    from moe_pipeline.registry import resolve_tracking_uri
+    from moe_pipeline.pipeline.loader import load_pipeline
+    from moe_pipeline.registry.store import resolve_tracking_uri
 
     loaded = load_pipeline(pipeline)
     uri = resolve_tracking_uri(loaded.pipeline, loaded.path)
@@ -160,7 +163,7 @@ def inspect(
     out: Optional[Path] = typer.Option(None, "--out", help="default: reports/<pipeline>/<expert>/v<N>/"),
 ) -> None:
     """Inspect one expert version: metrics, confusion, AGOP, collapse, attributions, opacity."""
-    from moe_pipeline.loader import load_pipeline
+    from moe_pipeline.pipeline.loader import load_pipeline
     from moe_pipeline.inspect.report import inspect_expert
 
     inspect_expert(load_pipeline(pipeline), expert, version=version, methods=methods,

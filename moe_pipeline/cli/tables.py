@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
-from moe_pipeline.planner import PENDING, STALE, Plan, Status, describe
-from moe_pipeline.runner import Outcome
+from moe_pipeline.state.planner import PENDING, STALE, Plan, Status, describe
+from moe_pipeline.execute.runner import Outcome
 
 STYLE = {"fresh": "green", "pending": "yellow", "stale": "red", "missing": "magenta"}
 

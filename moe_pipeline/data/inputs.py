@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Mapping
 
 import torch
 
-from moe_pipeline.data import SPLITS, DataStore, import_object
+from moe_pipeline.data.sources import SPLITS, DataStore, import_object
 from moe_pipeline.errors import DataError
 
 if TYPE_CHECKING:
-    from moe_pipeline.spec import ExpertSpec
+    from moe_pipeline.pipeline.spec import ExpertSpec
 
 # expert -> split -> output name -> (n, k)
 UpstreamOutputs = Mapping[str, Mapping[str, Mapping[str, torch.Tensor]]]

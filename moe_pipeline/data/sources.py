@@ -17,7 +17,7 @@ import torch
 from moe_pipeline.errors import DataError
 
 if TYPE_CHECKING:
-    from moe_pipeline.spec import Pipeline, Split
+    from moe_pipeline.pipeline.spec import Pipeline, Split
 
 SPLITS = ("train", "val", "test")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
-from moe_pipeline.planner import Plan, Step
+from moe_pipeline.state.planner import Plan, Step
 
 
 @dataclass

@@ -1,2 +1,6 @@
-"""Inspection of one expert version: pure metric functions (agop, collapse, confusion,
-attribution, opacity) and `report`, which loads one version and writes the report."""
+"""Inspection of one expert version: AGOP, neural collapse, confusion, attributions, similarity, opacity, report.
+
+The numerics (`agop`, `collapse`, `confusion`, `attribution`, `similarity`) are pure
+functions of tensors with no I/O. The report reads versions through `execute`/`registry`
+and must not import mlflow itself, nor cli.
+"""

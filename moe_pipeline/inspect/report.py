@@ -62,7 +62,7 @@ def _maps(vector: torch.Tensor, in_shape: list[int]) -> torch.Tensor:
 
 def section_metrics(rep: Report, model, data, record) -> None:
     from moe_pipeline.inspect.confusion import confusion_matrix, residual_summary, row_normalised
-    from moe_pipeline.train import infer, metrics_of
+    from moe_pipeline.training.train import infer, metrics_of
 
     split = "test" if len(data.y["test"]) else "val"
     out = infer(model, data.x[split], data.task)
@@ -84,7 +84,7 @@ def section_metrics(rep: Report, model, data, record) -> None:
 
 def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | None = None) -> None:
     from moe_pipeline.inspect import agop as A
-    from moe_pipeline.models import first_layer
+    from moe_pipeline.training.models import first_layer
 
     x = data.x["train"][:AGOP_ROWS]
     started = time.perf_counter()
@@ -140,7 +140,7 @@ def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | 
 
 def section_collapse(rep: Report, model, data) -> None:
     from moe_pipeline.inspect.collapse import collapse_metrics, deep_nc1
-    from moe_pipeline.train import infer
+    from moe_pipeline.training.train import infer
 
     if data.task != "classification":
         rep.add("Neural collapse", "<p>Not defined for regression experts.</p>")
@@ -236,8 +236,8 @@ def write_html(rep: Report) -> Path:
 
 def inspect_expert(loaded, expert: str, version: int | None = None, methods: list[str] | None = None,
                    seeds: int = 0, bootstrap: int = 0, out: Path | None = None, quiet: bool = False) -> Report:
-    from moe_pipeline.artifacts import INITIAL, read_tensors
-    from moe_pipeline.workspace import Workspace
+    from moe_pipeline.registry.artifacts import INITIAL, read_tensors
+    from moe_pipeline.execute.write import Workspace
 
     methods = list(methods or METHODS)
     unknown = sorted(set(methods) - set(METHODS))

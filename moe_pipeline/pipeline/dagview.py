@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from moe_pipeline import graph as g
+from moe_pipeline.pipeline import graph as g
 
 if TYPE_CHECKING:
-    from moe_pipeline.spec import Pipeline
+    from moe_pipeline.pipeline.spec import Pipeline
 
 
 def render(pipeline: Pipeline, fmt: str, statuses: dict[str, str] | None = None) -> str:

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import networkx as nx
 
-from moe_pipeline.spec import EXPERT_OUTPUTS
+from moe_pipeline.pipeline.spec import EXPERT_OUTPUTS
 
 if TYPE_CHECKING:
-    from moe_pipeline.spec import Pipeline
+    from moe_pipeline.pipeline.spec import Pipeline
 
 
 @dataclass(frozen=True)

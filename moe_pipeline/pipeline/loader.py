@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from moe_pipeline import spec as spec_module
+from moe_pipeline.pipeline import spec as spec_module
 from moe_pipeline.errors import PipelineError, Problem
-from moe_pipeline.graph import GraphIssue, check_graph
+from moe_pipeline.pipeline.graph import GraphIssue, check_graph
 
 Loc = tuple[Any, ...]
 

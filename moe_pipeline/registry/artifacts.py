@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from moe_pipeline.data import SPLITS
-from moe_pipeline.registry import sha256_file
+from moe_pipeline.data.sources import SPLITS
+from moe_pipeline.registry.store import sha256_file
 
 WEIGHTS = "weights.safetensors"
 INITIAL = "initial.safetensors"  # first layer before training (Neural Feature Ansatz)

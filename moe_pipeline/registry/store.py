@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import unquote, urlparse
 
 from moe_pipeline.errors import IntegrityError, RegistryError
-from moe_pipeline.record import NEEDS_RETRAIN, Record, from_tags, to_tags
+from moe_pipeline.state.record import NEEDS_RETRAIN, Record, from_tags, to_tags
 
 if TYPE_CHECKING:
-    from moe_pipeline.spec import Pipeline
+    from moe_pipeline.pipeline.spec import Pipeline
 
 CURRENT = "current"
 DEFAULT_URI = "sqlite:///registry/mlflow.db"
@@ -76,7 +76,9 @@ class ExpertVersions:
         return self.records.get(self.current) if self.current is not None else None
 
 
-class Registry:
+class RegistryReader:
+    """Reads the store: snapshot, metric history, verified artifacts. Has no method that writes."""
+
     def __init__(self, tracking_uri: str, pipeline_name: str):
         self.tracking_uri = tracking_uri
         self.pipeline_name = pipeline_name
@@ -142,18 +144,6 @@ class Registry:
     def artifact_root(self) -> str | None:
         path = sqlite_path(self.tracking_uri)
         return (path.parent / "artifacts").resolve().as_uri() if path else None
-
-    def experiment_id(self) -> str:
-        if self._experiment_id is None:
-            experiment = self._call("get experiment", self.client.get_experiment_by_name, self.pipeline_name)
-            if experiment is None:
-                root = self.artifact_root()
-                location = f"{root}/{self.pipeline_name}" if root else None
-                self._experiment_id = self._call("create experiment", self.client.create_experiment,
-                                                 self.pipeline_name, artifact_location=location)
-            else:
-                self._experiment_id = experiment.experiment_id
-        return self._experiment_id
 
     # ------------------------------------------------------------ reading
 
@@ -221,6 +211,22 @@ class Registry:
                                  f"{actual[:12]}..., but its record says {expected[:12]}...; the artifact store was "
                                  f"modified. Retrain it with `moe-pipeline run --force PIPELINE {record.expert}`")
         return path
+
+
+class Registry(RegistryReader):
+    """The store, with the writes: runs, artifacts, model versions, tags, the `current` alias."""
+
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            experiment = self._call("get experiment", self.client.get_experiment_by_name, self.pipeline_name)
+            if experiment is None:
+                root = self.artifact_root()
+                location = f"{root}/{self.pipeline_name}" if root else None
+                self._experiment_id = self._call("create experiment", self.client.create_experiment,
+                                                 self.pipeline_name, artifact_location=location)
+            else:
+                self._experiment_id = experiment.experiment_id
+        return self._experiment_id
 
     # ------------------------------------------------------------ writing
 

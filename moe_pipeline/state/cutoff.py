@@ -1,6 +1,6 @@
 """Behavioural early cutoff: is a downstream expert's behaviour unchanged by a new upstream?
 
-Pure: tensors and tolerances in, a verdict out. The reference is always the behaviour the
+Pure: tensors and tolerances in, a verdict out (tensor methods only; torch is not imported here). The reference is always the behaviour the
 expert was trained with (its probe outputs and validation metric), never the outputs of
 a later check, so small drifts cannot accumulate unseen: within-tolerance is not
 transitive, and this module never chains comparisons.
@@ -8,9 +8,10 @@ transitive, and this module never chains comparisons.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class Verdict:
 
 def probe_rows(n_val: int, probe_size: int) -> torch.Tensor:
     """The probe set: the first `probe_size` rows of the (seeded, fixed) validation split."""
+    import torch  # only the write path builds a probe set; the planner side stays torch-free
+
     return torch.arange(min(n_val, probe_size))
 
 

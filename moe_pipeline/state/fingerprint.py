@@ -23,12 +23,15 @@ from typing import TYPE_CHECKING, Any, Callable
 from moe_pipeline.errors import DataError
 
 if TYPE_CHECKING:
-    from moe_pipeline.spec import Pipeline
+    from moe_pipeline.pipeline.spec import Pipeline
 
 # Keys that do not change what an expert learns: editing them must not invalidate it.
 NON_BEHAVIOURAL_KEYS = ("description", "cutoff", "resources")
-BUILTIN_MODEL_CLASSES = {"mlp": "moe_pipeline.models:MLP", "cnn": "moe_pipeline.models:CNN",
-                         "linear": "moe_pipeline.models:Linear"}
+BUILTIN_MODEL_CLASSES = {"mlp": "moe_pipeline.training.models:MLP", "cnn": "moe_pipeline.training.models:CNN",
+                         "linear": "moe_pipeline.training.models:Linear"}
+# A record names code by where it lived when the record format was fixed; moving a module
+# into a subpackage must not make every existing version stale with a CODE reason.
+RECORDED_AS = {path: path.replace(".training.models:", ".models:") for path in BUILTIN_MODEL_CLASSES.values()}
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def data_refs(pipeline: Pipeline, expert: str) -> list[str]:
 
 def fingerprint(pipeline: Pipeline, expert: str, field_hash: Callable[[str], str]) -> Fingerprint:
     spec = resolved_spec(pipeline, expert)
-    code = {obj: code_hash(obj) for obj in code_objects(pipeline, expert)}
+    code = {RECORDED_AS.get(obj, obj): code_hash(obj) for obj in code_objects(pipeline, expert)}
     data = {ref: field_hash(ref) for ref in data_refs(pipeline, expert)}
     return Fingerprint(spec=spec, spec_hash=sha256_text(canonical_json(spec)), code=code, code_hash=digest(code),
                        data=data, data_hash=digest(data))

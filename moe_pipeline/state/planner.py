@@ -11,8 +11,8 @@ from typing import Any, Hashable, Iterable, Mapping, Protocol
 
 import networkx as nx
 
-from moe_pipeline import graph as g
-from moe_pipeline.fingerprint import mapping_diff, spec_diff
+from moe_pipeline.pipeline import graph as g
+from moe_pipeline.state.fingerprint import mapping_diff, spec_diff
 
 MISSING, STALE, PENDING, FRESH = "missing", "stale", "pending", "fresh"
 

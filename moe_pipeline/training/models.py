@@ -86,7 +86,7 @@ def model_kwargs(model_spec: Any) -> dict[str, Any]:
 
 def model_class(model_spec: Any) -> type:
     if model_spec.kind == "custom":
-        from moe_pipeline.data import import_object
+        from moe_pipeline.data.sources import import_object
 
         return import_object(model_spec.cls)
     return BUILTIN[model_spec.kind]

@@ -15,10 +15,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from moe_pipeline.data import SPLITS
-from moe_pipeline.inputs import ExpertData
-from moe_pipeline.memory import PeakRSS, accumulation_steps, fit_micro_batch
-from moe_pipeline.models import build_model, first_layer
+from moe_pipeline.data.sources import SPLITS
+from moe_pipeline.data.inputs import ExpertData
+from moe_pipeline.training.memory import PeakRSS, accumulation_steps, fit_micro_batch
+from moe_pipeline.training.models import build_model, first_layer
 
 EVAL_CHUNK = 4096  # rows per inference chunk; bounds memory on large splits
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from moe_pipeline.cutoff import measure
-from moe_pipeline.loader import load_pipeline
-from moe_pipeline.workspace import Workspace
+from moe_pipeline.state.cutoff import measure
+from moe_pipeline.pipeline.loader import load_pipeline
+from moe_pipeline.execute.write import Workspace
 from tests.conftest import cli
 
 MODULE = '''

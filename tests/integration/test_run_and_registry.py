@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from moe_pipeline.loader import load_pipeline
-from moe_pipeline.workspace import Workspace
+from moe_pipeline.pipeline.loader import load_pipeline
+from moe_pipeline.execute.write import Workspace
 from tests.conftest import cli
 
 
@@ -56,7 +56,7 @@ def test_same_spec_and_seed_give_bitwise_identical_weights(tiny: Path, registry_
 
 def test_downstream_trains_from_stored_outputs_without_upstream_weights(tiny: Path, monkeypatch):
     assert cli("run", tiny) == 0
-    import moe_pipeline.artifacts as artifacts
+    import moe_pipeline.registry.artifacts as artifacts
 
     read = []
     original = artifacts.read_tensors
@@ -91,7 +91,7 @@ def test_checksum_mismatch_is_a_clear_error(tiny: Path, registry_uri: str, capsy
 
 def test_failed_training_leaves_current_alias_untouched(tiny: Path, registry_uri: str, monkeypatch):
     assert cli("run", tiny, "is_even") == 0
-    import moe_pipeline.train as train
+    import moe_pipeline.training.train as train
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated crash in the middle of training")
@@ -110,7 +110,7 @@ def test_failed_training_leaves_current_alias_untouched(tiny: Path, registry_uri
 def test_memory_budget_accumulates_to_the_same_effective_batch(tiny: Path):
     import torch
 
-    from moe_pipeline.train import train_expert
+    from moe_pipeline.training.train import train_expert
 
     ws = Workspace(load_pipeline(tiny))
     data, _ = ws.expert_data("is_even")
@@ -133,18 +133,18 @@ def test_memory_budget_accumulates_to_the_same_effective_batch(tiny: Path):
 def test_validate_exit_code_and_no_traceback():
     root = Path(__file__).resolve().parents[2]
     bad = root / "tests/invalid/unknown_expert_ref.yaml"
-    proc = subprocess.run([sys.executable, "-m", "moe_pipeline.cli", "validate", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "moe_pipeline", "validate", str(bad)],
                           capture_output=True, text=True, cwd=root)
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"{bad}:9:")
     assert "Traceback" not in proc.stderr
-    ok = subprocess.run([sys.executable, "-m", "moe_pipeline.cli", "validate", "pipelines/digits.yaml"],
+    ok = subprocess.run([sys.executable, "-m", "moe_pipeline", "validate", "pipelines/digits.yaml"],
                         capture_output=True, text=True, cwd=root)
     assert ok.returncode == 0, ok.stderr
 
 
 def test_cli_start_does_not_import_torch_or_mlflow():
-    code = ("import sys; from moe_pipeline.cli import run_cli; run_cli(['validate', 'pipelines/digits.yaml']); "
+    code = ("import sys; from moe_pipeline.cli.app import run_cli; run_cli(['validate', 'pipelines/digits.yaml']); "
             "print(sorted(m for m in ('torch', 'mlflow') if m in sys.modules))")
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from moe_pipeline.loader import load_pipeline
-from moe_pipeline.record import NEEDS_RETRAIN
-from moe_pipeline.workspace import Workspace
+from moe_pipeline.pipeline.loader import load_pipeline
+from moe_pipeline.state.record import NEEDS_RETRAIN
+from moe_pipeline.execute.write import Workspace
 from tests.conftest import cli
 
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from moe_pipeline.cutoff import judge, measure, probe_rows
-from moe_pipeline.spec import CutoffSpec
+from moe_pipeline.state.cutoff import judge, measure, probe_rows
+from moe_pipeline.pipeline.spec import CutoffSpec
 
 
 def test_identical_outputs_are_kept():

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from moe_pipeline.fingerprint import canonical_json, code_hash, flatten, mapping_diff, spec_diff
+from moe_pipeline.state.fingerprint import canonical_json, code_hash, flatten, mapping_diff, spec_diff
 
 BASE = '''
 import torch
@@ -65,7 +65,7 @@ def test_missing_object_is_a_clear_error():
     from moe_pipeline.errors import DataError
 
     with pytest.raises(DataError, match="defines no 'nope'"):
-        code_hash("moe_pipeline.models:nope")
+        code_hash("moe_pipeline.training.models:nope")
     with pytest.raises(DataError, match="cannot find the Python source of module 'no_such_module'"):
         code_hash("no_such_module:f")
 
@@ -83,8 +83,8 @@ def test_mapping_diff():
 
 
 def test_description_and_tolerances_are_not_behavioural():
-    from moe_pipeline.fingerprint import resolved_spec
-    from moe_pipeline.loader import parse_pipeline
+    from moe_pipeline.state.fingerprint import resolved_spec
+    from moe_pipeline.pipeline.loader import parse_pipeline
 
     text = """
 name: p
@@ -97,3 +97,24 @@ experts:
     two = resolved_spec(parse_pipeline(text.replace("description: one", "description: two, cutoff: 'off'")), "a")
     assert one == two
     assert one["train"]["seed"] == 3
+
+
+def test_builtin_model_code_keeps_the_name_it_was_recorded_under():
+    """Moving the model zoo into `training/` must not make existing versions stale (CODE)."""
+    from moe_pipeline.state.fingerprint import fingerprint
+
+    pipeline = parse_pipeline(TINY_FOR_NAMES, "tiny.yaml")
+    fp = fingerprint(pipeline, "a", lambda ref: "h")
+    assert list(fp.code) == ["moe_pipeline.models:MLP"]
+
+
+TINY_FOR_NAMES = """
+name: t
+sources:
+  s: {loader: synthetic.planted, n: 64, d: 4, informative: [0], task: signs}
+experts:
+  a:
+    inputs: [s.x]
+    target: s.y
+    model: {kind: mlp, hidden: [4]}
+"""

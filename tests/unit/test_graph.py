@@ -1,9 +1,9 @@
 import networkx as nx
 import pytest
 
-from moe_pipeline import graph as g
+from moe_pipeline.pipeline import graph as g
 from moe_pipeline.errors import PipelineError
-from moe_pipeline.loader import parse_pipeline
+from moe_pipeline.pipeline.loader import parse_pipeline
 
 PIPE = """
 name: p
@@ -60,7 +60,7 @@ def test_queries_work_on_integer_graphs():
 
 
 def test_dag_renderings_name_every_edge():
-    from moe_pipeline.dagview import render
+    from moe_pipeline.pipeline.dagview import render
 
     pipeline = parse_pipeline(PIPE)
     mermaid = render(pipeline, "mermaid")

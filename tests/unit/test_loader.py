@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from moe_pipeline.errors import PipelineError
-from moe_pipeline.loader import load_pipeline, parse_pipeline
-from moe_pipeline.spec import Pipeline, json_schema
+from moe_pipeline.pipeline.loader import load_pipeline, parse_pipeline
+from moe_pipeline.pipeline.spec import Pipeline, json_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "pipelines").glob("*.yaml"))

@@ -1,7 +1,7 @@
 import pytest
 
 from moe_pipeline.errors import MemoryBudgetError
-from moe_pipeline.memory import PeakRSS, accumulation_steps, fit_micro_batch
+from moe_pipeline.training.memory import PeakRSS, accumulation_steps, fit_micro_batch
 
 GB = 2**30
 

@@ -3,8 +3,8 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from moe_pipeline import planner
-from moe_pipeline.record import UpstreamRef
+from moe_pipeline.state import planner
+from moe_pipeline.state.record import UpstreamRef
 
 
 @dataclass

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from moe_pipeline.inspect import agop as A
-from moe_pipeline.models import CNN, MLP, Linear
+from moe_pipeline.training.models import CNN, MLP, Linear
 
 
 def test_linear_model_agop_is_w_transpose_w():
@@ -57,7 +57,7 @@ def trace_share(matrix_diag: torch.Tensor, coords: list[int]) -> float:
 
 
 def test_planted_sign_task_agop_concentrates_on_the_planted_coordinates():
-    from moe_pipeline.data import planted
+    from moe_pipeline.data.sources import planted
 
     torch.manual_seed(0)
     data = planted(n=3000, d=30, informative=[0, 1], task="signs", noise=0.0, seed=0)
@@ -70,7 +70,7 @@ def test_planted_sign_task_agop_concentrates_on_the_planted_coordinates():
 
 
 def test_gated_product_regression_diagonal_on_the_planted_coordinates():
-    from moe_pipeline.data import planted
+    from moe_pipeline.data.sources import planted
 
     torch.manual_seed(0)
     data = planted(n=4000, d=30, informative=[0, 1, 5], task="gated_product", noise=0.0, seed=0)

@@ -6,7 +6,7 @@ from sklearn.metrics import confusion_matrix as sk_confusion
 from moe_pipeline.inspect.collapse import collapse_metrics, deep_nc1, nc1
 from moe_pipeline.inspect.confusion import confusion_matrix, row_normalised
 from moe_pipeline.inspect.similarity import churn, linear_cka, subspace_overlap
-from moe_pipeline.models import MLP
+from moe_pipeline.training.models import MLP
 
 
 def simplex_etf(c: int, p: int) -> torch.Tensor:
