@@ -101,6 +101,7 @@ experts:
 
 def test_builtin_model_code_keeps_the_name_it_was_recorded_under():
     """Moving the model zoo into `training/` must not make existing versions stale (CODE)."""
+    from moe_pipeline.pipeline.loader import parse_pipeline
     from moe_pipeline.state.fingerprint import fingerprint
 
     pipeline = parse_pipeline(TINY_FOR_NAMES, "tiny.yaml")
