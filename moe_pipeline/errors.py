@@ -32,9 +32,16 @@ class MoeError(Exception):
 class PipelineError(MoeError):
     """A pipeline file is invalid; carries every problem found in it, not only the first."""
 
-    def __init__(self, problems: list[Problem]):
+    MAX_SHOWN = 50  # a file with a million bad keys needs its first few fixed, not a million lines
+
+    def __init__(self, problems: list[Problem], more: int = 0):
         self.problems = sorted(problems, key=lambda p: (p.line, p.col, p.message))
-        super().__init__("\n".join(str(p) for p in self.problems))
+        hidden = more + max(0, len(self.problems) - self.MAX_SHOWN)
+        lines = [str(p) for p in self.problems[:self.MAX_SHOWN]]
+        if hidden:
+            first = self.problems[0].file if self.problems else "<pipeline>"
+            lines.append(f"{first}: and {hidden} more problem(s); fix these first")
+        super().__init__("\n".join(lines))
 
 
 class DataError(MoeError):
@@ -59,3 +66,23 @@ class IntegrityError(RegistryError):
 
 class SelectionError(MoeError):
     """A command named an expert or version that does not exist."""
+
+
+class UserCodeError(MoeError):
+    """Code the pipeline references (a loader, a target function, a model) raised or returned nonsense."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM during a command. A BaseException, so no `except Exception` swallows it
+    and every context manager on the way out (a training run marked FAILED) still runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.expert: str | None = None  # set on the way out by the step that was running
+
+    def describe(self) -> str:
+        if self.expert is None:
+            return "nothing was training; nothing registered"
+        return f"{self.expert} was training; nothing registered for it"

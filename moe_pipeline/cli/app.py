@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from moe_pipeline.errors import MoeError, PipelineError
+from moe_pipeline.errors import Interrupted, MoeError, PipelineError
 
 app = typer.Typer(
     add_completion=False,
@@ -32,6 +32,20 @@ class DagFormat(str, Enum):
 
 def _echo(text: str) -> None:
     typer.echo(text)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        _echo(f"moe-pipeline {version('moe-pipeline')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(_: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="print the version and exit")) -> None:
+    """Pipelines of small single-task experts: validate, train stage by stage, track staleness, inspect."""
 
 
 @app.command()
@@ -171,11 +185,17 @@ def inspect(
 
 
 def run_cli(argv: list[str] | None = None) -> int:
-    """Run one command; return its exit code. Tests call this in-process."""
-    import click
+    """Run one command; return its exit code. Tests call this in-process.
+
+    Every way a command can fail ends here as one message and an exit code, never a
+    traceback: our errors (2), usage errors from typer's own copy of click (2), and
+    SIGINT/SIGTERM (130/143, naming the expert that was training).
+    """
+    from moe_pipeline.cli.signals import interrupt_on_signals
 
     try:
-        result = app(args=argv, standalone_mode=False, prog_name="moe-pipeline")
+        with interrupt_on_signals():
+            result = app(args=argv, standalone_mode=False, prog_name="moe-pipeline")
         return result if isinstance(result, int) else 0
     except PipelineError as exc:
         typer.echo(str(exc), err=True)  # each line already reads FILE:LINE:COL: message
@@ -183,10 +203,14 @@ def run_cli(argv: list[str] | None = None) -> int:
     except MoeError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except typer.TyperException as exc:  # usage errors; typer carries its own click, so not click.ClickException
+        show = getattr(exc, "show", None)
+        show() if show else typer.echo(f"error: {exc}", err=True)
+        return getattr(exc, "exit_code", 2) or 2
+    except Interrupted as exc:
+        typer.echo(f"interrupted: {exc.describe()}", err=True)
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):  # an interrupt outside the main thread's handler
         typer.echo("interrupted", err=True)
         return 130
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import torch
 
-from moe_pipeline.data.sources import SPLITS, DataStore, import_object
+from moe_pipeline.data.sources import SPLITS, DataStore, call_user_code, import_object
 from moe_pipeline.errors import DataError
 
 if TYPE_CHECKING:
@@ -52,8 +52,20 @@ def build_expert_data(name: str, expert: ExpertSpec, store: DataStore, upstream:
         width = part[0].numel()
         blocks.append(Block(ref, start, start + width))
         start += width
+    for ref, part in zip(expert.inputs, parts["train"]):
+        _finite(name, f"input {ref}", part)
     y, task, n_outputs = _target(name, expert, store)
     return ExpertData(x=x, y=y, blocks=blocks, task=task, n_outputs=n_outputs)
+
+
+MAX_CLASSES = 10_000  # a classification head wider than this is a mistake (class ids not 0..C-1)
+
+
+def _finite(name: str, what: str, values: torch.Tensor) -> None:
+    if values.dtype.is_floating_point and not bool(torch.isfinite(values).all()):
+        bad = int((~torch.isfinite(values)).reshape(len(values), -1).any(dim=1).nonzero()[0, 0])
+        raise DataError(f"expert '{name}': {what} holds NaN or inf (first in row {bad}); clean the data or "
+                        f"choose another field")
 
 
 def _one_input(name: str, ref: str, store: DataStore, upstream: UpstreamOutputs, split: str) -> torch.Tensor:
@@ -79,20 +91,49 @@ def _target(name: str, expert: ExpertSpec, store: DataStore) -> tuple[dict[str, 
     source = store.source(owner)
     values = source.fields[field]
     if expert.target_fn:
-        values = torch.as_tensor(import_object(expert.target_fn)(values))
-        if values.shape[0] != source.fields[field].shape[0]:
-            raise DataError(f"expert '{name}': target function {expert.target_fn} returned {values.shape[0]} rows "
-                            f"for {source.fields[field].shape[0]}; it must map each row")
+        fn = import_object(expert.target_fn)
+        returned = call_user_code(expert.target_fn, fn, values)
+        try:
+            values = torch.as_tensor(returned)
+        except (TypeError, ValueError, RuntimeError):
+            raise DataError(f"expert '{name}': target function {expert.target_fn} returned "
+                            f"{type(returned).__name__}; it must return a tensor with one row per input row") from None
+        if values.dim() == 0 or values.shape[0] != source.fields[field].shape[0]:
+            raise DataError(f"expert '{name}': target function {expert.target_fn} returned "
+                            f"{values.shape[0] if values.dim() else 'a scalar'} rows for "
+                            f"{source.fields[field].shape[0]}; it must map each row")
+    if not (values.dtype.is_floating_point or values.dtype in (torch.int64, torch.int32, torch.int16, torch.int8,
+                                                               torch.uint8, torch.bool)):
+        raise DataError(f"expert '{name}': the target has dtype {values.dtype}; expected integers or floats")
+    _finite(name, f"the target {expert.target_fn or expert.target_field}", values)
     task = expert.task or ("regression" if values.dtype.is_floating_point else "classification")
     if task == "classification":
-        if values.dtype.is_floating_point and not torch.equal(values, values.round()):
-            raise DataError(f"expert '{name}': classification targets must be integer class ids; "
-                            f"set task: regression for real-valued targets")
-        values = values.long().reshape(-1)
-        if values.min() < 0:
-            raise DataError(f"expert '{name}': class ids must be non-negative")
-        n_outputs = int(values.max()) + 1
+        values, n_outputs = _classes(name, expert, values)
     else:
+        if values.dim() > 2:
+            raise DataError(f"expert '{name}': a regression target must be (n,) or (n, k); got {tuple(values.shape)}")
         values = values.float().reshape(len(values), -1).squeeze(1)
         n_outputs = 1 if values.dim() == 1 else values.shape[1]
     return {split: values[source.splits[split]] for split in SPLITS}, task, n_outputs
+
+
+def _classes(name: str, expert: ExpertSpec, values: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """1-D integer class ids 0..C-1; anything else is an error, never a silent reshape."""
+    if values.dim() == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.dim() != 1:
+        raise DataError(f"expert '{name}': a classification target must be one class id per row, shape (n,); got "
+                        f"{tuple(values.shape)}. Return class ids (e.g. `.argmax(1)` of a one-hot), or set task: "
+                        "regression")
+    if values.dtype.is_floating_point and not torch.equal(values, values.round()):
+        raise DataError(f"expert '{name}': classification targets must be integer class ids; "
+                        f"set task: regression for real-valued targets")
+    values = values.long()
+    if len(values) and values.min() < 0:
+        raise DataError(f"expert '{name}': class ids must be non-negative")
+    n_outputs = int(values.max()) + 1 if len(values) else 0
+    if n_outputs > MAX_CLASSES:
+        distinct = int(values.unique().numel())
+        raise DataError(f"expert '{name}': class ids must be 0..C-1 with C at most {MAX_CLASSES}; got largest id "
+                        f"{n_outputs - 1} among {distinct} distinct ids. Map them to 0..{distinct - 1} in a target fn")
+    return values, n_outputs

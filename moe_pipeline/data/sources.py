@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from moe_pipeline.errors import DataError
+from moe_pipeline.errors import DataError, MoeError, UserCodeError
 
 if TYPE_CHECKING:
     from moe_pipeline.pipeline.spec import Pipeline, Split
@@ -45,6 +45,16 @@ def import_object(path: str) -> Any:
         return getattr(module, attr)
     except AttributeError:
         raise DataError(f"module '{module_name}' has no '{attr}' (referenced as '{path}')") from None
+
+
+def call_user_code(path: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a function the pipeline references; whatever it raises becomes one clear error naming it."""
+    try:
+        return fn(*args, **kwargs)
+    except MoeError:
+        raise
+    except Exception as exc:  # user code may raise anything; the user needs its name and its message
+        raise UserCodeError(f"{path} raised {type(exc).__name__}: {exc}") from None
 
 
 def field_hash(tensor: torch.Tensor) -> str:
@@ -107,9 +117,9 @@ def load_source(name: str, source: Any, pipeline_seed: int) -> SourceData:
 def _load_custom(name: str, source: Any) -> dict[str, torch.Tensor]:
     loader: Callable[..., Any] = import_object(source.loader)
     try:
-        raw = loader(**source.kwargs)
-    except TypeError as exc:
-        raise DataError(f"source '{name}': calling {source.loader}(**kwargs) failed: {exc}") from None
+        raw = call_user_code(source.loader, loader, **source.kwargs)
+    except UserCodeError as exc:
+        raise UserCodeError(f"source '{name}': {exc}") from None
     if not isinstance(raw, dict):
         raise DataError(f"source '{name}': {source.loader} must return a dict of tensors, got {type(raw).__name__}")
     missing = [f for f in source.fields if f not in raw]

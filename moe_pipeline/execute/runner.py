@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
+from moe_pipeline.errors import Interrupted
 from moe_pipeline.state.planner import Plan, Step
 
 
@@ -31,7 +32,11 @@ def run_plan(plan: Plan, execute_step: Callable[[Step], Outcome],
     """Run every step in order; stop at the first failure (later steps may depend on it)."""
     outcomes = []
     for step in plan.steps:
-        outcome = execute_step(step)
+        try:
+            outcome = execute_step(step)
+        except Interrupted as exc:  # the message after Ctrl-C names the expert that was running
+            exc.expert = exc.expert or str(step.expert)
+            raise
         outcomes.append(outcome)
         if on_outcome:
             on_outcome(outcome)

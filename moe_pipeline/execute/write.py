@@ -6,11 +6,13 @@ It never parses argv or prints tables; progress bars come in from the caller.
 """
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from moe_pipeline.data.sources import SPLITS
+from moe_pipeline.errors import DataError, MoeError, TrainingError, UserCodeError
 from moe_pipeline.execute.runner import Outcome, run_plan
 from moe_pipeline.execute.view import View
 from moe_pipeline.registry.store import ExpertVersions, Registry
@@ -124,12 +126,15 @@ class Workspace(View):
         from moe_pipeline.training.train import primary_metric, release, train_expert
 
         spec = self.pipeline.experts[expert]
-        data, consumed = self.expert_data(expert)
+        with self._located(expert, "target"):
+            data, consumed = self.expert_data(expert)
         fp = self.fingerprint(expert)
         seed = fp.spec["train"]["seed"] if seed is None else seed
         callback = bar.expert(expert, spec.train.epochs) if bar is not None else None
         with self.registry.training_run(expert, spec.description) as run_id:
-            result = train_expert(spec.model, spec.train, self.pipeline.resources_for(expert), data, seed, callback)
+            with self._located(expert, "model"):
+                result = train_expert(spec.model, spec.train, self.pipeline.resources_for(expert), data, seed,
+                                      callback)
             metric = primary_metric(data.task)
             with tempfile.TemporaryDirectory(prefix=f"moe-{expert}-") as tmp:
                 folder = Path(tmp)
@@ -153,6 +158,23 @@ class Workspace(View):
         release()
         return Outcome(expert, "trained", record.version, metric, record.val_metric, record.train_seconds,
                        record.peak_memory_mb, f"{result.epochs_run} epochs")
+
+    @contextlib.contextmanager
+    def _located(self, expert: str, key: str) -> Iterator[None]:
+        """Errors of user code, data or training, prefixed with the YAML position that caused them.
+
+        Anything else a model's own forward/backward raises (a custom model's bug, a shape
+        mismatch) becomes a UserCodeError too: one message, the run FAILED, nothing registered.
+        """
+        where = self.loaded.where("experts", expert, key)
+        try:
+            yield
+        except (UserCodeError, TrainingError, DataError) as exc:
+            raise type(exc)(f"{where}: expert '{expert}': {exc}") from None
+        except MoeError:
+            raise
+        except Exception as exc:  # a model's forward or backward: user code for custom models
+            raise UserCodeError(f"{where}: expert '{expert}': training raised {type(exc).__name__}: {exc}") from None
 
     def _probe_size(self, expert: str) -> int:
         from moe_pipeline.pipeline.spec import CutoffSpec

@@ -2,13 +2,15 @@
 
 The only module that reads YAML. It safe-loads, rejects duplicate keys, keeps the line and
 column of every key so that each error reads `FILE:LINE:COL: key.path: message`, and
-collects all errors of a file before raising one `PipelineError`. It does no training
-and no registry calls.
+collects all errors of a file before raising one `PipelineError`. A hostile file (binary,
+huge, deeply nested, an alias bomb, tags or complex keys) gets the same kind of message,
+never a traceback: the limits below are checked on the event stream, before anything is
+built. It does no training and no registry calls.
 """
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +23,55 @@ from moe_pipeline.pipeline.graph import GraphIssue, check_graph
 
 Loc = tuple[Any, ...]
 
+MAX_BYTES = 1 << 20  # a pipeline file is a page of YAML; 1 MiB is generous
+MAX_DEPTH = 64  # the schema nests 5 deep; libyaml's composer recurses on nesting
+MAX_VALUES = 100_000  # values after alias expansion: stops a "billion laughs" file
+MAX_SCHEMA_PROBLEMS = 50  # then "and N more": each problem costs a schema walk
+
 
 @dataclass(frozen=True)
 class LoadedPipeline:
     path: Path
     pipeline: spec_module.Pipeline
+    positions: dict[Loc, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
+
+    def where(self, *loc: Any) -> str:
+        """`FILE:LINE:COL` of a key path (the nearest key present), for errors found after loading."""
+        _, (line, col) = _locate(loc, self.positions)
+        return f"{self.path}:{line}:{col}"
 
 
 def load_pipeline(path: str | Path) -> LoadedPipeline:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
     except OSError as exc:
         raise PipelineError([Problem(str(path), 1, 1, "", f"cannot read pipeline file: {exc.strerror}")]) from None
-    return LoadedPipeline(path=path, pipeline=parse_pipeline(text, str(path)))
+    if len(raw) > MAX_BYTES:
+        raise PipelineError([Problem(str(path), 1, 1, "", f"the file is larger than {MAX_BYTES >> 20} MiB; "
+                                     "a pipeline file is a page of YAML")])
+    pipeline, positions = _parse(_decode(raw, str(path)), str(path))
+    return LoadedPipeline(path=path, pipeline=pipeline, positions=positions)
+
+
+def _decode(raw: bytes, filename: str) -> str:
+    """UTF-8 text, or a problem at the first byte that is not (a binary file, Latin-1...)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[:exc.start]
+        line = before.count(b"\n") + 1
+        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise PipelineError([Problem(filename, line, col, "", f"byte 0x{raw[exc.start]:02x} is not UTF-8; "
+                                     "save the file as UTF-8 text")]) from None
 
 
 def parse_pipeline(text: str, filename: str = "<pipeline>") -> spec_module.Pipeline:
+    return _parse(text, filename)[0]
+
+
+def _parse(text: str, filename: str) -> tuple[spec_module.Pipeline, dict[Loc, tuple[int, int]]]:
     data, positions, problems = _read_yaml(text, filename)
     if data is None and problems:  # a syntax error: nothing further can be checked
         raise PipelineError(problems)
@@ -47,63 +81,130 @@ def parse_pipeline(text: str, filename: str = "<pipeline>") -> spec_module.Pipel
         pipeline = spec_module.Pipeline.model_validate(data)
     except ValidationError as exc:
         # duplicate keys were dropped (first one kept), so schema errors are still worth reporting
-        raise PipelineError(problems + [_schema_problem(err, positions, filename) for err in exc.errors()]) from None
+        errors = exc.errors()
+        shown = [_schema_problem(err, positions, filename) for err in errors[:MAX_SCHEMA_PROBLEMS]]
+        raise PipelineError(problems + shown, more=len(errors) - len(shown)) from None
     if problems:
         raise PipelineError(problems)
     issues = check_graph(pipeline)
     if issues:
         raise PipelineError([_graph_problem(issue, positions, filename) for issue in issues])
-    return pipeline
+    return pipeline, positions
 
 
 # ---------------------------------------------------------------- YAML with positions
 
 
 def _read_yaml(text: str, filename: str) -> tuple[Any, dict[Loc, tuple[int, int]], list[Problem]]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
     try:
-        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml when present
+        too_deep = _too_deep(text, loader, filename)
+        if too_deep:
+            return None, {}, [too_deep]
+        node = yaml.compose(text, Loader=loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         return None, {}, [Problem(filename, line, col, "", f"YAML syntax: {exc.problem or exc.context}")]
+    except yaml.YAMLError as exc:  # a reader error: a control character or a stray byte order mark
+        line, col = _line_col(text, getattr(exc, "position", 0))
+        return None, {}, [Problem(filename, line, col, "", f"YAML: {getattr(exc, 'reason', exc)} "
+                                  f"(character {getattr(exc, 'character', '?')!r}); remove it")]
     if node is None:
         return None, {}, [Problem(filename, 1, 1, "", "the file is empty")]
     positions: dict[Loc, tuple[int, int]] = {(): (node.start_mark.line + 1, node.start_mark.column + 1)}
     problems: list[Problem] = []
-    constructor = yaml.SafeLoader("")  # used only to construct scalars the safe way
-    data = _build(node, (), positions, problems, filename, constructor)
+    builder = _Builder(filename, positions, problems)
+    try:
+        data = builder.build(node, ())
+    except _TooLarge:
+        return None, {}, [Problem(filename, 1, 1, "", f"the file holds more than {MAX_VALUES} values once "
+                                  "aliases are expanded; a pipeline file holds a few hundred")]
     return data, positions, problems
+
+
+def _line_col(text: str, index: int) -> tuple[int, int]:
+    before = text[:index]
+    return before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
+
+
+def _too_deep(text: str, loader, filename: str) -> Problem | None:
+    """Nesting depth from the event stream (no recursion, no values built)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                return Problem(filename, mark.line + 1, mark.column + 1, "",
+                               f"nested more than {MAX_DEPTH} levels deep; a pipeline file nests about 5")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    return None
+
+
+class _TooLarge(Exception):
+    """Alias expansion passed MAX_VALUES."""
 
 
 _PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:str", "tag:yaml.org,2002:int",
                "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"}
 
 
-def _build(node: yaml.Node, loc: Loc, positions: dict, problems: list, filename: str, constructor) -> Any:
-    if node.tag not in _PLAIN_TAGS:  # never construct python/... or custom tags: pipeline files are plain data
-        problems.append(Problem(filename, node.start_mark.line + 1, node.start_mark.column + 1, _dotted(loc),
-                                f"YAML tag '{node.tag}' is not allowed; pipeline files hold plain values"))
-        return None
-    if isinstance(node, yaml.MappingNode):
+_SCALAR_KEY_TAGS = {"tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+                    "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"}
+
+
+class _Builder:
+    """Plain Python values from a composed node tree, with the position of every key."""
+
+    def __init__(self, filename: str, positions: dict, problems: list):
+        self.filename, self.positions, self.problems = filename, positions, problems
+        self.constructor = yaml.SafeLoader("")  # used only to construct scalars the safe way
+        self.values = 0
+
+    def problem(self, node: yaml.Node, loc: Loc, message: str) -> None:
+        self.problems.append(Problem(self.filename, node.start_mark.line + 1, node.start_mark.column + 1,
+                                     _dotted(loc), message))
+
+    def build(self, node: yaml.Node, loc: Loc) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise _TooLarge
+        if node.tag not in _PLAIN_TAGS:  # never construct python/... or custom tags: pipeline files are plain data
+            self.problem(node, loc, f"YAML tag '{node.tag}' is not allowed; pipeline files hold plain values")
+            return None
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, loc)
+        if isinstance(node, yaml.SequenceNode):
+            items = []
+            for index, item in enumerate(node.value):
+                self.positions[loc + (index,)] = (item.start_mark.line + 1, item.start_mark.column + 1)
+                items.append(self.build(item, loc + (index,)))
+            return items
+        return self.constructor.construct_object(node, deep=True)
+
+    def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict:
         out: dict[Any, Any] = {}
+        seen: dict[str, tuple[int, int]] = {}
         for key_node, value_node in node.value:
-            key = constructor.construct_object(key_node, deep=True)
-            where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            if key in out:
-                first = positions[loc + (key,)]
-                problems.append(Problem(filename, *where, _dotted(loc + (key,)),
-                                        f"duplicate key '{key}' (first defined at line {first[0]}); remove one"))
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _SCALAR_KEY_TAGS:
+                self.problem(key_node, loc, "keys must be plain names (no `? [complex]` keys, no tags on keys)")
                 continue
-            positions[loc + (key,)] = where
-            out[key] = _build(value_node, loc + (key,), positions, problems, filename, constructor)
+            key = self.constructor.construct_object(key_node, deep=True)
+            if not isinstance(key, str):  # YAML reads `1:` as an int and `on:` as a bool; 1 == True in a dict
+                self.problem(key_node, loc, f"key {key_node.value!r} is read as a {type(key).__name__}; keys are "
+                             f"names: quote it ('{key_node.value}') or rename it")
+                continue
+            where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if key in seen:
+                self.problem(key_node, loc + (key,), f"duplicate key '{key}' (first defined at line {seen[key][0]}); "
+                             "remove one")
+                continue
+            seen[key] = where
+            self.positions[loc + (key,)] = where
+            out[key] = self.build(value_node, loc + (key,))
         return out
-    if isinstance(node, yaml.SequenceNode):
-        items = []
-        for index, item in enumerate(node.value):
-            positions[loc + (index,)] = (item.start_mark.line + 1, item.start_mark.column + 1)
-            items.append(_build(item, loc + (index,), positions, problems, filename, constructor))
-        return items
-    return constructor.construct_object(node, deep=True)
 
 
 def _dotted(loc: Loc) -> str:

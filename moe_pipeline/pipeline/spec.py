@@ -15,13 +15,18 @@ NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
 EXPERT_OUTPUTS = ("logits", "probs", "embedding")
 
-ImportPath = Annotated[str, Field(pattern=IMPORT_PATH_PATTERN, description="`package.module:name`")]
+ImportPath = Annotated[str, Field(pattern=IMPORT_PATH_PATTERN, max_length=200, description="`package.module:name`")]
+# Bounds on sizes a machine cannot hold or a file system cannot name: a value outside them
+# is a schema error with FILE:LINE:COL, not a traceback (or a 32 GB allocation) later.
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="0 .. 2^32-1 (numpy's seed range)")]
+Width = Annotated[int, Field(ge=1, le=65_536)]
 
 
 class Strict(BaseModel):
     """Unknown keys are errors: a typo must never be silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- sources
@@ -60,12 +65,12 @@ class PlantedSource(Strict):
     """
 
     loader: Literal["synthetic.planted"]
-    n: int = Field(2000, ge=20)
-    d: int = Field(30, ge=2)
+    n: int = Field(2000, ge=20, le=10_000_000)
+    d: int = Field(30, ge=2, le=100_000)
     informative: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
     task: Literal["signs", "gated_product"] = "signs"
     noise: float = Field(0.0, ge=0.0)
-    seed: int = 0
+    seed: Seed = 0
     split: Split = Split()
 
     @field_validator("informative")
@@ -84,7 +89,7 @@ class CustomSource(Strict):
     """A `module:function` returning a dict of equally long tensors (or arrays)."""
 
     loader: ImportPath
-    fields: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(min_length=1)
+    fields: list[Name] = Field(min_length=1, max_length=256)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     split: Split = Split()
 
@@ -108,15 +113,15 @@ Source = Annotated[
 
 class MLPModel(Strict):
     kind: Literal["mlp"]
-    hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [64], min_length=1)
+    hidden: list[Width] = Field(default_factory=lambda: [64], min_length=1, max_length=32)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class CNNModel(Strict):
     kind: Literal["cnn"]
-    channels: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [8, 16], min_length=1)
-    kernel_size: int = Field(3, ge=1)
-    hidden: int = Field(32, ge=1, description="width of the embedding layer after the convolutions")
+    channels: list[Width] = Field(default_factory=lambda: [8, 16], min_length=1, max_length=16)
+    kernel_size: int = Field(3, ge=1, le=31)
+    hidden: Width = Field(32, description="width of the embedding layer after the convolutions")
 
 
 class LinearModel(Strict):
@@ -135,13 +140,13 @@ ModelSpec = Annotated[Union[MLPModel, CNNModel, LinearModel, CustomModel], Field
 
 
 class TrainSpec(Strict):
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(20, ge=1, le=100_000)
+    batch_size: int = Field(64, ge=1, le=1_048_576)
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     patience: int | None = Field(5, ge=1, description="early stopping on validation loss; null disables")
-    seed: int | None = Field(None, description="defaults to the pipeline seed")
+    seed: Seed | None = Field(None, description="defaults to the pipeline seed")
 
 
 class CutoffSpec(Strict):
@@ -152,7 +157,7 @@ class CutoffSpec(Strict):
     mean_abs: float = Field(0.01, ge=0.0, description="allowed mean |p_new - p_ref|")
     agreement: float = Field(0.98, ge=0.0, le=1.0, description="fraction of probe predictions that must agree")
     metric_drop: float = Field(0.01, ge=0.0, description="allowed drop of the validation metric")
-    probe_size: int = Field(256, ge=1)
+    probe_size: int = Field(256, ge=1, le=1_000_000)
 
 
 class TargetSpec(Strict):
@@ -162,13 +167,13 @@ class TargetSpec(Strict):
 
 class ResourcesSpec(Strict):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    max_memory_gb: float = Field(8.0, gt=0.0)
+    max_memory_gb: float = Field(8.0, gt=0.0, le=4096.0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
 class ExpertSpec(Strict):
-    description: str = ""
-    inputs: list[str] = Field(min_length=1, description="`source.field` or `expert.(logits|probs|embedding)`")
+    description: str = Field("", max_length=2000)
+    inputs: list[str] = Field(min_length=1, max_length=256, description="`source.field` or `expert.(logits|probs|embedding)`")
     target: str | TargetSpec
     task: Literal["classification", "regression"] | None = Field(
         None, description="inferred from the target's dtype when absent (integers -> classification)"
@@ -194,10 +199,10 @@ class RegistrySpec(Strict):
 
 
 class Pipeline(Strict):
-    name: str = Field(pattern=NAME_PATTERN)
-    seed: int = 0
-    sources: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Source] = Field(min_length=1)
-    experts: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ExpertSpec] = Field(min_length=1)
+    name: Name
+    seed: Seed = 0
+    sources: dict[Name, Source] = Field(min_length=1)
+    experts: dict[Name, ExpertSpec] = Field(min_length=1, max_length=10_000)
     resources: ResourcesSpec = ResourcesSpec()
     registry: RegistrySpec = RegistrySpec()
 

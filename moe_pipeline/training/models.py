@@ -7,12 +7,13 @@ reads a model spec.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol, Sequence
 
 import torch
 from torch import nn
 
-from moe_pipeline.errors import TrainingError
+from moe_pipeline.errors import TrainingError, UserCodeError
 
 
 class ExpertModel(Protocol):
@@ -26,7 +27,7 @@ class MLP(nn.Module):
     def __init__(self, in_shape: Sequence[int], out_features: int, hidden: Sequence[int] = (64,), dropout: float = 0.0):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
-        width = int(torch.tensor(in_shape).prod())
+        width = math.prod(in_shape)
         for size in hidden:
             layers += [nn.Linear(width, size), nn.ReLU()]
             if dropout:
@@ -48,6 +49,8 @@ class CNN(nn.Module):
         if len(in_shape) != 3:
             raise TrainingError(f"a cnn expert needs image input (channels, height, width); got shape {tuple(in_shape)}")
         c, h, w = in_shape
+        if kernel_size > max(h, w):
+            raise TrainingError(f"cnn kernel_size {kernel_size} is larger than the {h}x{w} input; use at most {max(h, w)}")
         layers: list[nn.Module] = []
         for out_c in channels:
             layers += [nn.Conv2d(c, out_c, kernel_size, padding=kernel_size // 2), nn.ReLU()]
@@ -66,7 +69,7 @@ class Linear(nn.Module):
     def __init__(self, in_shape: Sequence[int], out_features: int):
         super().__init__()
         self.body = nn.Flatten()
-        self.head = nn.Linear(int(torch.tensor(in_shape).prod()), out_features)
+        self.head = nn.Linear(math.prod(in_shape), out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
@@ -94,7 +97,14 @@ def model_class(model_spec: Any) -> type:
 
 def build_model(model_spec: Any, in_shape: Sequence[int], out_features: int) -> nn.Module:
     cls = model_class(model_spec)
-    model = cls(in_shape=tuple(in_shape), out_features=out_features, **model_kwargs(model_spec))
+    try:
+        model = cls(in_shape=tuple(in_shape), out_features=out_features, **model_kwargs(model_spec))
+    except TrainingError:
+        raise
+    except Exception as exc:  # user code (or kwargs the class does not take): name it, never a traceback
+        name = model_spec.cls if model_spec.kind == "custom" else model_spec.kind
+        raise UserCodeError(f"building model {name}{tuple(model_kwargs(model_spec))} raised "
+                            f"{type(exc).__name__}: {exc}") from None
     if not isinstance(getattr(model, "body", None), nn.Module) or not isinstance(getattr(model, "head", None), nn.Linear):
         raise TrainingError(f"{model_spec.cls if model_spec.kind == 'custom' else model_spec.kind}: an expert model "
                             "must have `body` (an nn.Module giving the embedding) and `head` (an nn.Linear)")
@@ -104,3 +114,10 @@ def build_model(model_spec: Any, in_shape: Sequence[int], out_features: int) -> 
 def first_layer(model: nn.Module) -> nn.Module | None:
     """The first Linear or Conv2d: its weights are what the Neural Feature Ansatz compares with AGOP."""
     return next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+
+
+def parameter_count(model_spec: Any, in_shape: Sequence[int], out_features: int) -> int:
+    """Parameters of the model a spec describes, counted on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        model = build_model(model_spec, in_shape, out_features)
+    return sum(p.numel() for p in model.parameters())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -18,7 +19,8 @@ from torch import nn
 from moe_pipeline.data.sources import SPLITS
 from moe_pipeline.data.inputs import ExpertData
 from moe_pipeline.training.memory import PeakRSS, accumulation_steps, fit_micro_batch
-from moe_pipeline.training.models import build_model, first_layer
+from moe_pipeline.errors import MemoryBudgetError, TrainingError
+from moe_pipeline.training.models import build_model, first_layer, parameter_count
 
 EVAL_CHUNK = 4096  # rows per inference chunk; bounds memory on large splits
 
@@ -145,6 +147,7 @@ def train_expert(model_spec: Any, train_spec: Any, resources: Any, data: ExpertD
     started = time.perf_counter()
     device = resolve_device(resources.device)
     precision = resources.precision
+    check_fits(model_spec, data, resources.max_memory_gb)
     torch.manual_seed(seed)
     model = build_model(model_spec, data.in_shape, data.n_outputs)
     layer = first_layer(model)
@@ -189,6 +192,9 @@ def train_expert(model_spec: Any, train_spec: Any, resources: Any, data: ExpertD
                 optimizer.step()
             record = {"epoch": float(epoch), "grad_norm": float(torch.stack(grad_norms).mean()),
                       "train_loss": float(losses) / len(x_train)}
+            if not math.isfinite(record["train_loss"]):  # the weights are garbage from here on: never register them
+                raise TrainingError(f"the training loss became {record['train_loss']} in epoch {epoch}; nothing "
+                                    "registered. Lower train.lr, or look for NaN/inf in the inputs and targets")
             if data.task == "classification":
                 record["train_accuracy"] = float(correct) / len(x_train)
             out = infer(model, data.x["val"], data.task, device, precision)
@@ -203,6 +209,9 @@ def train_expert(model_spec: Any, train_spec: Any, resources: Any, data: ExpertD
                 epochs_without_gain += 1
                 if train_spec.patience is not None and epochs_without_gain >= train_spec.patience:
                     break
+    if best[2] == 0:
+        raise TrainingError("the validation loss was never finite; nothing registered. Lower train.lr, or look "
+                            "for NaN/inf in the validation inputs and targets")
     model.load_state_dict(best[1])
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak_growth
     outputs = {split: infer(model, data.x[split], data.task, device, precision) for split in SPLITS}
@@ -215,6 +224,16 @@ def train_expert(model_spec: Any, train_spec: Any, resources: Any, data: ExpertD
         model=model, initial_first_layer=initial_first_layer.cpu(), history=history, metrics=metrics,
         outputs=outputs, seconds=time.perf_counter() - started, peak_memory_mb=peak / 2**20,
         micro_batch=micro, device=str(device), epochs_run=len(history))
+
+
+def check_fits(model_spec: Any, data: ExpertData, max_memory_gb: float) -> None:
+    """Refuse, before allocating anything, a model whose weights, gradients and Adam state
+    alone (4 float32 copies of every parameter) exceed the budget."""
+    params = parameter_count(model_spec, data.in_shape, data.n_outputs)
+    need = 4 * 4 * params
+    if need > max_memory_gb * 2**30:
+        raise MemoryBudgetError(f"the model has {params:,} parameters: weights, gradients and optimiser state need "
+                                f"{need / 2**30:.1f} GB, over resources.max_memory_gb {max_memory_gb}; make it smaller")
 
 
 def release() -> None:

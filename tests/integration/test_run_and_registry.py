@@ -89,7 +89,7 @@ def test_checksum_mismatch_is_a_clear_error(tiny: Path, registry_uri: str, capsy
     assert client(registry_uri).get_model_version_by_alias("tiny.digit", "current").version == 1
 
 
-def test_failed_training_leaves_current_alias_untouched(tiny: Path, registry_uri: str, monkeypatch):
+def test_failed_training_leaves_current_alias_untouched(tiny: Path, registry_uri: str, monkeypatch, capsys):
     assert cli("run", tiny, "is_even") == 0
     import moe_pipeline.training.train as train
 
@@ -97,8 +97,10 @@ def test_failed_training_leaves_current_alias_untouched(tiny: Path, registry_uri
         raise RuntimeError("simulated crash in the middle of training")
 
     monkeypatch.setattr(train, "train_expert", broken)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        cli("run", tiny, "is_even", "--force")
+    capsys.readouterr()
+    assert cli("run", tiny, "is_even", "--force") == 2  # one message, never a traceback (issue 12)
+    err = capsys.readouterr().err
+    assert "tiny.yaml:" in err and "expert 'is_even'" in err and "RuntimeError: simulated crash" in err
     c = client(registry_uri)
     assert c.get_model_version_by_alias("tiny.is_even", "current").version == 1
     assert len(c.search_model_versions("name = 'tiny.is_even'")) == 1
