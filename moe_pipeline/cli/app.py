@@ -110,7 +110,8 @@ def run(
         tables.print_plan(View(loaded).plan(experts or [], downstream=downstream, force=force))
         return
     ws = Workspace(loaded)
-    plan = ws.plan(experts or [], downstream=downstream, force=force)
+    ws.clean_up_debris()
+    plan = ws.plan(experts or [], downstream=downstream, force=force, verify=True)  # repairs corrupt artifacts
     with progress_bar(quiet or not sys.stdout.isatty()) as bar:
         outcomes = ws.execute(plan, bar)
     tables.print_outcomes(outcomes)
@@ -121,6 +122,7 @@ def status(
     pipeline: Path = PipelineArg,
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     check: bool = typer.Option(False, "--check", help="exit 1 when any expert is not fresh (for CI)"),
+    verify: bool = typer.Option(False, "--verify", help="also check every current artifact's sha256 (reads them all)"),
 ) -> None:
     """Which experts are missing, stale, pending or fresh, and why."""
     from moe_pipeline.cli import tables
@@ -128,7 +130,7 @@ def status(
     from moe_pipeline.pipeline.loader import load_pipeline
 
     ws = Workspace(load_pipeline(pipeline))
-    statuses = ws.record_statuses()
+    statuses = ws.record_statuses(verify)
     if as_json:
         _echo(tables.status_json(ws.pipeline.name, statuses, ws.cutoff_enabled()))
     else:

@@ -52,10 +52,21 @@ class View:
             self._fingerprints[expert] = fingerprint(self.pipeline, expert, self.store.field_hash)
         return self._fingerprints[expert]
 
-    def statuses(self) -> dict[str, planner.Status]:
+    def statuses(self, verify: bool = False) -> dict[str, planner.Status]:
+        """Every expert's status; `verify` also checks every current artifact's sha256 (reads every file)."""
         current = self.current()
         fps = {name: self.fingerprint(name) for name in self.pipeline.experts if current[name] is not None}
-        return planner.statuses(self.graph, fps, current)
+        return planner.statuses(self.graph, fps, current, self.integrity() if verify else None)
+
+    def integrity(self) -> dict[str, str]:
+        """Expert -> what is wrong with its current version's artifacts, for those with a problem."""
+        snap, problems = self.snapshot(), {}
+        for name, record in self.current().items():
+            if record is not None:
+                problem = self.registry.verify(record, snap[name].sources[record.version])
+                if problem:
+                    problems[name] = problem
+        return problems
 
     def estimates(self) -> dict[str, float | None]:
         snap = self.snapshot()
@@ -77,9 +88,10 @@ class View:
     def cutoff_enabled(self) -> dict[str, bool]:
         return {name: spec.cutoff != "off" for name, spec in self.pipeline.experts.items()}
 
-    def plan(self, names: list[str], downstream: str | None = None, force: bool = False) -> planner.Plan:
+    def plan(self, names: list[str], downstream: str | None = None, force: bool = False,
+             verify: bool = False) -> planner.Plan:
         self._check_names([*names, *([downstream] if downstream else [])])
-        return planner.plan(self.graph, self.statuses(), self.estimates(), names, downstream, force,
+        return planner.plan(self.graph, self.statuses(verify), self.estimates(), names, downstream, force,
                             self.cutoff_enabled())
 
     def impact(self, expert: str) -> planner.Plan:

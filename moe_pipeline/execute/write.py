@@ -7,14 +7,13 @@ It never parses argv or prints tables; progress bars come in from the caller.
 from __future__ import annotations
 
 import contextlib
-import tempfile
-from pathlib import Path
 from typing import Callable, Iterator
 
 from moe_pipeline.data.sources import SPLITS
 from moe_pipeline.errors import DataError, MoeError, TrainingError, UserCodeError
 from moe_pipeline.execute.runner import Outcome, run_plan
 from moe_pipeline.execute.view import View
+from moe_pipeline.registry.scratch import remove_dead_scratch, scratch_dir
 from moe_pipeline.registry.store import ExpertVersions, Registry
 from moe_pipeline.state import planner
 from moe_pipeline.state.fingerprint import flatten
@@ -27,11 +26,30 @@ class Workspace(View):
     def _registry(self, tracking_uri: str) -> Registry:
         return Registry(tracking_uri, self.pipeline.name)
 
+    # ------------------------------------------------------------ debris of killed runs
+
+    def clean_up_debris(self) -> list[str]:
+        """What a killed `run` (kill -9, power loss) left: its MLflow runs still RUNNING, versions
+        registered from them but never made current, its scratch folders. Returns what was done."""
+        done = [f"removed scratch folder {p}" for p in remove_dead_scratch()]
+        current = {(name, v.current) for name, v in self.snapshot().items()}
+        for run_id, versions in self.registry.dead_runs().items():
+            if any((expert, version) in current for expert, version in versions):
+                self.registry.finish_run(run_id, "FINISHED")  # killed after `current` moved: the version is whole
+                continue
+            self.registry.finish_run(run_id, "FAILED")
+            done.append(f"marked run {run_id} of a dead process FAILED")
+            for expert, version in versions:
+                self.registry.delete_version(expert, version)
+                self.snapshot()[expert].records.pop(version, None)
+                done.append(f"deleted {expert} v{version}: registered by a killed run, never current")
+        return done
+
     # ------------------------------------------------------------ staleness tags
 
-    def record_statuses(self) -> dict[str, planner.Status]:
+    def record_statuses(self, verify: bool = False) -> dict[str, planner.Status]:
         """Statuses, with every current version's `moe.needs_retrain` tag made to agree with them."""
-        result = self.statuses()
+        result = self.statuses(verify)
         self._sync_staleness_tags(result, self.current())
         return result
 
@@ -99,17 +117,20 @@ class Workspace(View):
             return self._retrain(expert, bar, verdict.describe())
         changed = [f"{u} v{ref.version}" for u, ref in consumed.items() if record.upstream.get(u) != ref]
         name = f"outputs-validated-{int(time.time() * 1000)}"
-        with tempfile.TemporaryDirectory(prefix=f"moe-{expert}-") as tmp:
-            files = write_refreshed_outputs(Path(tmp), name, new)
-            self.registry.log_artifacts(record.run_id, Path(tmp))
+        with scratch_dir(expert) as tmp:
+            files = write_refreshed_outputs(tmp, name, new)
+            self.registry.log_artifacts(record.run_id, tmp)
         record.outputs_dir, record.outputs_files = name, files
         record.outputs_sha = outputs_sha(files, name)
         record.upstream = consumed
         record.validated = {"upstream": {u: {"version": r.version, "outputs": r.outputs} for u, r in consumed.items()},
                             "deltas": deltas.as_dict(), "val_metric": new_metric,
                             "reference": f"v{record.version} as trained", "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        self.registry.set_tags(expert, record.version, {VALIDATED_AGAINST: json.dumps(record.validated, sort_keys=True),
-                                                        OUTPUTS: outputs_tag(record)})
+        # Outputs first, the validation last: a kill between the two leaves new outputs under
+        # the old validation, which status reads as stale (the upstream moved) and re-checks.
+        # The other order would leave "validated against v2" over outputs of v1: fresh, and wrong.
+        self.registry.set_tags(expert, record.version, {OUTPUTS: outputs_tag(record)})
+        self.registry.set_tags(expert, record.version, {VALIDATED_AGAINST: json.dumps(record.validated, sort_keys=True)})
         self._remember(record)
         return Outcome(expert, "kept", record.version, record.metric_name, new_metric, time.perf_counter() - started, 0.0,
                        f"kept (validated against {', '.join(changed) or 'refreshed upstream outputs'}: {verdict.describe()})",
@@ -136,8 +157,7 @@ class Workspace(View):
                 result = train_expert(spec.model, spec.train, self.pipeline.resources_for(expert), data, seed,
                                       callback)
             metric = primary_metric(data.task)
-            with tempfile.TemporaryDirectory(prefix=f"moe-{expert}-") as tmp:
-                folder = Path(tmp)
+            with scratch_dir(expert) as folder:
                 saved_spec = {"spec": fp.spec, "in_shape": list(data.in_shape), "n_outputs": data.n_outputs,
                               "task": data.task, "blocks": [[b.ref, b.start, b.stop] for b in data.blocks],
                               "micro_batch": result.micro_batch, "device": result.device}

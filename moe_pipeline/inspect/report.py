@@ -248,7 +248,10 @@ def inspect_expert(loaded, expert: str, version: int | None = None, methods: lis
     record = ws.record(expert, version)
     model, saved = ws.load_model(record)
     data = ws.expert_data(expert, upstream_versions={u: r.version for u, r in record.upstream.items()})[0]
-    out = out or Path("reports") / ws.pipeline.name / expert / f"v{record.version}"
+    from moe_pipeline.registry.store import project_root
+
+    # under the project root, like the registry: the same place wherever the command runs from
+    out = out or project_root(loaded.path) / "reports" / ws.pipeline.name / expert / f"v{record.version}"
     out.mkdir(parents=True, exist_ok=True)
     rep = Report(f"{ws.pipeline.name}.{expert} v{record.version}: {ws.pipeline.experts[expert].description or expert}", out)
     rep.summary.update({"pipeline": ws.pipeline.name, "expert": expert, "version": record.version, "task": data.task,
@@ -269,7 +272,9 @@ def inspect_expert(loaded, expert: str, version: int | None = None, methods: lis
     rep.summary["seconds"] = round(time.perf_counter() - started, 2)
     (out / "summary.json").write_text(json.dumps(rep.summary, indent=2, default=float))
     html_path = write_html(rep)
-    ws.registry.log_artifacts(record.run_id, out, "inspect")
+    # only what this report wrote: --out may name a folder holding anything else
+    written = [html_path, out / "summary.json", *(f for _, _, figs in rep.sections for f in figs)]
+    ws.registry.log_files(record.run_id, written, "inspect")
     if not quiet:
         _print_summary(rep, html_path)
     return rep

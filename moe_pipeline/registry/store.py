@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from moe_pipeline.pipeline.spec import Pipeline
 
 CURRENT = "current"
+HOST, PID = "moe.host", "moe.pid"  # who trains a run: the next run marks runs of dead processes FAILED
 DEFAULT_URI = "sqlite:///registry/mlflow.db"
 
 
@@ -193,24 +195,40 @@ class RegistryReader:
             return Path(unquote(parsed.path))
         import mlflow.artifacts
 
-        target = Path(tempfile.mkdtemp(prefix=f"moe-{record.expert}-v{record.version}-"))
+        from moe_pipeline.registry.scratch import prefix
+
+        target = Path(tempfile.mkdtemp(prefix=prefix(f"{record.expert}-v{record.version}")))
         return Path(self._call("download artifacts", mlflow.artifacts.download_artifacts,
                                artifact_uri=source, dst_path=str(target), tracking_uri=self.tracking_uri))
 
+    def verify(self, record: Record, source: str) -> str | None:
+        """What is wrong with a version's stored artifacts (every file its record lists), or None."""
+        wanted = {**record.sha256, **(record.outputs_files or {})}
+        if record.outputs_dir != "outputs":  # refreshed outputs replace the ones written at training
+            wanted = {k: v for k, v in wanted.items() if not k.startswith("outputs/")}
+        folder = self.local_artifacts(record, source)
+        problems = (_artifact_problem(folder / name, name, digest) for name, digest in sorted(wanted.items()))
+        return next((p for p in problems if p), None)
+
     def verified_path(self, record: Record, source: str, artifact: str) -> Path:
+        """A local path of one artifact, after checking its sha256 against the record."""
         path = self.local_artifacts(record, source) / artifact
-        expected = record.expected_sha256(artifact)
-        if expected is None:
-            raise IntegrityError(f"expert '{record.expert}' v{record.version}: no sha256 recorded for '{artifact}'")
-        if not path.exists():
-            raise IntegrityError(f"expert '{record.expert}' v{record.version}: artifact '{artifact}' is missing "
-                                 f"from {path.parent}; retrain it with `moe-pipeline run --force ... {record.expert}`")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise IntegrityError(f"expert '{record.expert}' v{record.version}: artifact '{artifact}' has sha256 "
-                                 f"{actual[:12]}..., but its record says {expected[:12]}...; the artifact store was "
-                                 f"modified. Retrain it with `moe-pipeline run --force PIPELINE {record.expert}`")
+        problem = _artifact_problem(path, artifact, record.expected_sha256(artifact))
+        if problem:
+            raise IntegrityError(f"expert '{record.expert}' v{record.version}: {problem}. Retrain it: "
+                                 f"`moe-pipeline run PIPELINE` (it is stale with reason INTEGRITY)")
         return path
+
+
+def _artifact_problem(path: Path, artifact: str, expected: str | None) -> str | None:
+    if expected is None:
+        return f"no sha256 recorded for '{artifact}'"
+    if not path.exists():
+        return f"artifact '{artifact}' is missing from {path.parent}"
+    actual = sha256_file(path)
+    if actual != expected:
+        return f"artifact '{artifact}' has sha256 {actual[:12]}..., its record says {expected[:12]}... (modified)"
+    return None
 
 
 class Registry(RegistryReader):
@@ -236,7 +254,7 @@ class Registry(RegistryReader):
         run = self._call("create run", self.client.create_run, self.experiment_id(),
                          run_name=f"{expert}-{time.strftime('%Y%m%d-%H%M%S')}",
                          tags={"moe.expert": expert, "moe.pipeline": self.pipeline_name,
-                               "mlflow.note.content": description})
+                               "mlflow.note.content": description, HOST: socket.gethostname(), PID: str(os.getpid())})
         try:
             yield run.info.run_id
         except BaseException:
@@ -244,6 +262,25 @@ class Registry(RegistryReader):
                 self.client.set_terminated(run.info.run_id, "FAILED")
             raise
         self._call("finish run", self.client.set_terminated, run.info.run_id, "FINISHED")
+
+    def dead_runs(self) -> dict[str, list[tuple[str, int]]]:
+        """Runs of this pipeline still RUNNING whose process (on this host) is gone, with the
+        (expert, version) pairs registered from each. Runs of other hosts are left alone."""
+        from moe_pipeline.registry.scratch import pid_alive
+
+        runs = self._call("search runs", self.client.search_runs, [self.experiment_id()],
+                          filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST}` = '{socket.gethostname()}'",
+                          max_results=10_000)
+        dead = {r.info.run_id: [] for r in runs if not pid_alive(int(r.data.tags.get(PID, "0") or 0))}
+        if dead:
+            for mv in self._pages("search model versions", self.client.search_model_versions,
+                                  f"name LIKE '{self.pipeline_name}.%'", 10_000):
+                if mv.run_id in dead:
+                    dead[mv.run_id].append((mv.name[len(self.pipeline_name) + 1:], int(mv.version)))
+        return dead
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        self._call("finish run", self.client.set_terminated, run_id, status)
 
     def log_training(self, run_id: str, params: dict[str, Any], history: list[dict[str, float]],
                      metrics: dict[str, float]) -> None:
@@ -259,6 +296,17 @@ class Registry(RegistryReader):
 
     def log_artifacts(self, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
         self._call("log artifacts", self.client.log_artifacts, run_id, str(folder), artifact_path)
+
+    def log_files(self, run_id: str, files: list[Path], artifact_path: str) -> None:
+        """Upload exactly these files (one request), never the rest of the folder they sit in."""
+        import shutil
+
+        from moe_pipeline.registry.scratch import scratch_dir
+
+        with scratch_dir("upload") as folder:
+            for path in dict.fromkeys(files):
+                shutil.copy2(path, folder / path.name)
+            self.log_artifacts(run_id, folder, artifact_path)
 
     def register(self, record: Record, run_id: str, description: str = "") -> tuple[Record, str]:
         """Create the model version from the run's artifacts, then (last) point `current` at it.

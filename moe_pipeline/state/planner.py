@@ -26,7 +26,7 @@ class FingerprintLike(Protocol):
 
 @dataclass(frozen=True)
 class Reason:
-    kind: str  # SPEC | CODE | DATA | UPSTREAM | MISSING
+    kind: str  # SPEC | CODE | DATA | UPSTREAM | MISSING | INTEGRITY
     detail: str
 
     def __str__(self) -> str:
@@ -60,8 +60,12 @@ def own_reasons(fp: FingerprintLike, record: Any) -> list[Reason]:
 
 
 def statuses(graph: nx.DiGraph, fingerprints: Mapping[Hashable, FingerprintLike],
-             current: Mapping[Hashable, Any]) -> dict[Hashable, Status]:
-    """Status of every expert, in topological order. `current[n]` is n's current record or None."""
+             current: Mapping[Hashable, Any], integrity: Mapping[Hashable, str] | None = None) -> dict[Hashable, Status]:
+    """Status of every expert, in topological order. `current[n]` is n's current record or None.
+
+    `integrity[n]`, when given, says what is wrong with n's stored artifacts (a checksum
+    mismatch, a missing file): n is then stale and must be retrained.
+    """
     out: dict[Hashable, Status] = {}
     for node in g.order(graph):
         record = current.get(node)
@@ -69,6 +73,8 @@ def statuses(graph: nx.DiGraph, fingerprints: Mapping[Hashable, FingerprintLike]
             out[node] = Status(node, MISSING, None, [Reason("MISSING", "no version registered")])
             continue
         reasons = own_reasons(fingerprints[node], record)
+        if integrity and node in integrity:
+            reasons.append(Reason("INTEGRITY", integrity[node]))
         upstream_reasons, waiting = [], []
         for up in g.upstream(graph, node):
             up_record, consumed = current.get(up), record.upstream.get(up)

@@ -75,14 +75,15 @@ def test_downstream_trains_from_stored_outputs_without_upstream_weights(tiny: Pa
     assert {p.parents[2].name for p in read} != set()  # came from the upstream runs' artifact folders
 
 
-def test_checksum_mismatch_is_a_clear_error(tiny: Path, registry_uri: str, capsys):
+def test_checksum_mismatch_is_a_clear_error(tiny: Path, registry_uri: str, capsys, tmp_path: Path):
     assert cli("run", tiny) == 0
     ws = Workspace(load_pipeline(tiny))
     record = ws.record("has_loop")
     path = ws.artifact(record, "outputs/train.safetensors")
     path.write_bytes(path.read_bytes()[:-1] + b"\x00")
     capsys.readouterr()
-    assert cli("run", tiny, "digit", "--force") == 2
+    # `run` would repair it (test_faults.py); reading the stored outputs without a plan must refuse them
+    assert cli("inspect", tiny, "digit", "--methods", "metrics", "--out", tmp_path / "r") == 2
     err = capsys.readouterr().err
     assert "expert 'has_loop' v1: artifact 'outputs/train.safetensors' has sha256" in err
     assert "Traceback" not in err
