@@ -83,3 +83,25 @@ def test_inspect_unknown_version_is_a_clear_error(tiny: Path, capsys):
     capsys.readouterr()
     assert cli("inspect", tiny, "is_even", "--version", "7") == 2
     assert "expert 'is_even' has no version 7; registered versions: [1]" in capsys.readouterr().err
+
+
+def test_inspect_uploads_only_its_own_files_and_writes_under_the_project_root(tiny: Path, registry_uri: str,
+                                                                               tmp_path: Path, monkeypatch):
+    assert cli("run", tiny) == 0
+    out = tmp_path / "shared_folder"
+    (out / "private").mkdir(parents=True)
+    (out / "private" / "secrets.txt").write_text("not for the registry")
+    (out / "notes.md").write_text("mine")
+    assert cli("inspect", tiny, "is_even", "--out", out, "--methods", "metrics") == 0
+    c = MlflowClient(registry_uri, registry_uri)
+    mv = c.get_model_version_by_alias("tiny.is_even", "current")
+    logged = {a.path for a in c.list_artifacts(mv.run_id, "inspect")}
+    assert "inspect/report.html" in logged and "inspect/summary.json" in logged
+    assert not {"inspect/private", "inspect/notes.md"} & logged
+    (tmp_path / ".git").mkdir()  # tmp_path is the project root; run from somewhere else
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert cli("inspect", tiny, "is_even", "--methods", "metrics") == 0
+    assert (tmp_path / "reports" / "tiny" / "is_even" / "v1" / "report.html").exists()
+    assert not (elsewhere / "reports").exists()
