@@ -83,9 +83,9 @@ def dag(
 
         # Only a store that exists has statuses; checking costs no torch or mlflow import.
         if Registry(resolve_tracking_uri(loaded.pipeline, loaded.path), loaded.pipeline.name).exists():
-            from moe_pipeline.execute.write import Workspace
+            from moe_pipeline.execute.view import View
 
-            statuses = {s.name: s.status for s in Workspace(loaded).record_statuses().values()}
+            statuses = {s.name: s.status for s in View(loaded).statuses().values()}
     _echo(render(loaded.pipeline, format.value, statuses))
 
 
@@ -123,14 +123,20 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     check: bool = typer.Option(False, "--check", help="exit 1 when any expert is not fresh (for CI)"),
     verify: bool = typer.Option(False, "--verify", help="also check every current artifact's sha256 (reads them all)"),
+    record: bool = typer.Option(False, "--record", help="publish the statuses as registry tags (for CI); "
+                                "without it, status writes nothing"),
 ) -> None:
-    """Which experts are missing, stale, pending or fresh, and why."""
+    """Which experts are missing, stale, pending or fresh, and why. Read-only unless --record."""
     from moe_pipeline.cli import tables
+    from moe_pipeline.execute.view import View
     from moe_pipeline.execute.write import Workspace
     from moe_pipeline.pipeline.loader import load_pipeline
 
-    ws = Workspace(load_pipeline(pipeline))
-    statuses = ws.record_statuses(verify)
+    loaded = load_pipeline(pipeline)
+    ws = Workspace(loaded) if record else View(loaded)
+    statuses = ws.record_statuses(verify) if isinstance(ws, Workspace) else ws.statuses(verify)
+    if record:
+        typer.echo(f"recorded {ws.registry.tag_writes} tag(s) in the registry", err=True)
     if as_json:
         _echo(tables.status_json(ws.pipeline.name, statuses, ws.cutoff_enabled()))
     else:
@@ -161,8 +167,17 @@ def ui(
     from moe_pipeline.pipeline.loader import load_pipeline
     from moe_pipeline.registry.store import resolve_tracking_uri
 
+    import socket
+
+    from moe_pipeline.errors import SelectionError
+
     loaded = load_pipeline(pipeline)
     uri = resolve_tracking_uri(loaded.pipeline, loaded.path)
+    with socket.socket() as probe:  # a taken port would print our URL, then fail inside mlflow with exit 0
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise SelectionError(f"port {port} on 127.0.0.1 is in use; choose another with --port") from None
     _echo(f"MLflow UI for {loaded.pipeline.name} on http://127.0.0.1:{port}  (store: {uri})")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
     raise typer.Exit(subprocess.call(cmd, env=os.environ.copy()))

@@ -85,6 +85,7 @@ class RegistryReader:
         self.tracking_uri = tracking_uri
         self.pipeline_name = pipeline_name
         self.requests = 0  # registry calls made; the benchmarks report it
+        self.tag_writes = 0  # tags set or deleted; `status --record` reports it
         self._client = None
         self._experiment_id: str | None = None
 
@@ -333,9 +334,11 @@ class Registry(RegistryReader):
 
     def set_tags(self, expert: str, version: int, tags: dict[str, str]) -> None:
         for key, value in tags.items():
+            self.tag_writes += 1
             self._call("set tag", self.client.set_model_version_tag, self.model_name(expert), str(version), key, value)
 
     def delete_tag(self, expert: str, version: int, key: str) -> None:
+        self.tag_writes += 1
         self._call("delete tag", self.client.delete_model_version_tag, self.model_name(expert), str(version), key)
 
     def mark_needs_retrain(self, expert: str, version: int, reason: str | None) -> None:
