@@ -17,7 +17,7 @@ from moe_pipeline.registry.scratch import remove_dead_scratch, scratch_dir
 from moe_pipeline.registry.store import ExpertVersions, Registry
 from moe_pipeline.state import planner
 from moe_pipeline.state.fingerprint import flatten
-from moe_pipeline.state.record import Record
+from moe_pipeline.state.record import MODEL_STATUS, NEEDS_RETRAIN, RETRAINED_BECAUSE, Record
 
 
 class Workspace(View):
@@ -54,7 +54,9 @@ class Workspace(View):
         return result
 
     def _sync_staleness_tags(self, result: dict[str, planner.Status], current: dict[str, Record | None]) -> None:
-        """Make the `moe.needs_retrain` tag of every current version say what status says."""
+        """Make the `moe.needs_retrain` tag of every current version, and the `moe.status` tag of
+        its registered model (the MLflow UI's model list), say what status says. Writes only what differs."""
+        snap = self.snapshot()
         for name, status in result.items():
             record = current[name]
             if record is None:
@@ -63,6 +65,10 @@ class Workspace(View):
             if record.needs_retrain != wanted:
                 self.registry.mark_needs_retrain(name, record.version, wanted)
                 record.needs_retrain = wanted
+            short = f"v{record.version} {status.status}" + (f": {status.reasons[0]}"[:80] if status.reasons else "")
+            if snap[name].model_tags.get(MODEL_STATUS) != short:
+                self.registry.set_model_tag(name, MODEL_STATUS, short)
+                snap[name].model_tags[MODEL_STATUS] = short
 
     # ------------------------------------------------------------ training
 
@@ -139,6 +145,8 @@ class Workspace(View):
     def _retrain(self, expert: str, bar, why: str) -> Outcome:
         outcome = self.train(expert, bar)
         outcome.action, outcome.note = "retrained", f"retrained ({why})"
+        # why the cutoff did not keep the old version, on the new one (the UI shows it beside the record)
+        self.registry.set_tags(expert, outcome.version, {RETRAINED_BECAUSE: f"cutoff check failed: {why}"})
         return outcome
 
     def train(self, expert: str, bar=None, seed: int | None = None) -> Outcome:
@@ -173,7 +181,10 @@ class Workspace(View):
                             upstream=consumed, train_seconds=round(result.seconds, 3),
                             peak_memory_mb=round(result.peak_memory_mb, 2), metric_name=metric,
                             val_metric=result.metrics[f"val_{metric}"], sha256=sha, outputs_sha=outputs_sha(sha))
+            previous = self.current()[expert]
             record, source = self.registry.register(record, run_id, spec.description)
+        if previous is not None and previous.needs_retrain is not None:  # no stale mark on history
+            self.registry.set_tags(expert, previous.version, {NEEDS_RETRAIN: f"superseded by v{record.version}"})
         self._remember(record, source)
         release()
         return Outcome(expert, "trained", record.version, metric, record.val_metric, record.train_seconds,

@@ -72,6 +72,7 @@ class ExpertVersions:
     current: int | None = None
     records: dict[int, Record] = field(default_factory=dict)
     sources: dict[int, str] = field(default_factory=dict)  # version -> artifact URI
+    model_tags: dict[str, str] = field(default_factory=dict)  # tags of the registered model itself
 
     @property
     def current_record(self) -> Record | None:
@@ -162,7 +163,8 @@ class RegistryReader:
             if model.name.startswith(prefix):
                 current = (model.aliases or {}).get(CURRENT)
                 out[model.name[len(prefix):]] = ExpertVersions(model.name[len(prefix):],
-                                                               int(current) if current is not None else None)
+                                                               int(current) if current is not None else None,
+                                                               model_tags=dict(model.tags or {}))
         for mv in self._pages("search model versions", self.client.search_model_versions, search, 200_000):
             if not mv.name.startswith(prefix):
                 continue
@@ -340,6 +342,11 @@ class Registry(RegistryReader):
     def delete_tag(self, expert: str, version: int, key: str) -> None:
         self.tag_writes += 1
         self._call("delete tag", self.client.delete_model_version_tag, self.model_name(expert), str(version), key)
+
+    def set_model_tag(self, expert: str, key: str, value: str) -> None:
+        """A tag of the registered model: what the MLflow UI's model list shows in its Tags column."""
+        self.tag_writes += 1
+        self._call("set model tag", self.client.set_registered_model_tag, self.model_name(expert), key, value)
 
     def mark_needs_retrain(self, expert: str, version: int, reason: str | None) -> None:
         if reason is None:

@@ -13,6 +13,8 @@ from typing import Any
 PREFIX = "moe."
 NEEDS_RETRAIN = PREFIX + "needs_retrain"
 VALIDATED_AGAINST = PREFIX + "validated_against"
+RETRAINED_BECAUSE = PREFIX + "retrained_because"  # on a version the cutoff check did not keep the old one for
+MODEL_STATUS = PREFIX + "status"  # on the registered model: "v3 stale: SPEC train.lr: 0.003 -> 0.001"
 
 
 @dataclass

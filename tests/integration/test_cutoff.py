@@ -113,7 +113,7 @@ def test_behaviour_preserving_change_keeps_downstream(cut, registry_uri, capsys)
     assert set(experts["d"]["validated"]["deltas"]) == {"max_abs", "mean_abs", "agreement", "metric_drop"}
 
 
-def test_behaviour_changing_change_cascades(cut, capsys):
+def test_behaviour_changing_change_cascades(cut, capsys, registry_uri):
     path = cut()
     assert cli("run", path) == 0
     capsys.readouterr()
@@ -122,6 +122,10 @@ def test_behaviour_changing_change_cascades(cut, capsys):
     result = outcomes(capsys)
     assert result["u"][0] == "trained"
     assert result["d"][0] == "retrained" and re.search(r"agreement \d+\.\d% < 96\.5%", result["d"][1])
+    client = MlflowClient(registry_uri, registry_uri)
+    new = client.get_model_version_by_alias("cut.d", "current")  # the reason is stored on the new version
+    assert int(new.version) == 2 and re.search(r"^cutoff check failed: .*agreement \d+\.\d% < 96\.5%",
+                                            new.tags["moe.retrained_because"])
 
 
 def test_drifts_are_compared_with_the_training_reference_not_chained(cut, capsys):

@@ -173,7 +173,8 @@ def test_read_only_commands_leave_the_registry_byte_for_byte_unchanged(tiny: Pat
         assert _store_bytes(registry_uri) == before, f"`{' '.join(args)}` wrote to the registry"
     capsys.readouterr()
     assert cli("status", tiny, "--record") == 0
-    assert "recorded 2 tag(s) in the registry" in capsys.readouterr().err  # has_loop stale, digit pending
+    # has_loop stale, digit pending: the version tag and the registered model tag of each
+    assert "recorded 4 tag(s) in the registry" in capsys.readouterr().err
     assert _store_bytes(registry_uri) != before
     assert cli("status", tiny, "--record") == 0
     assert "recorded 0 tag(s)" in capsys.readouterr().err  # already in agreement: nothing rewritten
@@ -189,3 +190,14 @@ def test_two_pipeline_files_on_one_registry_do_not_rewrite_each_others_tags(tiny
             for args in (["status"], ["dag"], ["run", "--dry-run"]):
                 assert cli(args[0], path, *args[1:]) == 0
     assert _store_bytes(registry_uri) == before
+
+
+def test_the_registered_model_carries_its_status_for_the_mlflow_model_list(tiny: Path, registry_uri: str, capsys):
+    assert cli("run", tiny) == 0
+    client = MlflowClient(tracking_uri=registry_uri, registry_uri=registry_uri)
+    assert client.get_registered_model("tiny.has_loop").tags["moe.status"] == "v1 fresh"
+    tiny.write_text(tiny.read_text().replace("lr: 1.0e-2", "lr: 5.0e-3", 1))
+    assert cli("status", tiny, "--record") == 0
+    assert client.get_registered_model("tiny.has_loop").tags["moe.status"] == "v1 stale: SPEC train.lr: 0.01 -> 0.005"
+    assert client.get_registered_model("tiny.digit").tags["moe.status"].startswith("v1 pending: UPSTREAM waits for")
+    assert client.get_registered_model("tiny.is_even").tags["moe.status"] == "v1 fresh"
