@@ -18,13 +18,24 @@ from moe_pipeline.errors import SelectionError
 from moe_pipeline.state.fingerprint import Fingerprint, fingerprint, flatten
 from moe_pipeline.pipeline.loader import LoadedPipeline
 from moe_pipeline.state.record import Record, UpstreamRef
-from moe_pipeline.registry.store import ExpertVersions, RegistryReader, resolve_tracking_uri
+from moe_pipeline.registry.store import ExpertVersions, RegistryReader, project_root, resolve_tracking_uri
+
+
+def make_importable(pipeline_path: Path) -> None:
+    """`module:function` references resolve from the project root and the pipeline's own folder,
+    as they read in the YAML, without the user setting PYTHONPATH."""
+    import sys
+
+    for folder in (project_root(pipeline_path), pipeline_path.resolve().parent):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
 
 
 class View:
     registry: RegistryReader
 
     def __init__(self, loaded: LoadedPipeline, tracking_uri: str | None = None):
+        make_importable(loaded.path)
         self.loaded = loaded
         self.pipeline = loaded.pipeline
         self.graph = g.expert_graph(self.pipeline)
