@@ -50,10 +50,15 @@ def _main(_: bool = typer.Option(False, "--version", callback=_version, is_eager
 
 @app.command()
 def validate(pipeline: Path = PipelineArg) -> None:
-    """Check a pipeline file: schema, references, cycles. Exit 2 with FILE:LINE:COL on errors."""
-    from moe_pipeline.pipeline.loader import load_pipeline
+    """Check a pipeline file: schema, references, cycles, code it names. Exit 2 with FILE:LINE:COL on errors."""
+    from moe_pipeline.pipeline.loader import load_pipeline, make_importable
+    from moe_pipeline.state.fingerprint import unresolved_code
 
     loaded = load_pipeline(pipeline)
+    make_importable(loaded.path)
+    unresolved = unresolved_code(loaded.pipeline)
+    if unresolved:
+        raise PipelineError([loaded.problem(loc, message) for loc, message in unresolved])
     p = loaded.pipeline
     _echo(f"{pipeline}: ok ({len(p.sources)} sources, {len(p.experts)} experts)")
 

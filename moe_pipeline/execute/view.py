@@ -8,7 +8,6 @@ path (train, check, record) is `execute.write.Workspace`. Never parses argv or p
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 from typing import Iterable
 
 from moe_pipeline.pipeline import graph as g
@@ -16,19 +15,9 @@ from moe_pipeline.state import planner
 from moe_pipeline.data.sources import SPLITS, DataStore
 from moe_pipeline.errors import SelectionError
 from moe_pipeline.state.fingerprint import Fingerprint, fingerprint, flatten
-from moe_pipeline.pipeline.loader import LoadedPipeline
+from moe_pipeline.pipeline.loader import LoadedPipeline, make_importable
 from moe_pipeline.state.record import Record, UpstreamRef
-from moe_pipeline.registry.store import ExpertVersions, RegistryReader, project_root, resolve_tracking_uri
-
-
-def make_importable(pipeline_path: Path) -> None:
-    """`module:function` references resolve from the project root and the pipeline's own folder,
-    as they read in the YAML, without the user setting PYTHONPATH."""
-    import sys
-
-    for folder in (project_root(pipeline_path), pipeline_path.resolve().parent):
-        if str(folder) not in sys.path:
-            sys.path.insert(0, str(folder))
+from moe_pipeline.registry.store import ExpertVersions, RegistryReader, resolve_tracking_uri
 
 
 class View:

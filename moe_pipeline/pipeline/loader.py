@@ -40,6 +40,30 @@ class LoadedPipeline:
         _, (line, col) = _locate(loc, self.positions)
         return f"{self.path}:{line}:{col}"
 
+    def problem(self, loc: Loc, message: str) -> Problem:
+        """A problem found after loading (e.g. code that cannot be found), placed at its key."""
+        _, (line, col) = _locate(loc, self.positions)
+        return Problem(str(self.path), line, col, _dotted(loc), message)
+
+
+def project_root(pipeline_path: Path) -> Path:
+    """The nearest folder above the pipeline file holding pyproject.toml or .git."""
+    start = pipeline_path.resolve().parent
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").exists() or (folder / ".git").exists():
+            return folder
+    return start
+
+
+def make_importable(pipeline_path: Path) -> None:
+    """`module:function` references resolve from the project root and the pipeline's own folder,
+    as they read in the YAML, without the user setting PYTHONPATH."""
+    import sys
+
+    for folder in (project_root(pipeline_path), pipeline_path.resolve().parent):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+
 
 def load_pipeline(path: str | Path) -> LoadedPipeline:
     path = Path(path)

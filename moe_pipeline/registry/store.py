@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import unquote, urlparse
 
 from moe_pipeline.errors import IntegrityError, RegistryError
+from moe_pipeline.pipeline.loader import project_root
 from moe_pipeline.state.record import NEEDS_RETRAIN, Record, from_tags, to_tags
 
 if TYPE_CHECKING:
@@ -27,15 +28,6 @@ if TYPE_CHECKING:
 CURRENT = "current"
 HOST, PID = "moe.host", "moe.pid"  # who trains a run: the next run marks runs of dead processes FAILED
 DEFAULT_URI = "sqlite:///registry/mlflow.db"
-
-
-def project_root(pipeline_path: Path) -> Path:
-    """The nearest folder above the pipeline file holding pyproject.toml or .git."""
-    start = pipeline_path.resolve().parent
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").exists() or (folder / ".git").exists():
-            return folder
-    return start
 
 
 def resolve_tracking_uri(pipeline: Pipeline, pipeline_path: Path) -> str:

@@ -79,6 +79,32 @@ def code_objects(pipeline: Pipeline, expert: str) -> list[str]:
     return objects
 
 
+def code_references(pipeline: Pipeline) -> list[tuple[tuple[str, ...], str]]:
+    """Every `module:name` the pipeline names, with the YAML key path that names it."""
+    refs: list[tuple[tuple[str, ...], str]] = []
+    for name, source in pipeline.sources.items():
+        if ":" in source.loader:
+            refs.append((("sources", name, "loader"), source.loader))
+    for name, spec in pipeline.experts.items():
+        if spec.target_fn:
+            refs.append((("experts", name, "target", "fn"), spec.target_fn))
+        if spec.model.kind == "custom":
+            refs.append((("experts", name, "model", "class"), spec.model.cls))
+    return refs
+
+
+def unresolved_code(pipeline: Pipeline) -> list[tuple[tuple[str, ...], str]]:
+    """References whose module or name cannot be found, found without running any of that code
+    (the module's source is parsed, not imported), so `validate` stays fast and side-effect free."""
+    problems = []
+    for loc, path in code_references(pipeline):
+        try:
+            code_hash(path)
+        except DataError as exc:
+            problems.append((loc, f"{exc}"))
+    return problems
+
+
 def data_refs(pipeline: Pipeline, expert: str) -> list[str]:
     """Source fields the expert reads directly (upstream outputs are covered by `upstream`)."""
     spec = pipeline.experts[expert]
@@ -126,11 +152,12 @@ def _module_definitions(source: str) -> dict[str, ast.AST]:
 
 def _module_file(module: str) -> str:
     try:
-        found = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        found = None
+        found = importlib.util.find_spec(module)  # runs a parent package's __init__, nothing else
+    except Exception as exc:  # that __init__ may raise anything; say which and why
+        raise DataError(f"cannot import the package of module '{module}': {type(exc).__name__}: {exc}") from None
     if found is None or not found.origin or not found.origin.endswith(".py"):
-        raise DataError(f"cannot find the Python source of module '{module}'")
+        raise DataError(f"cannot find the Python source of module '{module}' (looked in the project root, the "
+                        "pipeline's folder and sys.path)")
     return found.origin
 
 
@@ -138,7 +165,11 @@ def code_hash(path: str) -> str:
     """sha256 of the normalised AST of `module:name` plus the same-module names it uses."""
     module, _, name = path.partition(":")
     file = _module_file(module)
-    definitions = _module_definitions(Path(file).read_text(encoding="utf-8"))
+    try:
+        definitions = _module_definitions(Path(file).read_text(encoding="utf-8"))
+    except (SyntaxError, ValueError, UnicodeDecodeError) as exc:
+        where = f" at line {exc.lineno}" if getattr(exc, "lineno", None) else ""
+        raise DataError(f"module '{module}' ({file}) cannot be parsed{where}: {exc}") from None
     if name not in definitions:
         raise DataError(f"module '{module}' defines no '{name}' (referenced as '{path}')")
     seen: list[str] = []

@@ -164,3 +164,31 @@ def test_custom_code_next_to_the_pipeline_imports_without_pythonpath(tiny: Path,
                           cwd=elsewhere, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_validate_resolves_every_code_reference_with_its_position(tmp_path: Path, capsys):
+    (tmp_path / "helpers_for_validate.py").write_text("def other(label):\n    return label\n")
+    (tmp_path / "broken_for_validate.py").write_text("def f(:\n")
+    path = tmp_path / "p.yaml"
+    path.write_text("""name: t
+sources:
+  s: {loader: "no_such_module_xyz:load", fields: [x, y]}
+experts:
+  a:
+    inputs: [s.x]
+    target: {from: s.y, fn: "helpers_for_validate:nothere"}
+    model: {kind: custom, class: "broken_for_validate:Model"}
+  b:
+    inputs: [s.x]
+    target: {from: s.y, fn: "helpers_for_validate:other"}
+    model: {kind: mlp}
+""")
+    capsys.readouterr()
+    assert cli("validate", path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(f"{path}:3:7: sources.s.loader: cannot find the Python source of module 'no_such_module_xyz'")
+    assert err[1] == (f"{path}:7:25: experts.a.target.fn: module 'helpers_for_validate' defines no 'nothere' "
+                      "(referenced as 'helpers_for_validate:nothere')")
+    assert err[2].startswith(f"{path}:8:27: experts.a.model.class: module 'broken_for_validate' (")
+    assert "cannot be parsed at line 1" in err[2]
+    assert len(err) == 3  # b's reference resolves
