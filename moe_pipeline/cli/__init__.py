@@ -1,6 +1,5 @@
-"""The typer app (`app`), terminal tables and JSON (`tables`), progress bars (`progress`).
+"""The typer app (`app`), terminal tables and JSON (`tables`), progress bars (`progress`), signals.
 
 The only layer that reads argv. It must not import torch, mlflow or scikit-learn at module
-level: commands import what they need inside their bodies, so
-that importing `cli.app` loads none of torch, mlflow or scikit-learn.
+level: each command imports what it needs inside its body, so `--help` and `validate` start fast.
 """

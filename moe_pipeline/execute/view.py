@@ -8,13 +8,14 @@ path (train, check, record) is `execute.write.Workspace`. Never parses argv or p
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Iterable
 
 from moe_pipeline.pipeline import graph as g
 from moe_pipeline.state import planner
 from moe_pipeline.data.sources import SPLITS, DataStore
 from moe_pipeline.errors import SelectionError
-from moe_pipeline.state.fingerprint import Fingerprint, fingerprint, flatten
+from moe_pipeline.state.fingerprint import Fingerprint, fingerprint
 from moe_pipeline.pipeline.loader import LoadedPipeline, make_importable
 from moe_pipeline.state.record import Record, UpstreamRef
 from moe_pipeline.registry.store import ExpertVersions, RegistryReader, resolve_tracking_uri

@@ -109,12 +109,14 @@ class Workspace(View):
         started = time.perf_counter()
         record = self.current()[expert]
         tolerances = self.pipeline.experts[expert].cutoff
-        model, saved = self.load_model(record)  # its own weights, never an upstream's
-        data, consumed = self.expert_data(expert)
+        with self._located(expert, "model"):  # a custom model's forward is user code here too
+            model, saved = self.load_model(record)  # its own weights, never an upstream's
+            data, consumed = self.expert_data(expert)
         if list(data.in_shape) != list(saved["in_shape"]):
             return self._retrain(expert, bar, f"input shape {saved['in_shape']} -> {list(data.in_shape)}")
         reference = read_tensors(self.artifact(record, PROBE))
-        new = {split: infer(model, data.x[split], data.task) for split in SPLITS}
+        with self._located(expert, "model"):
+            new = {split: infer(model, data.x[split], data.task) for split in SPLITS}
         new_metric = metrics_of(data.task, new["val"]["logits"], data.y["val"], "val")[f"val_{record.metric_name}"]
         deltas = cutoff.measure(reference["probs"], new["val"]["probs"][reference["rows"]], data.task,
                                 record.val_metric, new_metric)

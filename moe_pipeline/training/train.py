@@ -18,7 +18,7 @@ from torch import nn
 
 from moe_pipeline.data.sources import SPLITS
 from moe_pipeline.data.inputs import ExpertData
-from moe_pipeline.training.memory import PeakRSS, accumulation_steps, fit_micro_batch
+from moe_pipeline.training.memory import PeakRSS, fit_micro_batch
 from moe_pipeline.errors import MemoryBudgetError, TrainingError
 from moe_pipeline.training.models import build_model, first_layer, parameter_count
 
