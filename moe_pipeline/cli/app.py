@@ -63,6 +63,23 @@ def validate(pipeline: Path = PipelineArg) -> None:
     _echo(f"{pipeline}: ok ({len(p.sources)} sources, {len(p.experts)} experts)")
 
 
+class Template(str, Enum):
+    tabular = "tabular"
+    images = "images"
+
+
+@app.command()
+def init(
+    folder: Path = typer.Argument(Path("."), help="where to create the project (empty or new)"),
+    template: Template = typer.Option(Template.tabular, "--template", help="tabular (a CSV) or images (PNG folders)"),
+) -> None:
+    """Create a project: sample data, a pipeline YAML reading it, a stages module. Then `run` it."""
+    from moe_pipeline.cli.scaffold import scaffold
+
+    written = scaffold(folder, template.value)
+    _echo(f"created {len(written)} files in {folder}; next: moe-pipeline run {folder / 'pipeline.yaml'}")
+
+
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of pipeline files (for editor completion and checks)."""

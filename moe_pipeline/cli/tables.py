@@ -87,6 +87,7 @@ def print_status(pipeline: str, statuses: dict[str, Status], cutoff: dict[str, b
         decision = _decision(s, cutoff or {})
         lines += [f"-> {decision}"] if decision else []
         lines += [_validated(s)] if s.status == "fresh" and s.validated else []
+        lines += [f"[red]not better than the trivial predictor: {s.below_baseline}"] if s.below_baseline else []
         table.add_row(str(s.name), f"[{STYLE[s.status]}]{s.status}", f"v{s.version}" if s.version else "-",
                       "\n".join(lines))
     _console().print(table)
@@ -100,6 +101,8 @@ def status_json(pipeline: str, statuses: dict[str, Status], cutoff: dict[str, bo
         decision = _decision(s, cutoff or {})
         if decision:
             entry["decision"] = decision
+        if s.below_baseline:
+            entry["below_baseline"] = s.below_baseline
         if s.validated:
             entry["validated"] = {"upstream": {u: r["version"] for u, r in s.validated["upstream"].items()},
                                   "deltas": s.validated["deltas"], "val_metric": s.validated.get("val_metric")}

@@ -38,10 +38,25 @@ class ExpertData:
     blocks: list[Block]
     task: str  # classification | regression
     n_outputs: int  # classes, or 1 for regression
+    feature_names: list[str] | None = None  # one per flattened input column, where the sources name them
+    class_names: list[str] | None = None  # one per class id, where the target's source names them
 
     @property
     def in_shape(self) -> tuple[int, ...]:
         return tuple(self.x["train"].shape[1:])
+
+    def baseline(self) -> float:
+        """The validation metric of the trivial predictor: the train split's majority class
+        (accuracy) or its mean (R2). An expert should beat it."""
+        train, val = self.y["train"], self.y["val"]
+        if not len(val):
+            return float("nan")
+        if self.task == "classification":
+            majority = int(torch.bincount(train).argmax()) if len(train) else 0
+            return float((val == majority).double().mean())
+        mean = train.float().mean(dim=0)
+        var = float(((val - val.mean(dim=0)) ** 2).mean())
+        return 1.0 - float(((val - mean) ** 2).mean()) / var if var > 0 else 0.0
 
 
 def build_expert_data(name: str, expert: ExpertSpec, store: DataStore, upstream: UpstreamOutputs) -> ExpertData:
@@ -55,7 +70,21 @@ def build_expert_data(name: str, expert: ExpertSpec, store: DataStore, upstream:
     for ref, part in zip(expert.inputs, parts["train"]):
         _finite(name, f"input {ref}", part)
     y, task, n_outputs = _target(name, expert, store)
-    return ExpertData(x=x, y=y, blocks=blocks, task=task, n_outputs=n_outputs)
+    owner, _, field = expert.target_field.partition(".")
+    classes = store.source(owner).classes.get(field) if task == "classification" and not expert.target_fn else None
+    return ExpertData(x=x, y=y, blocks=blocks, task=task, n_outputs=n_outputs,
+                      feature_names=_feature_names(store, blocks), class_names=classes)
+
+
+def _feature_names(store: DataStore, blocks: list[Block]) -> list[str] | None:
+    """`radius`, `texture`, ... for named source columns; `has_loop.probs[1]` for the rest."""
+    names: list[str] = []
+    for block in blocks:
+        owner, _, field = block.ref.partition(".")
+        known = store.source(owner).names.get(field) if owner in store.pipeline.sources else None
+        width = block.stop - block.start
+        names += known if known and len(known) == width else [f"{block.ref}[{i}]" for i in range(width)]
+    return names
 
 
 MAX_CLASSES = 10_000  # a classification head wider than this is a mistake (class ids not 0..C-1)

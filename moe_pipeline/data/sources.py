@@ -9,12 +9,15 @@ from __future__ import annotations
 import hashlib
 import importlib
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
 from moe_pipeline.errors import DataError, MoeError, UserCodeError
+from moe_pipeline.pipeline.spec import FILE_LOADERS
 
 if TYPE_CHECKING:
     from moe_pipeline.pipeline.spec import Pipeline, Split
@@ -27,8 +30,11 @@ class SourceData:
     """All rows of one source, and which rows belong to which split."""
 
     name: str
-    fields: dict[str, torch.Tensor]  # each (n, ...)
+    fields: dict[str, torch.Tensor]  # each (n, ...), transforms applied
     splits: dict[str, torch.Tensor]  # split -> int64 row indices
+    names: dict[str, list[str]] = dataclass_field(default_factory=dict)  # field -> feature names
+    classes: dict[str, list[str]] = dataclass_field(default_factory=dict)  # field -> class names
+    transforms: dict[str, dict[str, Any]] = dataclass_field(default_factory=dict)  # field -> fitted parameters
 
     def field(self, field: str, split: str) -> torch.Tensor:
         return self.fields[field][self.splits[split]]
@@ -103,18 +109,63 @@ def planted(n: int, d: int, informative: list[int], task: str, noise: float, see
     return {"x": x, "y": y}
 
 
-def load_source(name: str, source: Any, pipeline_seed: int) -> SourceData:
+def load_source(name: str, source: Any, pipeline_seed: int, root: Path | None = None) -> SourceData:
+    names: dict[str, list[str]] = {}
+    classes: dict[str, list[str]] = {}
     if source.loader == "sklearn.digits":
         fields = _load_digits()
     elif source.loader == "synthetic.planted":
         fields = planted(source.n, source.d, list(source.informative), source.task, source.noise, source.seed)
+    elif source.loader in FILE_LOADERS:
+        from moe_pipeline.data import files
+
+        path = resolve_path(root, source.path)
+        data = files.read(source, path, name)
+        fields = {f: torch.from_numpy(np.ascontiguousarray(a)) for f, a in data.fields.items()}
+        fields = {f: t.float() if t.dtype.is_floating_point else t.long() for f, t in fields.items()}
+        names, classes = data.names, data.classes
     else:
-        fields = _load_custom(name, source)
+        fields, names, classes = _load_custom(name, source)
     n = len(next(iter(fields.values())))
-    return SourceData(name=name, fields=fields, splits=split_indices(n, source.split, pipeline_seed))
+    splits = split_indices(n, source.split, pipeline_seed)
+    for field, class_names in classes.items():
+        _check_classes_in_train(name, source, field, fields[field], splits, class_names)
+    transforms = _fit_transforms(source, fields, splits)
+    for field, params in transforms.items():
+        from moe_pipeline.data.transforms import apply
+
+        fields[field] = torch.from_numpy(apply(params, fields[field].numpy()))
+    return SourceData(name=name, fields=fields, splits=splits, names=names, classes=classes, transforms=transforms)
 
 
-def _load_custom(name: str, source: Any) -> dict[str, torch.Tensor]:
+def resolve_path(root: Path | None, path: str) -> Path:
+    given = Path(path).expanduser()
+    return given if given.is_absolute() or root is None else root / given
+
+
+def _fit_transforms(source: Any, fields: dict[str, torch.Tensor], splits: dict[str, torch.Tensor]) -> dict:
+    from moe_pipeline.data.transforms import fit
+
+    return {field: fit(kind, fields[field][splits["train"]].numpy())
+            for field, kind in sorted(getattr(source, "transform", {}).items())}
+
+
+def _check_classes_in_train(name: str, source: Any, field: str, ids: torch.Tensor, splits: dict[str, torch.Tensor],
+                            class_names: list[str]) -> None:
+    """A class the model never sees in training cannot be learned; say which and where."""
+    seen = set(ids[splits["train"]].tolist())
+    for split in ("val", "test"):
+        missing = sorted(set(ids[splits[split]].tolist()) - seen)
+        if missing:
+            where = getattr(source, "path", source.loader)
+            raise DataError(f"{where}: source '{name}', field '{field}': class {class_names[missing[0]]!r} appears "
+                            f"only in the {split} split ({int((ids == missing[0]).sum())} row(s)); add rows of it "
+                            f"or remove them")
+
+
+def _load_custom(name: str, source: Any) -> tuple[dict[str, torch.Tensor], dict[str, list[str]], dict[str, list[str]]]:
+    """A `module:function` returns {field: tensor or array}, and optionally `feature_names`
+    ({field: [name per column]}) and `class_names` ({field: [name per class id]})."""
     loader: Callable[..., Any] = import_object(source.loader)
     try:
         raw = call_user_code(source.loader, loader, **source.kwargs)
@@ -138,29 +189,59 @@ def _load_custom(name: str, source: Any) -> dict[str, torch.Tensor]:
     lengths = {f: len(t) for f, t in fields.items()}
     if len(set(lengths.values())) > 1:
         raise DataError(f"source '{name}': fields have different lengths {lengths}; every field needs one row per sample")
-    return fields
+    names, classes = raw.get("feature_names") or {}, raw.get("class_names") or {}
+    if not isinstance(names, dict) or not isinstance(classes, dict):
+        raise DataError(f"source '{name}': feature_names and class_names must map a field to a list of names")
+    return fields, {k: [str(n) for n in v] for k, v in names.items()}, {k: [str(n) for n in v] for k, v in classes.items()}
 
 
 class DataStore:
     """Loads each source of a pipeline once per process and hashes its fields once."""
 
-    def __init__(self, pipeline: Pipeline):
+    def __init__(self, pipeline: Pipeline, root: Path | None = None, cache: Any = None):
+        from moe_pipeline.data.statcache import StatCache
+
         self.pipeline = pipeline
+        self.root = root  # data file paths are relative to it
+        self.cache = cache if cache is not None else StatCache(None)
         self._sources: dict[str, SourceData] = {}
         self._hashes: dict[str, str] = {}
 
     def source(self, name: str) -> SourceData:
         if name not in self._sources:
-            self._sources[name] = load_source(name, self.pipeline.sources[name], self.pipeline.seed)
+            self._sources[name] = load_source(name, self.pipeline.sources[name], self.pipeline.seed, self.root)
         return self._sources[name]
 
     def field_hash(self, ref: str) -> str:
-        """Content hash of `source.field` including which rows form each split."""
+        """Content hash of `source.field` including which rows form each split.
+
+        A file source is hashed from its files' bytes (behind the stat cache) and its
+        settings, without parsing it: what the file says decides the field and its split.
+        """
         if ref not in self._hashes:
             owner, _, field = ref.partition(".")
+            source = self.pipeline.sources[owner]
+            if source.loader in FILE_LOADERS:
+                self._hashes[ref] = self._file_hash(source, field)
+                return self._hashes[ref]
             data = self.source(owner)
             digest = hashlib.sha256(field_hash(data.fields[field]).encode())
             for split in SPLITS:
                 digest.update(field_hash(data.splits[split]).encode())
             self._hashes[ref] = digest.hexdigest()
         return self._hashes[ref]
+
+    def _file_hash(self, source: Any, field: str) -> str:
+        import json
+
+        path = resolve_path(self.root, source.path)
+        if source.loader == "imagefolder":
+            from moe_pipeline.data.files import image_files
+
+            content = [(str(p.relative_to(path)), self.cache.sha256(p)) for p, _ in image_files(path)]
+        else:
+            content = self.cache.sha256(path)
+        settings = source.model_dump(mode="json", by_alias=True, exclude={"transform", "path"})
+        self.cache.save()
+        return hashlib.sha256(json.dumps([content, settings, field, self.pipeline.seed], sort_keys=True).encode()
+                              ).hexdigest()

@@ -16,7 +16,8 @@ from moe_pipeline.state import planner
 from moe_pipeline.data.sources import SPLITS, DataStore
 from moe_pipeline.errors import SelectionError
 from moe_pipeline.state.fingerprint import Fingerprint, fingerprint
-from moe_pipeline.pipeline.loader import LoadedPipeline, make_importable
+from moe_pipeline.data.statcache import StatCache
+from moe_pipeline.pipeline.loader import LoadedPipeline, make_importable, project_root
 from moe_pipeline.state.record import Record, UpstreamRef
 from moe_pipeline.registry.store import ExpertVersions, RegistryReader, resolve_tracking_uri
 
@@ -29,7 +30,8 @@ class View:
         self.loaded = loaded
         self.pipeline = loaded.pipeline
         self.graph = g.expert_graph(self.pipeline)
-        self.store = DataStore(self.pipeline)
+        root = project_root(loaded.path)
+        self.store = DataStore(self.pipeline, root, StatCache(root / ".moe-cache" / "stat-cache.json"))
         self.registry = self._registry(tracking_uri or resolve_tracking_uri(self.pipeline, loaded.path))
         self._snapshot: dict[str, ExpertVersions] | None = None
         self._fingerprints: dict[str, Fingerprint] = {}

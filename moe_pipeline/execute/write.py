@@ -170,7 +170,10 @@ class Workspace(View):
             with scratch_dir(expert) as folder:
                 saved_spec = {"spec": fp.spec, "in_shape": list(data.in_shape), "n_outputs": data.n_outputs,
                               "task": data.task, "blocks": [[b.ref, b.start, b.stop] for b in data.blocks],
-                              "micro_batch": result.micro_batch, "device": result.device}
+                              "micro_batch": result.micro_batch, "device": result.device,
+                              # what prediction and inspection need to read inputs as training did
+                              "transforms": self._transforms(expert), "feature_names": data.feature_names,
+                              "class_names": data.class_names}
                 probe = probe_rows(len(data.y["val"]), self._probe_size(expert))
                 sha = write_version_files(folder, result.model, result.initial_first_layer, result.outputs, saved_spec,
                                           probe)
@@ -182,15 +185,31 @@ class Workspace(View):
                             code=fp.code, code_hash=fp.code_hash, data=fp.data, data_hash=fp.data_hash,
                             upstream=consumed, train_seconds=round(result.seconds, 3),
                             peak_memory_mb=round(result.peak_memory_mb, 2), metric_name=metric,
-                            val_metric=result.metrics[f"val_{metric}"], sha256=sha, outputs_sha=outputs_sha(sha))
+                            val_metric=result.metrics[f"val_{metric}"], sha256=sha, outputs_sha=outputs_sha(sha),
+                            baseline=round(data.baseline(), 6))
             previous = self.current()[expert]
             record, source = self.registry.register(record, run_id, spec.description)
         if previous is not None and previous.needs_retrain is not None:  # no stale mark on history
             self.registry.set_tags(expert, previous.version, {NEEDS_RETRAIN: f"superseded by v{record.version}"})
         self._remember(record, source)
         release()
+        note = f"{result.epochs_run} epochs"
+        if record.below_baseline:
+            note += f"; NOT better than the trivial predictor ({record.baseline_text()})"
         return Outcome(expert, "trained", record.version, metric, record.val_metric, record.train_seconds,
-                       record.peak_memory_mb, f"{result.epochs_run} epochs")
+                       record.peak_memory_mb, note)
+
+    def _transforms(self, expert: str) -> dict[str, dict]:
+        """Fitted preprocessing of the source fields this expert reads: {source.field: parameters}."""
+        from moe_pipeline.state.fingerprint import data_refs
+
+        out = {}
+        for ref in data_refs(self.pipeline, expert):
+            owner, _, field = ref.partition(".")
+            params = self.store.source(owner).transforms.get(field)
+            if params:
+                out[ref] = params
+        return out
 
     @contextlib.contextmanager
     def _located(self, expert: str, key: str) -> Iterator[None]:

@@ -68,6 +68,11 @@ def section_metrics(rep: Report, model, data, record) -> None:
     out = infer(model, data.x[split], data.task)
     metrics = metrics_of(data.task, out["logits"], data.y[split], split)
     rep.summary["metrics"] = {**metrics, "recorded_val_metric": record.val_metric}
+    if record.baseline is not None:
+        rep.summary["baseline"] = {"val_metric": record.val_metric, "trivial": record.baseline,
+                                   "below": record.below_baseline}
+        verdict = "NOT better than" if record.below_baseline else "better than"
+        rep.add("Baseline", f"<p>The expert is <b>{verdict}</b> the trivial predictor: {record.baseline_text()}.</p>")
     if data.task != "classification":
         res = residual_summary(data.y[split], out["logits"])
         rep.summary["residuals"] = res
@@ -75,11 +80,17 @@ def section_metrics(rep: Report, model, data, record) -> None:
         return
     counts = confusion_matrix(data.y[split], out["logits"].argmax(1), data.n_outputs)
     rep.summary["confusion"] = counts.tolist()
-    figs = [plots.heatmap(counts, rep.out / "confusion_counts.png", f"confusion on {split} (counts)"),
+    labels = saved_class_names(data)
+    figs = [plots.heatmap(counts, rep.out / "confusion_counts.png", f"confusion on {split} (counts)", labels),
             plots.heatmap(row_normalised(counts), rep.out / "confusion_normalised.png",
-                          f"confusion on {split} (row-normalised)", fmt=".2f")]
+                          f"confusion on {split} (row-normalised)", labels, fmt=".2f")]
     rep.add("Metrics and confusion matrix", _table([metrics]) +
             f"<p>Rows are true classes, columns predictions, on the {split} split ({len(data.y[split])} rows).</p>", figs)
+
+
+def saved_class_names(data) -> list[str] | None:
+    names = data.class_names
+    return names if names and len(names) == data.n_outputs else None
 
 
 def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | None = None) -> None:
@@ -93,8 +104,10 @@ def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | 
     in_shape = saved["in_shape"]
     diag = res.diagonal
     top = diag.argsort(descending=True)[:10].tolist()
+    names = data.feature_names if data.feature_names and len(data.feature_names) == diag.numel() else None
     info: dict[str, Any] = {"rows": len(x), "input_dim": int(diag.numel()), "seconds": round(seconds, 3),
                             "trace": res.trace, "top_features": top,
+                            "top_feature_names": [names[i] for i in top] if names else [f"x{i}" for i in top],
                             "top_feature_share": [float(diag[i] / diag.sum()) for i in top],
                             "eigenvalues": res.eigenvalues.tolist(), "dense": res.matrix is not None}
     blocks = [tuple(b) for b in saved["blocks"]]
@@ -118,14 +131,15 @@ def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | 
                                          [f"output {c}" for c in range(res.per_class.shape[0])],
                                          rep.out / "agop_per_class.png", "AGOP diagonal per output (they sum to the AGOP)"))
     else:
-        figs.append(plots.bars(diag, rep.out / "agop.png", "AGOP diagonal: feature importance", top=min(30, diag.numel())))
+        figs.append(plots.bars(diag, rep.out / "agop.png", "AGOP diagonal: feature importance", labels=names,
+                               top=min(30, diag.numel())))
     layer = first_layer(model)
     if res.matrix is not None and isinstance(layer, torch.nn.Linear) and initial.numel():
         info["neural_feature_ansatz"] = A.neural_feature_ansatz(layer.weight.detach(), initial, res.matrix)
     rep.summary["agop"] = info
     nfa = info.get("neural_feature_ansatz")
     text = (f"<p>The average gradient outer product over {len(x)} training rows: the diagonal says how strongly the "
-            f"expert's outputs change with each input feature. The 10 most used features: {top} "
+            f"expert's outputs change with each input feature. The 10 most used features: {info['top_feature_names']} "
             f"({100 * sum(info['top_feature_share']):.1f}% of the AGOP trace).</p>")
     if planted:
         text += (f"<p><b>Planted coordinates {planted}</b> (the only ones the target depends on) hold "
@@ -181,8 +195,10 @@ def section_attribution(rep: Report, model, data, saved) -> None:
                                              rep.out / "examples.png", "examples (top) and their integrated "
                                              "gradients (bottom)", symmetric=True, cols=len(examples)))
         else:
-            figs.append(plots.bars(per_class.reshape(n_classes, -1).mean(0), rep.out / f"{method}.png",
-                                   f"{method.replace('_', ' ')}: mean |attribution| per feature"))
+            mean = per_class.reshape(n_classes, -1).mean(0)
+            names = data.feature_names if data.feature_names and len(data.feature_names) == mean.numel() else None
+            figs.append(plots.bars(mean, rep.out / f"{method}.png",
+                                   f"{method.replace('_', ' ')}: mean |attribution| per feature", labels=names))
     rep.summary["attribution"] = info
     rep.add("Attributions (captum)", f"<p>Integrated gradients (zero baseline) and saliency on {len(x)} validation "
                                      "rows, averaged per true class.</p>", figs)
@@ -289,7 +305,7 @@ def _print_summary(rep: Report, html_path: Path) -> None:
         lines.append("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in s["metrics"].items() if isinstance(v, float)))
     if "agop" in s:
         share = 100 * sum(s["agop"]["top_feature_share"])
-        lines.append(f"AGOP: top features {s['agop']['top_features']} hold {share:.1f}% of the trace")
+        lines.append(f"AGOP: top features {s['agop']['top_feature_names']} hold {share:.1f}% of the trace")
         if "planted_share" in s["agop"]:
             lines.append(f"AGOP: planted coordinates {s['agop']['planted_coordinates']} hold "
                          f"{100 * s['agop']['planted_share']:.1f}% of the trace")

@@ -17,7 +17,7 @@ def render(pipeline: Pipeline, fmt: str, statuses: dict[str, str] | None = None)
 def _text(pipeline: Pipeline, statuses: dict[str, str]) -> str:
     lines = [f"pipeline {pipeline.name}"]
     for name, source in pipeline.sources.items():
-        lines.append(f"  source {name} [{', '.join(source.fields)}]")
+        lines.append(f"  source {name} [{', '.join(pipeline.source_fields(name))}]")
     for level, names in enumerate(g.layers(g.expert_graph(pipeline))):
         lines.append(f"level {level}")
         for name in names:

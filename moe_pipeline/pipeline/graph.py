@@ -90,7 +90,7 @@ def _check_ref(pipeline: Pipeline, names: set[str], expert: str, text: str, loc:
     if ref.owner == expert:
         return GraphIssue(loc, f"expert '{expert}' cannot consume its own output '{text}'")
     if ref.owner in pipeline.sources:
-        fields = tuple(pipeline.sources[ref.owner].fields)
+        fields = pipeline.source_fields(ref.owner)
         if ref.output not in fields:
             return GraphIssue(loc, f"source '{ref.owner}' has no field '{ref.output}'{_hint(ref.output, fields)}"
                                    f" (fields: {', '.join(fields)})")

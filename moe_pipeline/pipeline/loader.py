@@ -110,10 +110,61 @@ def _parse(text: str, filename: str) -> tuple[spec_module.Pipeline, dict[Loc, tu
         raise PipelineError(problems + shown, more=len(errors) - len(shown)) from None
     if problems:
         raise PipelineError(problems)
+    pipeline, file_problems = _check_files(pipeline, Path(filename), positions, filename)
+    if file_problems:
+        raise PipelineError(file_problems)
     issues = check_graph(pipeline)
     if issues:
         raise PipelineError([_graph_problem(issue, positions, filename) for issue in issues])
     return pipeline, positions
+
+
+# ---------------------------------------------------------------- data files
+
+
+def data_path(pipeline_path: Path, path: str) -> Path:
+    """A source's `path`: absolute as written, else under the project root."""
+    given = Path(path).expanduser()
+    return given if given.is_absolute() else project_root(pipeline_path) / given
+
+
+def _check_files(pipeline: spec_module.Pipeline, pipeline_path: Path, positions: dict,
+                 filename: str) -> tuple[spec_module.Pipeline, list[Problem]]:
+    """Every file source's path exists (of the right kind); npz sources learn their arrays from
+    the file's directory (no array is read); transforms name fields the source has."""
+    import zipfile
+
+    problems: list[Problem] = []
+    sources = dict(pipeline.sources)
+
+    def problem(loc: Loc, message: str) -> None:
+        found, (line, col) = _locate(loc, positions)
+        problems.append(Problem(filename, line, col, _dotted(loc), message))
+
+    for name, source in pipeline.sources.items():
+        if source.loader not in spec_module.FILE_LOADERS:
+            continue
+        path = data_path(pipeline_path, source.path)
+        want_dir = source.loader == "imagefolder"
+        if not path.exists() or path.is_dir() != want_dir:
+            kind = "folder" if want_dir else "file"
+            problem(("sources", name, "path"), f"no {kind} {path}" + (" (it is a folder)" if path.is_dir() else "")
+                    + f"; `path` is relative to the project root {project_root(pipeline_path)}")
+            continue
+        if source.loader == "npz" and source.arrays is None:
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    arrays = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
+            except (zipfile.BadZipFile, OSError) as exc:
+                problem(("sources", name, "path"), f"{path} is not an npz file: {exc}")
+                continue
+            source = sources[name] = source.model_copy(update={"arrays": arrays})
+        fields = pipeline.source_fields(name) if source.loader != "npz" else tuple(source.arrays or ())
+        for wanted in source.transform:
+            if wanted not in fields:
+                problem(("sources", name, "transform", wanted),
+                        f"source '{name}' has no field '{wanted}' (fields: {', '.join(fields)})")
+    return pipeline.model_copy(update={"sources": sources}), problems
 
 
 # ---------------------------------------------------------------- YAML with positions

@@ -94,15 +94,75 @@ class CustomSource(Strict):
     split: Split = Split()
 
 
+TransformKind = Literal["standardize", "minmax", "onehot"]
+
+
+class FileSource(Strict):
+    """A data file (or folder) of the user's. `path` is relative to the project root, or absolute."""
+
+    path: str = Field(min_length=1, max_length=4096)
+    split: Split = Split()
+    transform: dict[Name, TransformKind] = Field(
+        default_factory=dict, description="per field, fitted on the train split only and stored with each version")
+
+
+class TableSource(FileSource):
+    """CSV or parquet: fields `features` (float32, one column per feature, names kept) and `label`."""
+
+    loader: Literal["csv", "parquet"]
+    label: str | None = Field(None, max_length=256, description="the label column -> field `label`; class names "
+                              "are its values, sorted")
+    columns: list[Annotated[str, Field(max_length=256)]] | None = Field(
+        None, min_length=1, max_length=100_000, description="feature columns (default: every other column, in order)")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="csv only")
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return ("features", "label") if self.label else ("features",)
+
+
+class ArraySource(FileSource):
+    """`npz`: one field per array (`fields` lists them; read from the file when absent).
+    `npy`: one field named after the source."""
+
+    loader: Literal["npz", "npy"]
+    arrays: list[Name] | None = Field(None, alias="fields", max_length=256)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self.arrays or ())
+
+
+class ImageFolderSource(FileSource):
+    """`path/<class>/<image>`: fields `image` (n, c, h, w) in [0, 1] and `label` (class = subfolder name)."""
+
+    loader: Literal["imagefolder"]
+    size: tuple[Annotated[int, Field(ge=1, le=4096)], Annotated[int, Field(ge=1, le=4096)]] = Field(
+        description="[height, width] every image must have")
+    mode: Literal["L", "RGB"] = "L"
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return ("image", "label")
+
+
+FILE_LOADERS = ("csv", "parquet", "npz", "npy", "imagefolder")
+_TAGS = {"sklearn.digits": "sklearn.digits", "synthetic.planted": "synthetic.planted", "csv": "table",
+         "parquet": "table", "npz": "array", "npy": "array", "imagefolder": "imagefolder"}
+
+
 def _source_tag(value: Any) -> str:
     loader = value.get("loader") if isinstance(value, dict) else getattr(value, "loader", None)
-    return loader if loader in ("sklearn.digits", "synthetic.planted") else "custom"
+    return _TAGS.get(loader, "custom") if isinstance(loader, str) else "custom"
 
 
 Source = Annotated[
     Union[
         Annotated[DigitsSource, Tag("sklearn.digits")],
         Annotated[PlantedSource, Tag("synthetic.planted")],
+        Annotated[TableSource, Tag("table")],
+        Annotated[ArraySource, Tag("array")],
+        Annotated[ImageFolderSource, Tag("imagefolder")],
         Annotated[CustomSource, Tag("custom")],
     ],
     Discriminator(_source_tag),
@@ -208,6 +268,12 @@ class Pipeline(Strict):
 
     def resources_for(self, expert: str) -> ResourcesSpec:
         return self.experts[expert].resources or self.resources
+
+    def source_fields(self, name: str) -> tuple[str, ...]:
+        source = self.sources[name]
+        if getattr(source, "loader", None) == "npy":
+            return (name,)
+        return tuple(source.fields)
 
 
 def json_schema() -> dict[str, Any]:

@@ -62,7 +62,24 @@ def resolved_spec(pipeline: Pipeline, expert: str) -> dict[str, Any]:
         spec["train"]["seed"] = pipeline.seed
     if isinstance(spec["target"], str):
         spec["target"] = {"from": spec["target"], "fn": None}
+    # a source's preprocessing changes what the expert learns: a SPEC change with its own key.
+    # Only present when declared, so pipelines without transforms keep their spec hashes.
+    transforms = {ref: _transform_of(pipeline, ref) for ref in data_refs(pipeline, expert)}
+    transforms = {ref: kind for ref, kind in transforms.items() if kind}
+    if transforms:
+        spec["transform"] = transforms
     return spec
+
+
+def _transform_of(pipeline: Pipeline, ref: str) -> str | None:
+    owner, _, field = ref.partition(".")
+    return getattr(pipeline.sources[owner], "transform", {}).get(field)
+
+
+def data_label(pipeline: Pipeline, ref: str) -> str:
+    """How a DATA reason names a field: with its file, for a file source (`cancer.features (data/c.csv)`)."""
+    source = pipeline.sources[ref.partition(".")[0]]
+    return f"{ref} ({source.path})" if getattr(source, "path", None) else ref
 
 
 def code_objects(pipeline: Pipeline, expert: str) -> list[str]:
@@ -115,7 +132,7 @@ def data_refs(pipeline: Pipeline, expert: str) -> list[str]:
 def fingerprint(pipeline: Pipeline, expert: str, field_hash: Callable[[str], str]) -> Fingerprint:
     spec = resolved_spec(pipeline, expert)
     code = {RECORDED_AS.get(obj, obj): code_hash(obj) for obj in code_objects(pipeline, expert)}
-    data = {ref: field_hash(ref) for ref in data_refs(pipeline, expert)}
+    data = {data_label(pipeline, ref): field_hash(ref) for ref in data_refs(pipeline, expert)}
     return Fingerprint(spec=spec, spec_hash=sha256_text(canonical_json(spec)), code=code, code_hash=digest(code),
                        data=data, data_hash=digest(data))
 

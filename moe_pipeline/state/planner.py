@@ -42,6 +42,7 @@ class Status:
     root_causes: list[Hashable] = field(default_factory=list)  # for pending: the non-fresh ancestors to blame
     upstream_only: bool = False  # stale only because an upstream's current moved (cutoff may keep it)
     validated: dict[str, Any] | None = None  # the last cutoff check that kept this version, with its deltas
+    below_baseline: str | None = None  # "val accuracy 0.30 vs majority class 0.62" when not better than trivial
 
     def summary(self) -> str:
         return "; ".join(str(r) for r in self.reasons)
@@ -99,6 +100,8 @@ def statuses(graph: nx.DiGraph, fingerprints: Mapping[Hashable, FingerprintLike]
         else:
             out[node] = Status(node, FRESH, record.version)
         out[node].validated = getattr(record, "validated", None)
+        if getattr(record, "below_baseline", False):
+            out[node].below_baseline = record.baseline_text()
     return out
 
 

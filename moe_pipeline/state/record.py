@@ -51,6 +51,7 @@ class Record:
     needs_retrain: str | None = None  # staleness mark written when an upstream's current moves
     validated: dict[str, Any] | None = None  # last cutoff check: upstreams validated against, deltas
     trained_upstream: dict[str, UpstreamRef] | None = None  # what it was trained on; `upstream` may move on
+    baseline: float | None = None  # validation metric of the trivial predictor (majority class / mean)
 
     def __post_init__(self) -> None:
         if self.trained_upstream is None:
@@ -58,6 +59,14 @@ class Record:
 
     def expected_sha256(self, artifact: str) -> str | None:
         return self.sha256.get(artifact) or (self.outputs_files or {}).get(artifact)
+
+    @property
+    def below_baseline(self) -> bool:
+        return self.baseline is not None and self.val_metric <= self.baseline
+
+    def baseline_text(self) -> str:
+        trivial = "majority class" if self.metric_name == "accuracy" else "predicting the mean"
+        return f"val {self.metric_name} {self.val_metric:.4f} vs {trivial} {self.baseline:.4f}"
 
     @property
     def upstream_versions(self) -> dict[str, int]:
@@ -77,6 +86,8 @@ _IMMUTABLE = ("spec", "spec_hash", "code", "code_hash", "data", "data_hash", "tr
 def to_tags(record: Record) -> dict[str, str]:
     body = {name: getattr(record, name) for name in _IMMUTABLE}
     body["upstream"] = {k: asdict(v) for k, v in (record.trained_upstream or {}).items()}
+    if record.baseline is not None:  # absent on versions recorded before the baseline check
+        body["baseline"] = record.baseline
     tags = {RECORD: json.dumps(body, sort_keys=True), OUTPUTS: outputs_tag(record)}
     if record.needs_retrain is not None:
         tags[NEEDS_RETRAIN] = record.needs_retrain
@@ -108,4 +119,5 @@ def from_tags(expert: str, version: int, run_id: str, tags: dict[str, str]) -> R
         expert=expert, version=int(version), run_id=run_id or "", upstream=current, trained_upstream=trained,
         outputs_dir=outputs.get("dir", "outputs"), outputs_sha=outputs.get("sha", ""),
         outputs_files=outputs.get("files") or None, needs_retrain=tags.get(NEEDS_RETRAIN), validated=validated,
+        baseline=body.get("baseline"),
         **{name: body[name] for name in _IMMUTABLE})

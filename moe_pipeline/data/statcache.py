@@ -1,0 +1,56 @@
+"""Content hashes of data files behind a stat cache, as DVC's state database does.
+
+A file whose (size, mtime_ns, inode) is unchanged is never read again: `status` on an
+unchanged project hashes nothing. The cache is a small JSON file in the project's
+`.moe-cache/` (never in the registry, so read-only commands leave the registry as it was).
+Must not import torch or mlflow.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+
+class StatCache:
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.hits = 0  # files whose hash came from the cache; tests and benchmarks read it
+        self.hashed = 0  # files read and hashed
+        self._entries: dict[str, dict] | None = None
+        self._dirty = False
+
+    def _load(self) -> dict[str, dict]:
+        if self._entries is None:
+            try:
+                self._entries = json.loads(self.path.read_text()) if self.path and self.path.exists() else {}
+            except (OSError, ValueError):  # a damaged cache only costs a re-hash
+                self._entries = {}
+        return self._entries
+
+    def sha256(self, file: Path) -> str:
+        stat = file.stat()
+        key = str(file.resolve())
+        signature = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        entry = self._load().get(key)
+        if entry and entry["stat"] == signature:
+            self.hits += 1
+            return entry["sha256"]
+        digest = hashlib.sha256()
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        self.hashed += 1
+        self._entries[key] = {"stat": signature, "sha256": digest.hexdigest()}
+        self._dirty = True
+        return digest.hexdigest()
+
+    def save(self) -> None:
+        if not self._dirty or self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self._entries, sort_keys=True))
+        os.replace(tmp, self.path)  # atomic: a concurrent reader sees the old or the new file, never half
+        self._dirty = False
