@@ -69,3 +69,14 @@ def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry_uri: str, req
 
 def cli(*args: str) -> int:
     return run_cli([str(a) for a in args])
+
+
+def store_bytes(registry_uri: str) -> str:
+    """One hash over every byte of an sqlite registry folder (database and artifacts)."""
+    import hashlib
+
+    folder = Path(registry_uri[len("sqlite:///"):]).parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".lock")):
+        digest.update(str(path).encode() + path.read_bytes())
+    return digest.hexdigest()

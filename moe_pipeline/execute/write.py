@@ -186,7 +186,7 @@ class Workspace(View):
                             upstream=consumed, train_seconds=round(result.seconds, 3),
                             peak_memory_mb=round(result.peak_memory_mb, 2), metric_name=metric,
                             val_metric=result.metrics[f"val_{metric}"], sha256=sha, outputs_sha=outputs_sha(sha),
-                            baseline=round(data.baseline(), 6))
+                            baseline=data.baseline())
             previous = self.current()[expert]
             record, source = self.registry.register(record, run_id, spec.description)
         if previous is not None and previous.needs_retrain is not None:  # no stale mark on history

@@ -62,7 +62,8 @@ class Record:
 
     @property
     def below_baseline(self) -> bool:
-        return self.baseline is not None and self.val_metric <= self.baseline
+        # equal counts as not better: a model answering the majority class every time ties it exactly
+        return self.baseline is not None and self.val_metric <= self.baseline + 1e-9
 
     def baseline_text(self) -> str:
         trivial = "majority class" if self.metric_name == "accuracy" else "predicting the mean"

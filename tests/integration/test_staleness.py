@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from moe_pipeline.pipeline.loader import load_pipeline
 from moe_pipeline.state.record import NEEDS_RETRAIN
 from moe_pipeline.execute.write import Workspace
-from tests.conftest import cli
+from tests.conftest import cli, store_bytes
 
 
 def status_of(path: Path, capsys, *options: str) -> dict:
@@ -153,29 +153,19 @@ def test_status_queries_the_registry_a_fixed_number_of_times(tiny: Path, registr
     assert ws.registry.requests == 3  # connect + registered models + model versions, for any number of experts
 
 
-def _store_bytes(registry_uri: str) -> str:
-    import hashlib
-
-    folder = Path(registry_uri[len("sqlite:///"):]).parent
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".lock")):
-        digest.update(str(path).encode() + path.read_bytes())
-    return digest.hexdigest()
-
-
 def test_read_only_commands_leave_the_registry_byte_for_byte_unchanged(tiny: Path, registry_uri: str, capsys):
     assert cli("run", tiny) == 0
     tiny.write_text(tiny.read_text().replace("lr: 1.0e-2", "lr: 5.0e-3", 1))  # has_loop stale, digit pending
-    before = _store_bytes(registry_uri)
+    before = store_bytes(registry_uri)
     for args in (["status"], ["status", "--json", "--verify"], ["dag"], ["dag", "-f", "dot"], ["impact", "has_loop"],
                  ["run", "--dry-run"], ["validate"]):
         assert cli(args[0], tiny, *args[1:]) in (0, 1), args
-        assert _store_bytes(registry_uri) == before, f"`{' '.join(args)}` wrote to the registry"
+        assert store_bytes(registry_uri) == before, f"`{' '.join(args)}` wrote to the registry"
     capsys.readouterr()
     assert cli("status", tiny, "--record") == 0
     # has_loop stale, digit pending: the version tag and the registered model tag of each
     assert "recorded 4 tag(s) in the registry" in capsys.readouterr().err
-    assert _store_bytes(registry_uri) != before
+    assert store_bytes(registry_uri) != before
     assert cli("status", tiny, "--record") == 0
     assert "recorded 0 tag(s)" in capsys.readouterr().err  # already in agreement: nothing rewritten
 
@@ -184,12 +174,12 @@ def test_two_pipeline_files_on_one_registry_do_not_rewrite_each_others_tags(tiny
     assert cli("run", tiny) == 0
     branch = tiny.with_name("branch.yaml")  # the same pipeline on another branch: has_loop's lr differs
     branch.write_text(tiny.read_text().replace("lr: 1.0e-2", "lr: 5.0e-3", 1))
-    before = _store_bytes(registry_uri)
+    before = store_bytes(registry_uri)
     for _ in range(2):
         for path in (tiny, branch):
             for args in (["status"], ["dag"], ["run", "--dry-run"]):
                 assert cli(args[0], path, *args[1:]) == 0
-    assert _store_bytes(registry_uri) == before
+    assert store_bytes(registry_uri) == before
 
 
 def test_the_registered_model_carries_its_status_for_the_mlflow_model_list(tiny: Path, registry_uri: str, capsys):

@@ -1,0 +1,350 @@
+"""A user's own data files, written by the tests: wine as CSV, an NPZ, a parquet file, a folder
+of digit PNGs. Staleness follows the files (DATA names the file), preprocessing is fitted on
+the train split and stored with each version, and bad data is one clear error, nothing registered.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT, cli, store_bytes
+
+WINE = """
+name: wine
+seed: 0
+sources:
+  wine:
+    loader: csv
+    path: data/wine.csv
+    label: cultivar
+    transform: {features: standardize}
+    split: {val: 0.15, test: 0.15}
+  extra:
+    loader: npz
+    path: data/extra.npz
+experts:
+  is_first:
+    inputs: [wine.features]
+    target: {from: wine.label, fn: "wine_targets:is_first"}
+    model: {kind: mlp, hidden: [16]}
+    train: {epochs: 60, batch_size: 32, lr: 1.0e-2}
+  is_last:
+    inputs: [wine.features]
+    target: {from: wine.label, fn: "wine_targets:is_last"}
+    model: {kind: mlp, hidden: [16]}
+    train: {epochs: 60, batch_size: 32, lr: 1.0e-2}
+  cultivar:
+    inputs: [is_first.probs, is_last.probs]
+    target: wine.label
+    model: {kind: mlp, hidden: [8]}
+    train: {epochs: 80, batch_size: 32, lr: 1.0e-2}
+    cutoff: "off"
+  side:
+    inputs: [extra.x]
+    target: extra.y
+    model: {kind: linear}
+    train: {epochs: 40, batch_size: 64, lr: 5.0e-2}
+"""
+
+TARGETS = """
+def is_first(label):
+    return (label == 0).long()
+
+
+def is_last(label):
+    return (label == 2).long()
+"""
+
+
+def write_wine(path: Path, edit=None) -> list[str]:
+    from sklearn.datasets import load_wine
+
+    bunch = load_wine()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [[*(f"{v:g}" for v in row), bunch.target_names[t]] for row, t in zip(bunch.data, bunch.target)]
+    if edit:
+        edit(rows)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*bunch.feature_names, "cultivar"])
+        writer.writerows(rows)
+    return list(bunch.feature_names)
+
+
+@pytest.fixture
+def wine(tmp_path: Path, registry_uri: str) -> Path:
+    (tmp_path / ".git").mkdir()  # the project root: data paths are relative to it
+    (tmp_path / "wine_targets.py").write_text(TARGETS)
+    write_wine(tmp_path / "data" / "wine.csv")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3)).astype(np.float32)
+    np.savez(tmp_path / "data" / "extra.npz", x=x, y=(x[:, 0] > 0).astype(np.int64))
+    path = tmp_path / "wine.yaml"
+    path.write_text(WINE)
+    return path
+
+
+def statuses(path: Path, capsys) -> dict:
+    capsys.readouterr()
+    assert cli("status", path, "--json") == 0
+    return {e["name"]: e for e in json.loads(capsys.readouterr().out)["experts"]}
+
+
+def test_wine_csv_trains_names_flow_and_the_final_expert_beats_ninety_percent(wine: Path, registry_uri: str,
+                                                                              capsys):
+    from moe_pipeline.execute.write import Workspace
+    from moe_pipeline.pipeline.loader import load_pipeline
+    from moe_pipeline.registry.artifacts import SPEC, read_json
+
+    assert cli("run", wine) == 0
+    assert {e["status"] for e in statuses(wine, capsys).values()} == {"fresh"}
+    ws = Workspace(load_pipeline(wine))
+    record = ws.record("cultivar")
+    data, _ = ws.expert_data("cultivar")
+    test_probs = ws.load_outputs(record)["test"]["probs"]
+    accuracy = float((test_probs.argmax(1) == data.y["test"]).double().mean())
+    assert accuracy >= 0.9, accuracy
+    assert data.class_names == ["class_0", "class_1", "class_2"]
+    saved = read_json(ws.artifact(ws.record("is_first"), SPEC))
+    assert saved["feature_names"][:2] == ["alcohol", "malic_acid"]
+    # the standardisation stored with the version was fitted on the train rows only
+    params = saved["transforms"]["wine.features"]
+    raw = np.loadtxt(wine.parent / "data" / "wine.csv", delimiter=",", skiprows=1, usecols=range(13))
+    train_rows = ws.store.source("wine").splits["train"].numpy()
+    assert np.allclose(params["mean"], raw[train_rows].mean(axis=0), rtol=1e-5)
+    assert not np.allclose(params["mean"], raw.mean(axis=0), rtol=1e-5)
+    assert abs(float(ws.store.source("wine").fields["features"][train_rows].mean())) < 1e-5
+
+
+def test_one_edited_cell_makes_exactly_its_readers_stale_and_touch_makes_nothing_stale(wine: Path, registry_uri: str,
+                                                                                        capsys):
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.pipeline.loader import load_pipeline
+
+    assert cli("run", wine) == 0
+    csv_path = wine.parent / "data" / "wine.csv"
+    os.utime(csv_path)  # touch: same bytes, new mtime
+    view = View(load_pipeline(wine))
+    assert {s.status for s in view.statuses().values()} == {"fresh"}
+    assert view.store.cache.hashed == 1  # the touched file, once
+    view = View(load_pipeline(wine))
+    assert {s.status for s in view.statuses().values()} == {"fresh"}
+    # four fields (wine.features, wine.label, extra.x, extra.y) looked up; neither file re-read
+    assert (view.store.cache.hashed, view.store.cache.hits) == (0, 4)
+
+    def edit(rows):
+        rows[10][0] = "14.5"
+
+    write_wine(csv_path, edit)
+    experts = statuses(wine, capsys)
+    assert experts["side"]["status"] == "fresh"  # reads only the npz
+    # a source is hashed from its file: every expert reading the csv (features or label) is stale, by DATA
+    assert experts["cultivar"]["status"] == "stale"
+    assert {"kind": "DATA", "detail": "wine.label (data/wine.csv) changed"} in experts["cultivar"]["reasons"]
+    for name in ("is_first", "is_last"):
+        assert experts[name]["status"] == "stale"
+        assert experts[name]["reasons"] == [{"kind": "DATA", "detail": "wine.features (data/wine.csv) changed"},
+                                            {"kind": "DATA", "detail": "wine.label (data/wine.csv) changed"}]
+
+
+def test_a_transform_change_is_a_spec_change_with_its_key(wine: Path, capsys):
+    assert cli("run", wine) == 0
+    wine.write_text(WINE.replace("{features: standardize}", "{features: minmax}"))
+    experts = statuses(wine, capsys)
+    assert experts["is_first"]["reasons"] == [
+        {"kind": "SPEC", "detail": 'transform.wine.features: "standardize" -> "minmax"'}]
+    assert experts["side"]["status"] == "fresh"
+
+
+def test_an_expert_no_better_than_the_majority_class_is_flagged(tmp_path: Path, registry_uri: str, capsys):
+    (tmp_path / ".git").mkdir()
+    rows = [[0.0, "rare" if i % 10 == 0 else "common"] for i in range(400)]
+    (tmp_path / "flat.csv").write_text("const,kind\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    path = tmp_path / "flat.yaml"
+    path.write_text("""name: flat
+sources:
+  t: {loader: csv, path: flat.csv, label: kind}
+experts:
+  guess:
+    inputs: [t.features]
+    target: t.label
+    model: {kind: linear}
+    train: {epochs: 5, batch_size: 64, lr: 1.0e-2}
+""")
+    capsys.readouterr()
+    assert cli("run", path) == 0
+    assert "NOT better than the trivial predictor" in capsys.readouterr().out
+    entry = statuses(path, capsys)["guess"]
+    assert entry["below_baseline"].startswith("val accuracy ") and "vs majority class" in entry["below_baseline"]
+
+
+def test_npz_parquet_and_an_image_folder_train_end_to_end(tmp_path: Path, registry_uri: str, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    (tmp_path / ".git").mkdir()
+    digits = load_digits()
+    for index, (image, label) in enumerate(zip(digits.images[:400], digits.target[:400])):
+        target = tmp_path / "pngs" / str(label) / f"{index}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image * 255 / 16).astype(np.uint8), mode="L").save(target)
+    table = {f"p{i}": digits.data[:400, i].tolist() for i in range(64)}
+    table["digit"] = [str(t) for t in digits.target[:400]]
+    pq.write_table(pa.table(table), tmp_path / "digits.parquet")
+    np.save(tmp_path / "pixels.npy", digits.data[:400].astype(np.float32))
+    path = tmp_path / "mixed.yaml"
+    path.write_text("""name: mixed
+sources:
+  images: {loader: imagefolder, path: pngs, size: [8, 8], mode: L}
+  table: {loader: parquet, path: digits.parquet, label: digit, transform: {features: minmax}}
+experts:
+  from_images:
+    inputs: [images.image]
+    target: images.label
+    model: {kind: cnn, channels: [4], hidden: 16}
+    train: {epochs: 4, batch_size: 64, lr: 1.0e-2}
+  from_table:
+    inputs: [table.features]
+    target: table.label
+    model: {kind: mlp, hidden: [16]}
+    train: {epochs: 4, batch_size: 64, lr: 1.0e-2}
+""")
+    assert cli("run", path) == 0
+    experts = statuses(path, capsys)
+    assert {e["status"] for e in experts.values()} == {"fresh"}
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.pipeline.loader import load_pipeline
+
+    view = View(load_pipeline(path))
+    images = view.store.source("images")
+    assert tuple(images.fields["image"].shape) == (400, 1, 8, 8) and images.classes["label"] == [str(d) for d in range(10)]
+    assert float(images.fields["image"].max()) <= 1.0
+    assert view.store.source("table").names["features"][:2] == ["p0", "p1"]
+    npy = tmp_path / "npy.yaml"
+    npy.write_text("name: npy\nsources:\n  pixels: {loader: npy, path: pixels.npy}\n  images: {loader: imagefolder, "
+                   "path: pngs, size: [8, 8]}\nexperts: {}\n")
+    assert cli("validate", npy) == 2  # no experts: but the npy field is named after its source
+    npy.write_text(npy.read_text().replace("experts: {}", "experts:\n  e: {inputs: [pixels.pixels], target: "
+                                           "pixels.pixels, model: {kind: linear}}"))
+    assert cli("validate", npy) == 0
+
+
+def test_init_then_run_works_in_a_fresh_folder(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
+    for template in ("tabular", "images"):
+        folder = tmp_path / template
+        for args in (["init", str(folder), "--template", template], ["run", str(folder / "pipeline.yaml"), "-q"],
+                     ["status", str(folder / "pipeline.yaml"), "--check"]):
+            proc = subprocess.run([sys.executable, "-m", "moe_pipeline", *args], cwd=tmp_path, env=env,
+                                  capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, (args, proc.stderr)
+        assert (folder / "registry" / "mlflow.db").exists()  # the project's own registry
+    again = subprocess.run([sys.executable, "-m", "moe_pipeline", "init", str(tmp_path / "tabular")], env=env,
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "already has" in again.stderr
+
+
+# ---------------------------------------------------------------- bad data
+
+BAD_CSV = {  # name -> (bytes of data/wine.csv, fragment of the message)
+    "empty file": (b"", "the file is empty"),
+    "wrong delimiter": (b"a;b;cultivar\n1;2;x\n", "found one column"),
+    "not UTF-8": ("a,b,cultivar\n1,2,caf\u00e9\n".encode("latin-1"), "line 2: byte 0xe9 is not UTF-8"),
+    "non-numeric cell": (b"a,b,cultivar\n1,2,x\n3,oops,y\n", "row 3, column 'b': 'oops', not a number"),
+    "NaN in features": (b"a,b,cultivar\n1,2,x\n3,nan,y\n", "row 3, column 'b': NaN or inf"),
+    "no label column": (b"a,b,kind\n1,2,x\n", "no column 'cultivar'"),
+}
+
+
+def _bad_pipeline(tmp_path: Path, loader: str = "csv", extra: str = "") -> Path:
+    (tmp_path / ".git").mkdir(exist_ok=True)
+    path = tmp_path / "bad.yaml"
+    source = {"csv": "{loader: csv, path: data/wine.csv, label: cultivar}",
+              "images": "{loader: imagefolder, path: pngs, size: [8, 8], mode: L}"}[loader]
+    target = "t.label"
+    path.write_text(f"name: bad\nsources:\n  t: {source}\nexperts:\n  e:\n    inputs: [t.{'features' if loader == 'csv' else 'image'}]\n"
+                    f"    target: {target}\n    model: {{kind: linear}}\n    train: {{epochs: 1}}\n{extra}")
+    return path
+
+
+def _assert_clean_failure(path: Path, registry_uri: str, fragment: str, capsys) -> None:
+    before = store_bytes(registry_uri) if Path(registry_uri[len("sqlite:///"):]).exists() else None
+    capsys.readouterr()
+    assert cli("run", path) == 2
+    err = capsys.readouterr().err
+    assert fragment in err, err
+    assert "Traceback" not in err
+    if before is not None:
+        assert store_bytes(registry_uri) == before
+    if Path(registry_uri[len("sqlite:///"):]).exists():
+        assert MlflowClient(registry_uri, registry_uri).search_model_versions("name LIKE 'bad.%'") == []
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CSV))
+def test_bad_csv_is_one_clear_error_naming_the_file(case: str, tmp_path: Path, registry_uri: str, capsys):
+    content, fragment = BAD_CSV[case]
+    path = _bad_pipeline(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "wine.csv").write_bytes(content)
+    _assert_clean_failure(path, registry_uri, fragment, capsys)
+
+
+def test_bad_csv_messages_name_the_file(tmp_path: Path, registry_uri: str, capsys):
+    path = _bad_pipeline(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "wine.csv").write_bytes(b"a,b,cultivar\n1,2,x\n3,oops,y\n")
+    capsys.readouterr()
+    assert cli("run", path) == 2
+    assert f"{tmp_path / 'data' / 'wine.csv'}: row 3" in capsys.readouterr().err
+
+
+def test_missing_file_is_a_validation_error_at_its_line(tmp_path: Path, registry_uri: str, capsys):
+    path = _bad_pipeline(tmp_path)
+    capsys.readouterr()
+    assert cli("validate", path) == 2
+    assert f"{path}:3:" in (err := capsys.readouterr().err) and f"no file {tmp_path / 'data' / 'wine.csv'}" in err
+
+
+def test_a_class_seen_only_outside_train_is_an_error(tmp_path: Path, registry_uri: str, capsys):
+    from moe_pipeline.data.sources import split_indices
+    from moe_pipeline.pipeline.spec import Split
+
+    path = _bad_pipeline(tmp_path)
+    (tmp_path / "data").mkdir()
+    lonely = int(split_indices(61, Split(), 0)["val"][0])  # the row the seeded split puts first in val
+    rows = "".join(f"{i},{i % 7},{'lonely' if i == lonely else ('a' if i % 2 else 'b')}\n" for i in range(61))
+    (tmp_path / "data" / "wine.csv").write_text("a,b,cultivar\n" + rows)
+    _assert_clean_failure(path, registry_uri, "class 'lonely' appears only in the val split (1 row(s))", capsys)
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("size", "size 9x8 (height x width), expected 8x8"),
+    ("mode", "mode RGB, expected L"),
+    ("unreadable", "cannot read the image"),
+])
+def test_bad_images_name_the_image(case: str, fragment: str, tmp_path: Path, registry_uri: str, capsys):
+    from PIL import Image
+
+    path = _bad_pipeline(tmp_path, "images")
+    for label in ("0", "1"):
+        for i in range(10):
+            (tmp_path / "pngs" / label).mkdir(parents=True, exist_ok=True)
+            Image.new("L", (8, 8), color=i * 10).save(tmp_path / "pngs" / label / f"{i}.png")
+    bad = tmp_path / "pngs" / "1" / "bad.png"
+    if case == "size":
+        Image.new("L", (8, 9)).save(bad)
+    elif case == "mode":
+        Image.new("RGB", (8, 8)).save(bad)
+    else:
+        bad.write_bytes(b"not a png at all")
+    _assert_clean_failure(path, registry_uri, f"{bad}: {fragment}", capsys)
