@@ -15,7 +15,7 @@ import torch
 
 
 def _data(expert: str):
-    from moe_pipeline.data.sources import DataStore
+    from moe_pipeline.data.store import DataStore
     from moe_pipeline.data.inputs import build_expert_data
     from moe_pipeline.pipeline.loader import load_pipeline
 

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from moe_pipeline.data.sources import DataStore
+from moe_pipeline.data.store import DataStore
 from moe_pipeline.data.inputs import build_expert_data
 from moe_pipeline.pipeline.loader import load_pipeline
 from moe_pipeline.training.models import build_model

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Mapping
 
 import torch
 
-from moe_pipeline.data.sources import SPLITS, DataStore, call_user_code, import_object
+from moe_pipeline.data.sources import call_user_code, import_object
+from moe_pipeline.data.store import SPLITS, DataStore
 from moe_pipeline.errors import DataError
 
 if TYPE_CHECKING:

@@ -17,12 +17,11 @@ import numpy as np
 import torch
 
 from moe_pipeline.errors import DataError, MoeError, UserCodeError
+from moe_pipeline.data.store import resolve_path
 from moe_pipeline.pipeline.spec import FILE_LOADERS
 
 if TYPE_CHECKING:
-    from moe_pipeline.pipeline.spec import Pipeline, Split
-
-SPLITS = ("train", "val", "test")
+    from moe_pipeline.pipeline.spec import Split
 
 
 @dataclass(frozen=True)
@@ -138,11 +137,6 @@ def load_source(name: str, source: Any, pipeline_seed: int, root: Path | None = 
     return SourceData(name=name, fields=fields, splits=splits, names=names, classes=classes, transforms=transforms)
 
 
-def resolve_path(root: Path | None, path: str) -> Path:
-    given = Path(path).expanduser()
-    return given if given.is_absolute() or root is None else root / given
-
-
 def _fit_transforms(source: Any, fields: dict[str, torch.Tensor], splits: dict[str, torch.Tensor]) -> dict:
     from moe_pipeline.data.transforms import fit
 
@@ -193,55 +187,3 @@ def _load_custom(name: str, source: Any) -> tuple[dict[str, torch.Tensor], dict[
     if not isinstance(names, dict) or not isinstance(classes, dict):
         raise DataError(f"source '{name}': feature_names and class_names must map a field to a list of names")
     return fields, {k: [str(n) for n in v] for k, v in names.items()}, {k: [str(n) for n in v] for k, v in classes.items()}
-
-
-class DataStore:
-    """Loads each source of a pipeline once per process and hashes its fields once."""
-
-    def __init__(self, pipeline: Pipeline, root: Path | None = None, cache: Any = None):
-        from moe_pipeline.data.statcache import StatCache
-
-        self.pipeline = pipeline
-        self.root = root  # data file paths are relative to it
-        self.cache = cache if cache is not None else StatCache(None)
-        self._sources: dict[str, SourceData] = {}
-        self._hashes: dict[str, str] = {}
-
-    def source(self, name: str) -> SourceData:
-        if name not in self._sources:
-            self._sources[name] = load_source(name, self.pipeline.sources[name], self.pipeline.seed, self.root)
-        return self._sources[name]
-
-    def field_hash(self, ref: str) -> str:
-        """Content hash of `source.field` including which rows form each split.
-
-        A file source is hashed from its files' bytes (behind the stat cache) and its
-        settings, without parsing it: what the file says decides the field and its split.
-        """
-        if ref not in self._hashes:
-            owner, _, field = ref.partition(".")
-            source = self.pipeline.sources[owner]
-            if source.loader in FILE_LOADERS:
-                self._hashes[ref] = self._file_hash(source, field)
-                return self._hashes[ref]
-            data = self.source(owner)
-            digest = hashlib.sha256(field_hash(data.fields[field]).encode())
-            for split in SPLITS:
-                digest.update(field_hash(data.splits[split]).encode())
-            self._hashes[ref] = digest.hexdigest()
-        return self._hashes[ref]
-
-    def _file_hash(self, source: Any, field: str) -> str:
-        import json
-
-        path = resolve_path(self.root, source.path)
-        if source.loader == "imagefolder":
-            from moe_pipeline.data.files import image_files
-
-            content = [(str(p.relative_to(path)), self.cache.sha256(p)) for p, _ in image_files(path)]
-        else:
-            content = self.cache.sha256(path)
-        settings = source.model_dump(mode="json", by_alias=True, exclude={"transform", "path"})
-        self.cache.save()
-        return hashlib.sha256(json.dumps([content, settings, field, self.pipeline.seed], sort_keys=True).encode()
-                              ).hexdigest()

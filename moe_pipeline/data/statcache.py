@@ -46,6 +46,17 @@ class StatCache:
         self._dirty = True
         return digest.hexdigest()
 
+    def derived(self, key: str) -> str | None:
+        """A hash derived from settings and code (not from a file), stored by `put_derived`."""
+        entry = self._load().get(f"derived:{key}")
+        if entry is not None:
+            self.hits += 1
+        return entry
+
+    def put_derived(self, key: str, value: str) -> None:
+        self._load()[f"derived:{key}"] = value
+        self._dirty = True
+
     def save(self) -> None:
         if not self._dirty or self.path is None:
             return

@@ -13,7 +13,7 @@ from typing import Iterable
 
 from moe_pipeline.pipeline import graph as g
 from moe_pipeline.state import planner
-from moe_pipeline.data.sources import SPLITS, DataStore
+from moe_pipeline.data.store import SPLITS, DataStore
 from moe_pipeline.errors import SelectionError
 from moe_pipeline.state.fingerprint import Fingerprint, fingerprint
 from moe_pipeline.data.statcache import StatCache
@@ -41,9 +41,11 @@ class View:
 
     # ------------------------------------------------------------ reading state
 
+    fast_reads = True  # the write path reads through the client it writes with
+
     def snapshot(self, refresh: bool = False) -> dict[str, ExpertVersions]:
         if self._snapshot is None or refresh:
-            self._snapshot = self.registry.snapshot()
+            self._snapshot = self.registry.snapshot(fast=self.fast_reads)
         return self._snapshot
 
     def current(self) -> dict[str, Record | None]:

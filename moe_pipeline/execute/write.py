@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Iterator
 
-from moe_pipeline.data.sources import SPLITS
+from moe_pipeline.data.store import SPLITS
 from moe_pipeline.errors import DataError, MoeError, TrainingError, UserCodeError
 from moe_pipeline.execute.runner import Outcome, run_plan
 from moe_pipeline.execute.view import View
@@ -22,6 +22,7 @@ from moe_pipeline.state.record import MODEL_STATUS, NEEDS_RETRAIN, RETRAINED_BEC
 
 class Workspace(View):
     registry: Registry
+    fast_reads = False
 
     def _registry(self, tracking_uri: str) -> Registry:
         return Registry(tracking_uri, self.pipeline.name)

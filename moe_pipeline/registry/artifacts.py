@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from moe_pipeline.data.sources import SPLITS
+from moe_pipeline.data.store import SPLITS
 from moe_pipeline.registry.store import sha256_file
 
 WEIGHTS = "weights.safetensors"

@@ -143,10 +143,21 @@ class RegistryReader:
 
     # ------------------------------------------------------------ reading
 
-    def snapshot(self) -> dict[str, ExpertVersions]:
-        """Every version and alias of this pipeline in two searches, not one request per expert."""
+    def snapshot(self, fast: bool = False) -> dict[str, ExpertVersions]:
+        """Every version and alias of this pipeline in two searches, not one request per expert.
+
+        `fast`: on an sqlite store, read the same rows without mlflow (`fastread`); the read-only
+        commands use it. The write path keeps the client, through which it also writes.
+        """
         if not self.exists():
             return {}
+        path = sqlite_path(self.tracking_uri)
+        if fast and path is not None:
+            from moe_pipeline.registry import fastread
+
+            found = fastread.snapshot(path, self.pipeline_name, CURRENT)
+            if found is not None:
+                return found
         prefix = f"{self.pipeline_name}."
         pattern = prefix.replace("%", r"\%") + "%"
         out: dict[str, ExpertVersions] = {}

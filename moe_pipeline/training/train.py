@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from moe_pipeline.data.sources import SPLITS
+from moe_pipeline.data.store import SPLITS
 from moe_pipeline.data.inputs import ExpertData
 from moe_pipeline.training.memory import PeakRSS, fit_micro_batch
 from moe_pipeline.errors import MemoryBudgetError, TrainingError

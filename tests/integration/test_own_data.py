@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, cli, store_bytes
+from tests.conftest import cli, store_bytes
 
 WINE = """
 name: wine

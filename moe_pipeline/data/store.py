@@ -1,0 +1,117 @@
+"""A pipeline's data as the rest of the project sees it: each source loaded once per process,
+each field's content hash computed once (and, where it can be, never again).
+
+Hashing is cheap on purpose: file sources hash their bytes behind a stat cache, built-in
+sources look their hash up by settings and code version; only a custom loader is run to
+be hashed. Importing this module loads no torch (loading a source does). Must not train or
+touch the registry.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from moe_pipeline.pipeline.spec import FILE_LOADERS
+
+if TYPE_CHECKING:
+    from moe_pipeline.data.sources import SourceData
+    from moe_pipeline.pipeline.spec import Pipeline
+
+SPLITS = ("train", "val", "test")
+BUILTIN_LOADERS = ("sklearn.digits", "synthetic.planted")
+
+
+def resolve_path(root: Path | None, path: str) -> Path:
+    given = Path(path).expanduser()
+    return given if given.is_absolute() or root is None else root / given
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_code_version() -> str:
+    """What decides a built-in source's content besides its settings: our data code and the
+    versions of the libraries that generate or ship the data (read without importing them)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    here = Path(__file__).parent
+    parts = [(here / name).read_text() for name in ("sources.py", "store.py")]
+    for package in ("scikit-learn", "numpy", "torch"):
+        try:
+            parts.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            parts.append(f"{package} missing")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+class DataStore:
+    """Loads each source of a pipeline once per process and hashes its fields once."""
+
+    def __init__(self, pipeline: Pipeline, root: Path | None = None, cache: Any = None):
+        from moe_pipeline.data.statcache import StatCache
+
+        self.pipeline = pipeline
+        self.root = root  # data file paths are relative to it
+        self.cache = cache if cache is not None else StatCache(None)
+        self._sources: dict[str, SourceData] = {}
+        self._hashes: dict[str, str] = {}
+
+    def source(self, name: str) -> SourceData:
+        if name not in self._sources:
+            from moe_pipeline.data.sources import load_source  # torch: only when data is really read
+
+            self._sources[name] = load_source(name, self.pipeline.sources[name], self.pipeline.seed, self.root)
+        return self._sources[name]
+
+    def field_hash(self, ref: str) -> str:
+        """Content hash of `source.field` including which rows form each split.
+
+        A file source is hashed from its files' bytes (behind the stat cache) and its
+        settings, without parsing it: what the file says decides the field and its split.
+        """
+        if ref not in self._hashes:
+            owner, _, field = ref.partition(".")
+            source = self.pipeline.sources[owner]
+            if source.loader in FILE_LOADERS:
+                self._hashes[ref] = self._file_hash(source, field)
+            elif source.loader in BUILTIN_LOADERS:
+                self._hashes[ref] = self._builtin_hash(owner, source, field)
+            else:  # a custom loader may read anything: it runs every time
+                self._hashes[ref] = self._content_hash(owner, field)
+        return self._hashes[ref]
+
+    def _content_hash(self, owner: str, field: str) -> str:
+        from moe_pipeline.data.sources import field_hash
+
+        data = self.source(owner)
+        digest = hashlib.sha256(field_hash(data.fields[field]).encode())
+        for split in SPLITS:
+            digest.update(field_hash(data.splits[split]).encode())
+        return digest.hexdigest()
+
+    def _builtin_hash(self, owner: str, source: Any, field: str) -> str:
+        """A built-in source is a pure function of its settings, the seed, this package's data code
+        and the library versions: its content hash is computed once and then looked up, so
+        `status` neither imports torch and scikit-learn nor builds the data."""
+        key = hashlib.sha256(json.dumps([source.model_dump(mode="json"), self.pipeline.seed, field,
+                                         _builtin_code_version()], sort_keys=True).encode()).hexdigest()
+        found = self.cache.derived(key)
+        if found is None:
+            found = self._content_hash(owner, field)
+            self.cache.put_derived(key, found)
+            self.cache.save()
+        return found
+
+    def _file_hash(self, source: Any, field: str) -> str:
+        path = resolve_path(self.root, source.path)
+        if source.loader == "imagefolder":
+            from moe_pipeline.data.files import image_files
+
+            content = [(str(p.relative_to(path)), self.cache.sha256(p)) for p, _ in image_files(path)]
+        else:
+            content = self.cache.sha256(path)
+        settings = source.model_dump(mode="json", by_alias=True, exclude={"transform", "path"})
+        self.cache.save()
+        return hashlib.sha256(json.dumps([content, settings, field, self.pipeline.seed], sort_keys=True).encode()
+                              ).hexdigest()
