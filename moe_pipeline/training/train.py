@@ -213,7 +213,10 @@ def train_expert(model_spec: Any, train_spec: Any, resources: Any, data: ExpertD
         raise TrainingError("the validation loss was never finite; nothing registered. Lower train.lr, or look "
                             "for NaN/inf in the validation inputs and targets")
     model.load_state_dict(best[1])
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak_growth
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    else:  # RSS growth misses memory the allocator already held: never report less than the step's own state
+        peak = max(rss.peak_growth, step_bytes(model, x_train[:micro]))
     outputs = {split: infer(model, data.x[split], data.task, device, precision) for split in SPLITS}
     metrics: dict[str, float] = {"best_epoch": float(best[2])}
     for split in SPLITS:
@@ -224,6 +227,27 @@ def train_expert(model_spec: Any, train_spec: Any, resources: Any, data: ExpertD
         model=model, initial_first_layer=initial_first_layer.cpu(), history=history, metrics=metrics,
         outputs=outputs, seconds=time.perf_counter() - started, peak_memory_mb=peak / 2**20,
         micro_batch=micro, device=str(device), epochs_run=len(history))
+
+
+def step_bytes(model: nn.Module, batch: torch.Tensor) -> float:
+    """A lower bound of one training step's memory: weights, gradients and Adam's two moments
+    (4 float32 copies of every parameter) plus the input batch and every layer's output for it."""
+    params = sum(p.numel() for p in model.parameters())
+    activations = 0
+
+    def count(_module, _inputs, output) -> None:
+        nonlocal activations
+        activations += output.numel() if isinstance(output, torch.Tensor) else 0
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad():
+            model(batch.to(next(model.parameters()).device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return 4.0 * (4 * params + batch.numel() + activations)
 
 
 def check_fits(model_spec: Any, data: ExpertData, max_memory_gb: float) -> None:

@@ -39,3 +39,17 @@ def test_peak_rss_sees_a_large_allocation():
         block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
         del block
     assert rss.peak_growth > 32 * 2**20
+
+
+def test_step_bytes_counts_parameter_state_input_and_every_layer_output():
+    import torch
+
+    from moe_pipeline.training.models import MLP
+    from moe_pipeline.training.train import step_bytes
+
+    model = MLP((1, 8, 8), 10, hidden=[32, 16])
+    batch = torch.zeros(5, 1, 8, 8)
+    params = (64 * 32 + 32) + (32 * 16 + 16) + (16 * 10 + 10)
+    # leaf outputs: flatten 5x64, linear 5x32, relu 5x32, linear 5x16, relu 5x16, head 5x10
+    activations = 5 * (64 + 32 + 32 + 16 + 16 + 10)
+    assert step_bytes(model, batch) == 4.0 * (4 * params + batch.numel() + activations)
