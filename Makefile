@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+# On a CUDA machine: demo on the GPU, the micro-batch memory promise, AGOP on the GPU;
+# writes benchmarks/results-gpu.json. Where torch and the dependencies are already
+# installed, `make gpu-check PY=python3 STAMP=` uses them instead of .venv.
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) registry/mlflow.db registry/artifacts reports

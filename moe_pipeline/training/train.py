@@ -7,7 +7,6 @@ and numbers; it knows nothing of YAML, MLflow or other experts.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -91,15 +90,15 @@ def primary_metric(task: str) -> str:
 
 @torch.no_grad()
 def infer(model: nn.Module, x: torch.Tensor, task: str, device: torch.device | None = None,
-          precision: str = "fp32") -> dict[str, torch.Tensor]:
+          precision: str = "fp32", chunk: int = EVAL_CHUNK) -> dict[str, torch.Tensor]:
     """Embedding, logits and probs of `model` on x, in chunks; returned on cpu in float32."""
     device = device or torch.device("cpu")
     model.eval()
     embeddings, logits = [], []
-    for start in range(0, len(x), EVAL_CHUNK):
-        chunk = x[start:start + EVAL_CHUNK].to(device)
+    for start in range(0, len(x), chunk):
+        rows = x[start:start + chunk].to(device)
         with autocast_for(device, precision):
-            emb = model.body(chunk)
+            emb = model.body(rows)
             out = model.head(emb)
         embeddings.append(emb.float().cpu())
         logits.append(out.float().cpu())
@@ -116,22 +115,45 @@ def _optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim
     return cls(params, lr=lr, weight_decay=weight_decay)
 
 
-def _cuda_step_bytes(model, x, y, task, device, precision) -> Callable[[int], float]:
-    """measure(micro) -> peak bytes of one forward+backward on `device` with that micro-batch."""
+def _cuda_step_bytes(model: nn.Module, optimizer: torch.optim.Optimizer, x, y, task, device,
+                     precision) -> Callable[[int], float]:
+    """measure(micro) -> peak bytes of training with that micro-batch on `device`, the weights
+    and optimiser state put back afterwards.
+
+    It runs what training's peak is made of: a step (so the optimiser's state exists), then two
+    accumulated micro-batches (the second's forward and backward while the first's gradients
+    and the optimiser state are held), then the step with its temporaries."""
+    saved = _cpu_copy(model)
+
+    def micro_step(micro: int) -> None:
+        with autocast_for(device, precision):
+            loss = loss_fn(task)(model(x[:micro].to(device)), y[:micro].to(device))
+        loss.backward()
+
     def measure(micro: int) -> float:
         model.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         try:
-            with autocast_for(device, precision):
-                loss = loss_fn(task)(model(x[:micro].to(device)), y[:micro].to(device))
-            loss.backward()
+            micro_step(micro)
+            optimizer.step()
+            micro_step(micro)
+            micro_step(micro)
+            optimizer.step()
             used = torch.cuda.max_memory_allocated(device)
         except torch.cuda.OutOfMemoryError:
             used = float("inf")
-        model.zero_grad(set_to_none=True)
+        finally:
+            model.zero_grad(set_to_none=True)
+            optimizer.state.clear()
+            model.load_state_dict(saved)
         return used
     return measure
+
+
+def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights, copied to host memory: the best epoch's copy takes no device memory."""
+    return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
 
 
 def _grad_norm(model: nn.Module) -> torch.Tensor:
@@ -157,15 +179,17 @@ def train_expert(model_spec: Any, train_spec: Any, resources: Any, data: ExpertD
     criterion = loss_fn(data.task)
     batch_size = min(train_spec.batch_size, len(x_train))
 
+    optimizer = _optimizer(train_spec.optimizer, model.parameters(), train_spec.lr, train_spec.weight_decay)
     budget = resources.max_memory_gb * 2**30
     if measure is None and device.type == "cuda":
-        measure = _cuda_step_bytes(model, x_train, y_train, data.task, device, precision)
+        measure = _cuda_step_bytes(model, optimizer, x_train, y_train, data.task, device, precision)
     micro = fit_micro_batch(batch_size, measure, budget) if measure is not None else batch_size
+    # inference keeps no graph, so a chunk of `micro` rows needs less than a training step did
+    eval_chunk = micro if measure is not None else EVAL_CHUNK
 
-    optimizer = _optimizer(train_spec.optimizer, model.parameters(), train_spec.lr, train_spec.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
-    best = (float("inf"), copy.deepcopy(model.state_dict()), 0)
+    best = (float("inf"), _cpu_copy(model), 0)
     epochs_without_gain = 0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -197,13 +221,13 @@ def train_expert(model_spec: Any, train_spec: Any, resources: Any, data: ExpertD
                                     "registered. Lower train.lr, or look for NaN/inf in the inputs and targets")
             if data.task == "classification":
                 record["train_accuracy"] = float(correct) / len(x_train)
-            out = infer(model, data.x["val"], data.task, device, precision)
+            out = infer(model, data.x["val"], data.task, device, precision, eval_chunk)
             record.update(metrics_of(data.task, out["logits"], data.y["val"], "val"))
             history.append(record)
             if progress:
                 progress(epoch, train_spec.epochs, record)
             if record["val_loss"] < best[0] - 1e-7:
-                best = (record["val_loss"], copy.deepcopy(model.state_dict()), epoch)
+                best = (record["val_loss"], _cpu_copy(model), epoch)
                 epochs_without_gain = 0
             else:
                 epochs_without_gain += 1
@@ -213,11 +237,11 @@ def train_expert(model_spec: Any, train_spec: Any, resources: Any, data: ExpertD
         raise TrainingError("the validation loss was never finite; nothing registered. Lower train.lr, or look "
                             "for NaN/inf in the validation inputs and targets")
     model.load_state_dict(best[1])
-    if device.type == "cuda":
+    outputs = {split: infer(model, data.x[split], data.task, device, precision, eval_chunk) for split in SPLITS}
+    if device.type == "cuda":  # after the stored outputs' inference: the budget covers it too
         peak = torch.cuda.max_memory_allocated(device)
     else:  # RSS growth misses memory the allocator already held: never report less than the step's own state
         peak = max(rss.peak_growth, step_bytes(model, x_train[:micro]))
-    outputs = {split: infer(model, data.x[split], data.task, device, precision) for split in SPLITS}
     metrics: dict[str, float] = {"best_epoch": float(best[2])}
     for split in SPLITS:
         if len(data.y[split]):
