@@ -119,8 +119,13 @@ def run(
     force: bool = typer.Option(False, "--force", help="retrain selected experts even when fresh"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan with estimates; change nothing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    wait: float = typer.Option(600.0, "--wait", min=0, help="seconds to wait for an expert another run is "
+                               "training, then use its version"),
 ) -> None:
-    """Train what is missing, stale or pending, stage by stage, and register each version."""
+    """Train what is missing, stale or pending, stage by stage, and register each version.
+
+    Concurrent runs on one registry cooperate: each expert is trained by one of them, under
+    a lease in the registry; the others wait and use the version it registered."""
     from moe_pipeline.cli import tables
     from moe_pipeline.cli.progress import progress_bar
     from moe_pipeline.execute.view import View
@@ -132,6 +137,8 @@ def run(
         tables.print_plan(View(loaded).plan(experts or [], downstream=downstream, force=force))
         return
     ws = Workspace(loaded)
+    ws.wait = wait
+    ws.notify = lambda message: typer.echo(message, err=True)
     ws.clean_up_debris()
     plan = ws.plan(experts or [], downstream=downstream, force=force, verify=True)  # repairs corrupt artifacts
     with progress_bar(quiet or not sys.stdout.isatty()) as bar:

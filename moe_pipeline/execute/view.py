@@ -44,8 +44,10 @@ class View:
     fast_reads = True  # the write path reads through the client it writes with
 
     def snapshot(self, refresh: bool = False) -> dict[str, ExpertVersions]:
+        """The registry's state, read once; `refresh` reads it again (the write path does, under a lease,
+        through the fast read where the store allows: other runs may have written meanwhile)."""
         if self._snapshot is None or refresh:
-            self._snapshot = self.registry.snapshot(fast=self.fast_reads)
+            self._snapshot = self.registry.snapshot(fast=self.fast_reads or refresh)
         return self._snapshot
 
     def current(self) -> dict[str, Record | None]:

@@ -10,7 +10,7 @@ import contextlib
 from typing import Callable, Iterator
 
 from moe_pipeline.data.store import SPLITS
-from moe_pipeline.errors import DataError, MoeError, TrainingError, UserCodeError
+from moe_pipeline.errors import DataError, MoeError, RegistryError, TrainingError, UserCodeError
 from moe_pipeline.execute.runner import Outcome, run_plan
 from moe_pipeline.execute.view import View
 from moe_pipeline.registry.scratch import remove_dead_scratch, scratch_dir
@@ -23,6 +23,11 @@ from moe_pipeline.state.record import MODEL_STATUS, NEEDS_RETRAIN, RETRAINED_BEC
 class Workspace(View):
     registry: Registry
     fast_reads = False
+    wait = 600.0  # seconds to wait for an expert another run is training (`run --wait`)
+    lease_ttl: float | None = None  # seconds a lease lives unrenewed; None: lease.DEFAULT_TTL
+    notify: Callable[[str], None] = staticmethod(lambda message: None)  # "waiting for ..." lines
+    _lease = None  # the lease of the expert being written, while one is
+    _planned: dict[str, int | None] = {}  # each planned expert's current version when the plan was made
 
     def _registry(self, tracking_uri: str) -> Registry:
         return Registry(tracking_uri, self.pipeline.name)
@@ -76,11 +81,51 @@ class Workspace(View):
     def execute(self, plan: planner.Plan, bar=None,
                 on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
         """Run the plan; `bar` (optional) hands out one progress callback per expert."""
+        current = self.current()
+        self._planned = {str(s.expert): current[s.expert].version if current[s.expert] else None for s in plan.steps}
         outcomes = run_plan(plan, lambda step: self._execute(step, bar), on_outcome)
+        self.snapshot(refresh=True)  # concurrent runs may have registered versions meanwhile
         self.record_statuses()  # leaves every staleness tag in agreement with the new state
         return outcomes
 
     def _execute(self, step: planner.Step, bar) -> Outcome:
+        """One step under the expert's lease: no other run writes this expert meanwhile.
+
+        With the lease taken, the registry is read again: another run may have trained this
+        expert (or its upstream) since the plan was made. What is fresh by now is used as it is."""
+        from moe_pipeline.registry.lease import DEFAULT_TTL, Lease
+
+        expert = str(step.expert)
+        lease = Lease(self.registry, expert, self.lease_ttl or DEFAULT_TTL)
+        try:
+            lease.acquire(self.wait, lambda holder: self.notify(
+                f"{expert}: being trained by {holder.describe()}; waiting for it (up to {self.wait:.0f} s)"))
+            self._fail_runs_of_expired(lease)
+            self._lease = lease
+            self.snapshot(refresh=True)
+            now = self.current()[expert]
+            if now is not None and now.version != self._planned.get(expert):
+                if self.statuses()[expert].status == planner.FRESH:
+                    return Outcome(expert, "unchanged", now.version, now.metric_name, now.val_metric, 0.0, 0.0,
+                                   f"trained by another run: v{now.version}")
+            return self._decide(step, bar)
+        finally:
+            self._lease = None
+            lease.release()
+
+    def _fail_runs_of_expired(self, lease) -> None:
+        """Runs that held an expired lease died (or hung): FAILED, and their never-current versions deleted."""
+        for holder in lease.reaped:
+            if self.registry.run_status(holder.run_id) != "RUNNING":
+                continue
+            self.registry.finish_run(holder.run_id, "FAILED")
+            self.notify(f"{lease.expert}: marked run {holder.run_id} of {holder.describe()} FAILED (its lease expired)")
+            for expert, version in self.registry.versions_of_run(holder.run_id):
+                versions = self.snapshot(refresh=True).get(expert)
+                if versions is None or versions.current != version:
+                    self.registry.delete_version(expert, version)
+
+    def _decide(self, step: planner.Step, bar) -> Outcome:
         """Train, or first re-evaluate: the upstream has trained by now, so decide on the state as it is."""
         if step.action != planner.CHECK:
             return self.train(step.expert, bar)
@@ -164,6 +209,8 @@ class Workspace(View):
         seed = fp.spec["train"]["seed"] if seed is None else seed
         callback = bar.expert(expert, spec.train.epochs) if bar is not None else None
         with self.registry.training_run(expert, spec.description) as run_id:
+            if self._lease is not None:
+                self._lease.set_run(run_id)
             with self._located(expert, "model"):
                 result = train_expert(spec.model, spec.train, self.pipeline.resources_for(expert), data, seed,
                                       callback)
@@ -189,6 +236,9 @@ class Workspace(View):
                             val_metric=result.metrics[f"val_{metric}"], sha256=sha, outputs_sha=outputs_sha(sha),
                             baseline=data.baseline())
             previous = self.current()[expert]
+            if self._lease is not None and not self._lease.holds():  # stalled past the lease's expiry
+                raise RegistryError(f"expert '{expert}': this run lost its lease while training (stalled longer "
+                                    f"than {self._lease.ttl:.0f} s?); nothing registered, another run owns it now")
             record, source = self.registry.register(record, run_id, spec.description)
         if previous is not None and previous.needs_retrain is not None:  # no stale mark on history
             self.registry.set_tags(expert, previous.version, {NEEDS_RETRAIN: f"superseded by v{record.version}"})

@@ -23,7 +23,8 @@ def snapshot(db: Path, pipeline_name: str, current_alias: str) -> dict | None:
 
     prefix = f"{pipeline_name}."
     try:
-        with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True) as conn:
+        with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30) as conn:
+            conn.execute("BEGIN")  # one read transaction: every SELECT sees the same state under concurrent runs
             scoped = _workspace_clause(conn)
             models = conn.execute(f"SELECT name FROM registered_models WHERE substr(name, 1, ?) = ?{scoped}",
                                   (len(prefix), prefix)).fetchall()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import socket
 import tempfile
 import time
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
     from moe_pipeline.pipeline.spec import Pipeline
 
 CURRENT = "current"
+# Two runs writing one registry collide: sqlite's writer lock, and MLflow's tag upserts (read,
+# then insert) racing into a unique key. Both leave nothing written, so the request is retried.
+_TRANSIENT = re.compile(r"database is locked|UNIQUE constraint failed|duplicate key value|could not serialize|"
+                        r"deadlock detected", re.IGNORECASE)
+RETRIES = 6
 HOST, PID = "moe.host", "moe.pid"  # who trains a run: the next run marks runs of dead processes FAILED
 DEFAULT_URI = "sqlite:///registry/mlflow.db"
 
@@ -129,13 +135,18 @@ class RegistryReader:
         return client
 
     def _call(self, what: str, fn, *args, **kwargs):
-        self.requests += 1
-        try:
-            return fn(*args, **kwargs)
-        except RegistryError:
-            raise
-        except Exception as exc:
-            raise RegistryError(f"MLflow registry at {self.tracking_uri}: {what} failed: {_short(exc)}") from None
+        """One registry request; retried a few times when a concurrent writer collided with it."""
+        for attempt in range(RETRIES + 1):
+            self.requests += 1
+            try:
+                return fn(*args, **kwargs)
+            except RegistryError:
+                raise
+            except Exception as exc:
+                if attempt < RETRIES and _TRANSIENT.search(str(exc)):
+                    time.sleep(0.05 * 2 ** attempt)
+                    continue
+                raise RegistryError(f"MLflow registry at {self.tracking_uri}: {what} failed: {_short(exc)}") from None
 
     def artifact_root(self) -> str | None:
         path = sqlite_path(self.tracking_uri)
@@ -284,6 +295,21 @@ class Registry(RegistryReader):
                 if mv.run_id in dead:
                     dead[mv.run_id].append((mv.name[len(self.pipeline_name) + 1:], int(mv.version)))
         return dead
+
+    def run_status(self, run_id: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.requests += 1
+            return self.client.get_run(run_id).info.status
+        except MlflowException:
+            return None
+
+    def versions_of_run(self, run_id: str) -> list[tuple[str, int]]:
+        """(expert, version) registered from one run."""
+        found = self._pages("search model versions", self.client.search_model_versions, f"run_id = '{run_id}'", 1000)
+        prefix = f"{self.pipeline_name}."
+        return [(mv.name[len(prefix):], int(mv.version)) for mv in found if mv.name.startswith(prefix)]
 
     def finish_run(self, run_id: str, status: str) -> None:
         self._call("finish run", self.client.set_terminated, run_id, status)

@@ -1,0 +1,123 @@
+"""Concurrent `run` processes on one registry cooperate: each expert is trained exactly once.
+
+Real processes on a real registry (sqlite here; tests/integration/test_team.py repeats the
+scenario on an `mlflow server` backed by PostgreSQL). The lease lives in the registry.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT, cli
+
+EXPERTS = ("has_loop", "is_even", "digit")
+
+
+def env_for(tmp_path: Path, uri: str, **extra: str) -> dict[str, str]:
+    return {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+            **extra}
+
+
+def start_run(pipeline: Path, tmp_path: Path, uri: str, *args: str, **extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "moe_pipeline", "run", str(pipeline), "--quiet", *args],
+                            env=env_for(tmp_path, uri, **extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def slower(pipeline: Path, epochs: int) -> Path:
+    """Long enough trainings that runs started together overlap."""
+    pipeline.write_text(pipeline.read_text().replace("epochs: 3,", f"epochs: {epochs},"))
+    return pipeline
+
+
+def concurrent_runs_train_each_expert_once(pipeline: Path, tmp_path: Path, uri: str, n: int, capsys) -> list[str]:
+    procs = [start_run(pipeline, tmp_path, uri) for _ in range(n)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * n, "\n".join(outputs)
+    client = MlflowClient(uri, uri)
+    for expert in EXPERTS:
+        versions = client.search_model_versions(f"name = 'tiny.{expert}'")
+        assert [int(v.version) for v in versions] == [1], (expert, outputs)
+        assert int(client.get_model_version_by_alias(f"tiny.{expert}", "current").version) == 1
+    assert client.search_registered_models("name LIKE 'moe-lease.%'") == []  # every lease given back
+    capsys.readouterr()
+    assert cli("status", pipeline, "--check") == 0  # every expert fresh
+    # the runs that did not train an expert said whose version they use
+    assert any("trained by another run: v1" in out for out in outputs), outputs
+    return outputs
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_concurrent_runs_on_sqlite_train_each_expert_once(tiny: Path, registry_uri: str, tmp_path: Path, n: int,
+                                                           capsys):
+    concurrent_runs_train_each_expert_once(slower(tiny, 40), tmp_path, registry_uri, n, capsys)
+
+
+def wait_for(condition, timeout: float = 120.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_kill_9_of_a_lease_holder_then_the_next_run_proceeds_and_marks_its_run_failed(tiny: Path, registry_uri: str,
+                                                                                       tmp_path: Path, capsys):
+    slow = tiny.read_text().replace("epochs: 3,", "epochs: 5000,", 1)  # has_loop trains until killed
+    tiny.write_text(slow)
+    holder = start_run(tiny, tmp_path, registry_uri)
+    client = MlflowClient(registry_uri, registry_uri)
+
+    def lease_with_run():
+        if not Path(registry_uri[len("sqlite:///"):]).exists():
+            return None
+        leases = client.search_registered_models("name LIKE 'moe-lease.tiny.has_loop.%'")
+        return leases[0] if leases and "moe.lease.run_id" in leases[0].tags else None
+
+    lease = wait_for(lease_with_run, what="has_loop's lease")
+    run_id = lease.tags["moe.lease.run_id"]
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait(timeout=30)
+    tiny.write_text(slow.replace("epochs: 5000,", "epochs: 3,"))  # the next run need not take that long
+
+    capsys.readouterr()
+    assert cli("run", tiny, "--quiet", "--wait", "60") == 0
+    assert client.get_run(run_id).info.status == "FAILED"
+    assert [int(v.version) for v in client.search_model_versions("name = 'tiny.has_loop'")] == [1]
+    assert client.search_registered_models("name LIKE 'moe-lease.%'") == []
+
+
+def test_a_lease_of_another_host_expires_after_its_ttl_and_its_run_is_marked_failed(tiny: Path, registry_uri: str,
+                                                                                   tmp_path: Path, capsys):
+    """A holder on another machine cannot be asked whether it lives: its lease ends when unrenewed."""
+    assert cli("run", tiny, "--quiet", "has_loop") == 0  # creates the store and the experiment
+    client = MlflowClient(registry_uri, registry_uri)
+    experiment = client.get_experiment_by_name("tiny")
+    dead = client.create_run(experiment.experiment_id, tags={"moe.expert": "is_even"})
+    ttl = 4.0
+    client.create_registered_model("moe-lease.tiny.is_even.1", tags={
+        "moe.lease": "is_even", "moe.lease.token": "elsewhere", "moe.lease.host": "another-machine",
+        "moe.lease.pid": "1", "moe.lease.expires": f"{time.time() + ttl:.3f}", "moe.lease.run_id": dead.info.run_id})
+
+    capsys.readouterr()
+    assert cli("run", tiny, "--quiet", "--wait", "0") == 2  # held, and no wait allowed
+    assert "is being trained by a run on another-machine" in capsys.readouterr().err
+    started = time.monotonic()
+    assert cli("run", tiny, "--quiet", "--wait", "60") == 0
+    waited = time.monotonic() - started
+    out = capsys.readouterr()
+    assert "waiting for it" in out.err
+    assert waited >= 1.0, waited  # it did wait for the expiry
+    assert client.get_run(dead.info.run_id).info.status == "FAILED"
+    assert f"marked run {dead.info.run_id}" in out.err
+    assert client.search_registered_models("name LIKE 'moe-lease.%'") == []
+    assert cli("status", tiny, "--check") == 0
