@@ -80,3 +80,31 @@ def store_bytes(registry_uri: str) -> str:
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".lock")):
         digest.update(str(path).encode() + path.read_bytes())
     return digest.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One local Ray cluster for the whole test session (`ray start --head`); its address."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    import os
+    import secrets
+
+    # Ray's token authentication, as a team would run it: the head and every client share the token
+    os.environ.update({"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+                       "RAY_AUTH_TOKEN": secrets.token_hex(16)})
+    env = dict(os.environ)
+    subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+                    "--num-gpus", "0", "--include-dashboard", "false", "--object-store-memory", str(200 * 2**20),
+                    "--disable-usage-stats"], check=True, capture_output=True, env=env, timeout=180)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)

@@ -121,6 +121,11 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     wait: float = typer.Option(600.0, "--wait", min=0, help="seconds to wait for an expert another run is "
                                "training, then use its version"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (one expert at a time, here) or ray "
+                                           "(each expert a Ray task once its upstreams are done); default: "
+                                           "resources.executor", show_default=False),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to use (auto, or HOST:PORT); "
+                                          "default: a local Ray started for this run", show_default=False),
 ) -> None:
     """Train what is missing, stale or pending, stage by stage, and register each version.
 
@@ -141,8 +146,17 @@ def run(
     ws.notify = lambda message: typer.echo(message, err=True)
     ws.clean_up_debris()
     plan = ws.plan(experts or [], downstream=downstream, force=force, verify=True)  # repairs corrupt artifacts
-    with progress_bar(quiet or not sys.stdout.isatty()) as bar:
-        outcomes = ws.execute(plan, bar)
+    executor = executor or loaded.pipeline.resources.executor
+    if executor not in ("local", "ray"):
+        raise typer.BadParameter(f"--executor must be local or ray, not {executor!r}")
+    from moe_pipeline.execute.ray_runner import StepsFailed
+
+    try:
+        with progress_bar(quiet or not sys.stdout.isatty() or executor == "ray") as bar:
+            outcomes = ws.execute(plan, bar, executor=executor, address=address)
+    except StepsFailed as exc:  # what finished is registered: show it, then the failures (exit 2)
+        tables.print_outcomes(exc.outcomes)
+        raise
     tables.print_outcomes(outcomes)
 
 

@@ -78,15 +78,28 @@ class Workspace(View):
 
     # ------------------------------------------------------------ training
 
-    def execute(self, plan: planner.Plan, bar=None,
-                on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-        """Run the plan; `bar` (optional) hands out one progress callback per expert."""
+    def execute(self, plan: planner.Plan, bar=None, on_outcome: Callable[[Outcome], None] | None = None,
+                executor: str = "local", address: str | None = None) -> list[Outcome]:
+        """Run the plan, here one expert at a time (`bar` hands out a progress callback per expert),
+        or on a Ray cluster (`executor="ray"`, `address` of an existing cluster or None for a local one)."""
         current = self.current()
         self._planned = {str(s.expert): current[s.expert].version if current[s.expert] else None for s in plan.steps}
-        outcomes = run_plan(plan, lambda step: self._execute(step, bar), on_outcome)
-        self.snapshot(refresh=True)  # concurrent runs may have registered versions meanwhile
-        self.record_statuses()  # leaves every staleness tag in agreement with the new state
+        if executor == "ray" and plan.steps:
+            from moe_pipeline.execute.ray_runner import StepsFailed, run_plan_on_ray
+
+            try:
+                outcomes = run_plan_on_ray(self, plan, address, on_outcome)
+            except StepsFailed:  # what finished is registered: its tags must say so too
+                self._publish()
+                raise
+        else:
+            outcomes = run_plan(plan, lambda step: self._execute(step, bar), on_outcome)
+        self._publish()
         return outcomes
+
+    def _publish(self) -> None:
+        self.snapshot(refresh=True)  # concurrent runs (or Ray tasks) registered versions meanwhile
+        self.record_statuses()  # leaves every staleness tag in agreement with the new state
 
     def _execute(self, step: planner.Step, bar) -> Outcome:
         """One step under the expert's lease: no other run writes this expert meanwhile.

@@ -229,6 +229,11 @@ class ResourcesSpec(Strict):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     max_memory_gb: float = Field(8.0, gt=0.0, le=4096.0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    num_cpus: int | None = Field(None, ge=1, le=4096, description="CPU cores per expert: torch threads, and the "
+                                 "Ray task's request; default: torch's own choice, one core on Ray")
+    num_gpus: float = Field(0.0, ge=0.0, le=64.0, description="GPUs per expert's Ray task")
+    executor: Literal["local", "ray"] = Field("local", description="`ray`: each expert a Ray task once its "
+                                              "upstreams are done (`run --executor` overrides)")
 
 
 class ExpertSpec(Strict):

@@ -166,6 +166,26 @@ def train_expert(model_spec: Any, train_spec: Any, resources: Any, data: ExpertD
                  progress: Callable[[int, int, dict[str, float]], None] | None = None,
                  measure: Callable[[int], float] | None = None) -> TrainResult:
     """Train one expert on `data`. `measure` overrides the memory measurement (for tests)."""
+    with _threads(getattr(resources, "num_cpus", None)):
+        return _train(model_spec, train_spec, resources, data, seed, progress, measure)
+
+
+@contextlib.contextmanager
+def _threads(num_cpus: int | None):
+    """torch's intra-op threads follow `resources.num_cpus` while one expert trains: a Ray task
+    uses the cores it asked for, and a sequential run with the same setting computes the same bits."""
+    before = torch.get_num_threads()
+    if num_cpus:
+        torch.set_num_threads(num_cpus)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, seed: int,
+           progress: Callable[[int, int, dict[str, float]], None] | None,
+           measure: Callable[[int], float] | None) -> TrainResult:
     started = time.perf_counter()
     device = resolve_device(resources.device)
     precision = resources.precision
