@@ -108,3 +108,82 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> str:
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _postgres_bin(name: str) -> str:
+    import glob
+    import shutil
+
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    if found is None:
+        raise RuntimeError(f"PostgreSQL's {name} is not installed; `make test` installs it (apt postgresql)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def team_server() -> str:
+    """A real PostgreSQL (initdb/pg_ctl in a temporary folder) behind a real `mlflow server`
+    started by `moe-pipeline server`, both on 127.0.0.1, once per test session; its URI."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    import urllib.request
+
+    base = Path(tempfile.mkdtemp(prefix="moe-team-test-"))
+    pgdata, sockets = base / "pgdata", base / "sockets"
+    sockets.mkdir()
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root: the database runs as the postgres user
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+        for path in (base, sockets):
+            shutil.chown(path, "postgres")
+    db_port, port = _free_port(), _free_port()
+    subprocess.run([*as_postgres, _postgres_bin("initdb"), "-D", str(pgdata), "-U", "moe", "--auth=trust",
+                    "-E", "UTF8"], check=True, capture_output=True, timeout=120)
+    pg_ctl = [*as_postgres, _postgres_bin("pg_ctl"), "-D", str(pgdata)]
+    subprocess.run([*pg_ctl, "-l", str(base / "postgres.log"), "-w", "-o",
+                    f"-p {db_port} -k {sockets} -c listen_addresses=127.0.0.1", "start"],
+                   check=True, capture_output=True, timeout=120)
+    server = None
+    try:
+        subprocess.run([_postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(db_port), "-U", "moe", "mlflow"],
+                       check=True, capture_output=True, timeout=60)
+        log = open(base / "mlflow-server.log", "wb")
+        server = subprocess.Popen([sys.executable, "-m", "moe_pipeline", "server", "--backend-store",
+                                   f"postgresql+psycopg://moe@127.0.0.1:{db_port}/mlflow", "--artifacts",
+                                   str(base / "artifacts"), "--port", str(port), "--workers", "2"],
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        uri = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("mlflow server did not start:\n" + (base / "mlflow-server.log").read_text()[-3000:])
+            time.sleep(0.5)
+        yield uri
+    finally:
+        if server is not None and server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+        subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], capture_output=True, timeout=120)
+        shutil.rmtree(base, ignore_errors=True)

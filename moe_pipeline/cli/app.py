@@ -199,34 +199,6 @@ def impact(pipeline: Path = PipelineArg, expert: str = typer.Argument(..., show_
 
 
 @app.command()
-def ui(
-    pipeline: Path = PipelineArg,
-    port: int = typer.Option(5000, help="port on 127.0.0.1"),
-) -> None:
-    """Start the MLflow UI on this pipeline's registry, on loopback only."""
-    import os
-    import subprocess
-
-    from moe_pipeline.pipeline.loader import load_pipeline
-    from moe_pipeline.registry.store import resolve_tracking_uri
-
-    import socket
-
-    from moe_pipeline.errors import SelectionError
-
-    loaded = load_pipeline(pipeline)
-    uri = resolve_tracking_uri(loaded.pipeline, loaded.path)
-    with socket.socket() as probe:  # a taken port would print our URL, then fail inside mlflow with exit 0
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            raise SelectionError(f"port {port} on 127.0.0.1 is in use; choose another with --port") from None
-    _echo(f"MLflow UI for {loaded.pipeline.name} on http://127.0.0.1:{port}  (store: {uri})")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
-    raise typer.Exit(subprocess.call(cmd, env=os.environ.copy()))
-
-
-@app.command()
 def inspect(
     pipeline: Path = PipelineArg,
     expert: str = typer.Argument(..., show_default=False),
@@ -242,6 +214,12 @@ def inspect(
 
     inspect_expert(load_pipeline(pipeline), expert, version=version, methods=methods,
                    seeds=seeds, bootstrap=bootstrap, out=out)
+
+
+from moe_pipeline.cli import services  # noqa: E402  (the commands that start servers)
+
+app.command()(services.ui)
+app.command()(services.server)
 
 
 def run_cli(argv: list[str] | None = None) -> int:

@@ -87,6 +87,7 @@ class RegistryReader:
         self.tag_writes = 0  # tags set or deleted; `status --record` reports it
         self._client = None
         self._experiment_id: str | None = None
+        self._downloads: dict[tuple[str, str], Path] = {}  # artifacts of a remote store, fetched once
 
     # ------------------------------------------------------------ connection
 
@@ -108,6 +109,7 @@ class RegistryReader:
         # An unreachable server should fail in seconds, not after minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own output says what happens
         import logging
 
         from filelock import FileLock
@@ -143,7 +145,7 @@ class RegistryReader:
             except RegistryError:
                 raise
             except Exception as exc:
-                if attempt < RETRIES and _TRANSIENT.search(str(exc)):
+                if attempt < RETRIES and _TRANSIENT.search(str(exc)) and "RESOURCE_ALREADY_EXISTS" not in str(exc):
                     time.sleep(0.05 * 2 ** attempt)
                     continue
                 raise RegistryError(f"MLflow registry at {self.tracking_uri}: {what} failed: {_short(exc)}") from None
@@ -210,13 +212,22 @@ class RegistryReader:
         parsed = urlparse(source)
         if parsed.scheme in ("", "file"):
             return Path(unquote(parsed.path))
-        import mlflow.artifacts
+        # once per version and outputs folder in a process: a cutoff check's refreshed outputs are a new key
+        key = (source, record.outputs_dir)
+        if key not in self._downloads:
+            import atexit
+            import shutil
 
-        from moe_pipeline.registry.scratch import prefix
+            import mlflow.artifacts
 
-        target = Path(tempfile.mkdtemp(prefix=prefix(f"{record.expert}-v{record.version}")))
-        return Path(self._call("download artifacts", mlflow.artifacts.download_artifacts,
-                               artifact_uri=source, dst_path=str(target), tracking_uri=self.tracking_uri))
+            from moe_pipeline.registry.scratch import prefix
+
+            target = Path(tempfile.mkdtemp(prefix=prefix(f"{record.expert}-v{record.version}")))
+            atexit.register(shutil.rmtree, target, True)
+            self._downloads[key] = Path(self._call("download artifacts", mlflow.artifacts.download_artifacts,
+                                                   artifact_uri=source, dst_path=str(target),
+                                                   tracking_uri=self.tracking_uri))
+        return self._downloads[key]
 
     def verify(self, record: Record, source: str) -> str | None:
         """What is wrong with a version's stored artifacts (every file its record lists), or None."""
@@ -253,13 +264,23 @@ class Registry(RegistryReader):
 
     def experiment_id(self) -> str:
         if self._experiment_id is None:
+            from mlflow.exceptions import MlflowException
+
             experiment = self._call("get experiment", self.client.get_experiment_by_name, self.pipeline_name)
             if experiment is None:
                 root = self.artifact_root()
                 location = f"{root}/{self.pipeline_name}" if root else None
-                self._experiment_id = self._call("create experiment", self.client.create_experiment,
-                                                 self.pipeline_name, artifact_location=location)
-            else:
+                try:
+                    self.requests += 1
+                    self._experiment_id = self.client.create_experiment(self.pipeline_name, artifact_location=location)
+                except MlflowException as exc:
+                    if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                        raise RegistryError(f"MLflow registry at {self.tracking_uri}: create experiment failed: "
+                                            f"{_short(exc)}") from None
+                    experiment = None  # a concurrent run created it first: use theirs
+            if experiment is None and self._experiment_id is None:
+                experiment = self._call("get experiment", self.client.get_experiment_by_name, self.pipeline_name)
+            if self._experiment_id is None:
                 self._experiment_id = experiment.experiment_id
         return self._experiment_id
 

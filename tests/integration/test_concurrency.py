@@ -37,18 +37,20 @@ def slower(pipeline: Path, epochs: int) -> Path:
     return pipeline
 
 
-def concurrent_runs_train_each_expert_once(pipeline: Path, tmp_path: Path, uri: str, n: int, capsys) -> list[str]:
+def concurrent_runs_train_each_expert_once(pipeline: Path, tmp_path: Path, uri: str, n: int, capsys,
+                                           name: str = "tiny") -> list[str]:
     procs = [start_run(pipeline, tmp_path, uri) for _ in range(n)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0] * n, "\n".join(outputs)
     client = MlflowClient(uri, uri)
     for expert in EXPERTS:
-        versions = client.search_model_versions(f"name = 'tiny.{expert}'")
+        versions = client.search_model_versions(f"name = '{name}.{expert}'")
         assert [int(v.version) for v in versions] == [1], (expert, outputs)
-        assert int(client.get_model_version_by_alias(f"tiny.{expert}", "current").version) == 1
-    assert client.search_registered_models("name LIKE 'moe-lease.%'") == []  # every lease given back
-    capsys.readouterr()
-    assert cli("status", pipeline, "--check") == 0  # every expert fresh
+        assert int(client.get_model_version_by_alias(f"{name}.{expert}", "current").version) == 1
+    assert client.search_registered_models(f"name LIKE 'moe-lease.{name}.%'") == []  # every lease given back
+    status = subprocess.run([sys.executable, "-m", "moe_pipeline", "status", str(pipeline), "--check"],
+                            env=env_for(tmp_path, uri), capture_output=True, text=True)
+    assert status.returncode == 0, status.stdout + status.stderr  # every expert fresh
     # the runs that did not train an expert said whose version they use
     assert any("trained by another run: v1" in out for out in outputs), outputs
     return outputs
