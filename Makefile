@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench gpu-check clean
+.PHONY: setup demo test bench gpu-check postgres clean
 
 setup: $(STAMP)
 
@@ -23,8 +23,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/moe-pipeline run pipelines/digits.yaml
 
-test: $(STAMP)
+test: $(STAMP) postgres
 	$(PY) -m pytest tests
+
+# The team-mode tests start a real PostgreSQL: its binaries come from apt where missing, and
+# as root the database runs as the `postgres` user (initdb refuses root).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
+	  || ($(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql)
+	@[ "$$(id -u)" != 0 ] || id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

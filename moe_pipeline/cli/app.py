@@ -141,22 +141,29 @@ def run(
     if dry_run:
         tables.print_plan(View(loaded).plan(experts or [], downstream=downstream, force=force))
         return
-    ws = Workspace(loaded)
-    ws.wait = wait
-    ws.notify = lambda message: typer.echo(message, err=True)
-    ws.clean_up_debris()
-    plan = ws.plan(experts or [], downstream=downstream, force=force, verify=True)  # repairs corrupt artifacts
     executor = executor or loaded.pipeline.resources.executor
     if executor not in ("local", "ray"):
         raise typer.BadParameter(f"--executor must be local or ray, not {executor!r}")
-    from moe_pipeline.execute.ray_runner import StepsFailed
+    import contextlib
 
-    try:
-        with progress_bar(quiet or not sys.stdout.isatty() or executor == "ray") as bar:
-            outcomes = ws.execute(plan, bar, executor=executor, address=address)
-    except StepsFailed as exc:  # what finished is registered: show it, then the failures (exit 2)
-        tables.print_outcomes(exc.outcomes)
-        raise
+    from moe_pipeline.execute.ray_runner import StepsFailed, cluster
+    from moe_pipeline.pipeline.loader import project_root
+
+    # Ray first: its workers start (and import) while this process reads the registry and plans
+    on_ray = cluster(address, project_root(loaded.path), len(loaded.pipeline.experts)) if executor == "ray" \
+        else contextlib.nullcontext()
+    with on_ray:
+        ws = Workspace(loaded)
+        ws.wait = wait
+        ws.notify = lambda message: typer.echo(message, err=True)
+        ws.clean_up_debris()
+        plan = ws.plan(experts or [], downstream=downstream, force=force, verify=True)  # repairs corrupt artifacts
+        try:
+            with progress_bar(quiet or not sys.stdout.isatty() or executor == "ray") as bar:
+                outcomes = ws.execute(plan, bar, executor=executor, address=address)
+        except StepsFailed as exc:  # what finished is registered: show it, then the failures (exit 2)
+            tables.print_outcomes(exc.outcomes)
+            raise
     tables.print_outcomes(outcomes)
 
 

@@ -12,10 +12,11 @@ Must not import ray at module level: it is an optional extra (`pip install moe-p
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import networkx as nx
 
@@ -41,27 +42,53 @@ class StepsFailed(MoeError):
 
 def run_plan_on_ray(ws, plan: Plan, address: str | None,
                     on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-    """Submit every step with its upstream steps as dependencies; gather outcomes in plan order."""
+    """Submit every step with its upstream steps as dependencies; gather outcomes in plan order.
+
+    Uses the Ray session `cluster()` opened (the CLI opens it early, see there), or opens one."""
+    with cluster(address, project_root(ws.loaded.path), len(plan.steps)):
+        import ray
+
+        _check_requests(ws, plan, ray.cluster_resources(), address)
+        return _submit_and_gather(ray, ws, plan, project_root(ws.loaded.path), bool(address), on_outcome)
+
+
+@contextlib.contextmanager
+def cluster(address: str | None, root: Path, experts: int) -> Iterator[None]:
+    """Connect to the cluster at `address`, or start a local one; shut down only what this started.
+
+    Each Ray worker imports torch, mlflow and scikit-learn before its first expert (~4 s on
+    a small machine). So that this overlaps the driver's own start (registry, plan), one
+    warm-up task per core (at most one per expert) is submitted as soon as Ray is up."""
     try:
         import ray
     except ImportError:
         raise ExecutorError("--executor ray needs Ray: pip install 'moe-pipeline[ray]'") from None
-    root = project_root(ws.loaded.path)
-    started_here = not address and not ray.is_initialized()
-    if not ray.is_initialized():
-        runtime_env = {"working_dir": str(root), "excludes": SHIP_EXCLUDES} if address else None
-        try:
-            ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=True,
-                     runtime_env=runtime_env, configure_logging=True)
-        except Exception as exc:  # ConnectionError, a bad address: one line, not Ray's traceback
-            raise ExecutorError(f"cannot start or reach a Ray cluster at {address or 'this machine'}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if ray.is_initialized():
+        yield
+        return
+    runtime_env = {"working_dir": str(root), "excludes": SHIP_EXCLUDES} if address else None
     try:
-        _check_requests(ws, plan, ray.cluster_resources(), address)
-        return _submit_and_gather(ray, ws, plan, root, bool(address), on_outcome)
+        ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=True,
+                 runtime_env=runtime_env, configure_logging=True)
+    except Exception as exc:  # ConnectionError, a bad address: one line, not Ray's traceback
+        raise ExecutorError(f"cannot start or reach a Ray cluster at {address or 'this machine'}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    try:
+        warm = ray.remote(num_cpus=1, max_retries=0)(_warm_up)
+        for _ in range(max(1, min(int(ray.cluster_resources().get("CPU", 1)), experts))):
+            warm.remote()  # not waited for: a task that finds its worker warm simply starts sooner
+        yield
     finally:
-        if started_here:
-            ray.shutdown()
+        ray.shutdown()
+
+
+def _warm_up() -> None:
+    """In a worker: the imports every expert's step needs."""
+    import mlflow.tracking  # noqa: F401
+    import sklearn.datasets  # noqa: F401
+    import torch  # noqa: F401
+
+    import moe_pipeline.execute.write  # noqa: F401
 
 
 def _requests(ws, expert: str) -> dict[str, float]:

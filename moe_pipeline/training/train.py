@@ -305,9 +305,13 @@ def check_fits(model_spec: Any, data: ExpertData, max_memory_gb: float) -> None:
 
 
 def release() -> None:
-    """Free caches between experts so peak memory is the largest expert, not the sum."""
+    """Free caches between experts so peak memory is the largest expert, not the sum.
+
+    Tensors are freed by reference counting as soon as an expert's objects go; the collector
+    is only for cycles, which the young generations hold. A full collection walks every
+    object mlflow and torch created: 0.4 s a call (cProfile of a run of 8 experts)."""
     import gc
 
-    gc.collect()
+    gc.collect(1)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
