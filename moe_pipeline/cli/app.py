@@ -101,7 +101,8 @@ def dag(
     loaded = load_pipeline(pipeline)
     statuses = None
     if status:
-        from moe_pipeline.registry.store import Registry, resolve_tracking_uri
+        from moe_pipeline.registry.store import resolve_tracking_uri
+        from moe_pipeline.registry.writes import Registry
 
         # Only a store that exists has statuses; checking costs no torch or mlflow import.
         if Registry(resolve_tracking_uri(loaded.pipeline, loaded.path), loaded.pipeline.name).exists():

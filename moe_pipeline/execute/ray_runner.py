@@ -84,11 +84,13 @@ def cluster(address: str | None, root: Path, experts: int) -> Iterator[None]:
 
 def _warm_up() -> None:
     """In a worker: the imports every expert's step needs."""
-    import mlflow.tracking  # noqa: F401
     import sklearn.datasets  # noqa: F401
     import torch  # noqa: F401
 
     import moe_pipeline.execute.write  # noqa: F401
+    from moe_pipeline.registry.store import import_client
+
+    import_client()
 
 
 def _requests(ws, expert: str) -> dict[str, float]:

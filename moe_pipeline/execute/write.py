@@ -14,7 +14,8 @@ from moe_pipeline.errors import DataError, MoeError, RegistryError, TrainingErro
 from moe_pipeline.execute.runner import Outcome, run_plan
 from moe_pipeline.execute.view import View
 from moe_pipeline.registry.scratch import remove_dead_scratch, scratch_dir
-from moe_pipeline.registry.store import ExpertVersions, Registry
+from moe_pipeline.registry.store import ExpertVersions
+from moe_pipeline.registry.writes import Registry
 from moe_pipeline.state import planner
 from moe_pipeline.state.fingerprint import flatten
 from moe_pipeline.state.record import MODEL_STATUS, NEEDS_RETRAIN, RETRAINED_BECAUSE, Record

@@ -1,6 +1,7 @@
-"""Everything MLflow: the store, versions, record tags, the `current` alias, staleness tags.
+"""Reading the MLflow store: the snapshot of versions, record tags and `current` aliases,
+metric histories, verified artifacts. Writes live in `writes.py` (`Registry`).
 
-The only module that imports mlflow (lazily, inside methods). One version = one MLflow run
+mlflow is imported lazily, inside methods (only `registry/` imports it). One version = one MLflow run
 with the weights and stored outputs as safetensors artifacts, registered with
 `create_model_version` under `<pipeline>.<expert>`; its record lives in version tags.
 Artifacts are verified against their recorded sha256 on every load. Nothing here trains.
@@ -11,17 +12,16 @@ import contextlib
 import hashlib
 import os
 import re
-import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import unquote, urlparse
 
 from moe_pipeline.errors import IntegrityError, RegistryError
 from moe_pipeline.pipeline.loader import project_root
-from moe_pipeline.state.record import NEEDS_RETRAIN, Record, from_tags, to_tags
+from moe_pipeline.state.record import Record, from_tags
 
 if TYPE_CHECKING:
     from moe_pipeline.pipeline.spec import Pipeline
@@ -48,6 +48,11 @@ def resolve_tracking_uri(pipeline: Pipeline, pipeline_path: Path) -> str:
     elif "://" not in uri:  # a bare folder path: MLflow's file store is deprecated, so use sqlite in it
         uri = "sqlite:///" + str((project_root(pipeline_path) / uri / "mlflow.db").resolve())
     return uri
+
+
+def import_client() -> None:
+    """Import the MLflow client now (a Ray worker warms up with it before its first expert)."""
+    import mlflow.tracking  # noqa: F401
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -257,155 +262,6 @@ def _artifact_problem(path: Path, artifact: str, expected: str | None) -> str | 
     if actual != expected:
         return f"artifact '{artifact}' has sha256 {actual[:12]}..., its record says {expected[:12]}... (modified)"
     return None
-
-
-class Registry(RegistryReader):
-    """The store, with the writes: runs, artifacts, model versions, tags, the `current` alias."""
-
-    def experiment_id(self) -> str:
-        if self._experiment_id is None:
-            from mlflow.exceptions import MlflowException
-
-            experiment = self._call("get experiment", self.client.get_experiment_by_name, self.pipeline_name)
-            if experiment is None:
-                root = self.artifact_root()
-                location = f"{root}/{self.pipeline_name}" if root else None
-                try:
-                    self.requests += 1
-                    self._experiment_id = self.client.create_experiment(self.pipeline_name, artifact_location=location)
-                except MlflowException as exc:
-                    if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
-                        raise RegistryError(f"MLflow registry at {self.tracking_uri}: create experiment failed: "
-                                            f"{_short(exc)}") from None
-                    experiment = None  # a concurrent run created it first: use theirs
-            if experiment is None and self._experiment_id is None:
-                experiment = self._call("get experiment", self.client.get_experiment_by_name, self.pipeline_name)
-            if self._experiment_id is None:
-                self._experiment_id = experiment.experiment_id
-        return self._experiment_id
-
-    # ------------------------------------------------------------ writing
-
-    @contextlib.contextmanager
-    def training_run(self, expert: str, description: str = "") -> Iterator[str]:
-        """An MLflow run for one training; marked FAILED (and nothing registered) on any error."""
-        run = self._call("create run", self.client.create_run, self.experiment_id(),
-                         run_name=f"{expert}-{time.strftime('%Y%m%d-%H%M%S')}",
-                         tags={"moe.expert": expert, "moe.pipeline": self.pipeline_name,
-                               "mlflow.note.content": description, HOST: socket.gethostname(), PID: str(os.getpid())})
-        try:
-            yield run.info.run_id
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.client.set_terminated(run.info.run_id, "FAILED")
-            raise
-        self._call("finish run", self.client.set_terminated, run.info.run_id, "FINISHED")
-
-    def dead_runs(self) -> dict[str, list[tuple[str, int]]]:
-        """Runs of this pipeline still RUNNING whose process (on this host) is gone, with the
-        (expert, version) pairs registered from each. Runs of other hosts are left alone."""
-        from moe_pipeline.registry.scratch import pid_alive
-
-        runs = self._call("search runs", self.client.search_runs, [self.experiment_id()],
-                          filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST}` = '{socket.gethostname()}'",
-                          max_results=10_000)
-        dead = {r.info.run_id: [] for r in runs if not pid_alive(int(r.data.tags.get(PID, "0") or 0))}
-        if dead:
-            for mv in self._pages("search model versions", self.client.search_model_versions,
-                                  f"name LIKE '{self.pipeline_name}.%'", 10_000):
-                if mv.run_id in dead:
-                    dead[mv.run_id].append((mv.name[len(self.pipeline_name) + 1:], int(mv.version)))
-        return dead
-
-    def run_status(self, run_id: str) -> str | None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self.requests += 1
-            return self.client.get_run(run_id).info.status
-        except MlflowException:
-            return None
-
-    def versions_of_run(self, run_id: str) -> list[tuple[str, int]]:
-        """(expert, version) registered from one run."""
-        found = self._pages("search model versions", self.client.search_model_versions, f"run_id = '{run_id}'", 1000)
-        prefix = f"{self.pipeline_name}."
-        return [(mv.name[len(prefix):], int(mv.version)) for mv in found if mv.name.startswith(prefix)]
-
-    def finish_run(self, run_id: str, status: str) -> None:
-        self._call("finish run", self.client.set_terminated, run_id, status)
-
-    def log_training(self, run_id: str, params: dict[str, Any], history: list[dict[str, float]],
-                     metrics: dict[str, float]) -> None:
-        from mlflow.entities import Metric, Param
-
-        now = int(time.time() * 1000)
-        params_list = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
-        metric_list = [Metric(k, float(v), now, int(row["epoch"])) for row in history for k, v in row.items() if k != "epoch"]
-        metric_list += [Metric(f"final_{k}", float(v), now, 0) for k, v in metrics.items()]  # best-epoch weights
-        for start in range(0, max(len(params_list), len(metric_list)), 100):  # MLflow's batch limits
-            self._call("log metrics", self.client.log_batch, run_id, metrics=metric_list[start:start + 100],
-                       params=params_list[start:start + 100])
-
-    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
-        self._call("log artifacts", self.client.log_artifacts, run_id, str(folder), artifact_path)
-
-    def log_files(self, run_id: str, files: list[Path], artifact_path: str) -> None:
-        """Upload exactly these files (one request), never the rest of the folder they sit in."""
-        import shutil
-
-        from moe_pipeline.registry.scratch import scratch_dir
-
-        with scratch_dir("upload") as folder:
-            for path in dict.fromkeys(files):
-                shutil.copy2(path, folder / path.name)
-            self.log_artifacts(run_id, folder, artifact_path)
-
-    def register(self, record: Record, run_id: str, description: str = "") -> tuple[Record, str]:
-        """Create the model version from the run's artifacts, then (last) point `current` at it.
-
-        Returns the record with its version number, and the version's artifact URI.
-        """
-        from mlflow.exceptions import MlflowException
-
-        name = self.model_name(record.expert)
-        try:
-            self.requests += 1
-            self.client.create_registered_model(name, description=description or None)
-        except MlflowException as exc:
-            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
-                raise RegistryError(f"cannot create registered model {name}: {_short(exc)}") from None
-        run = self._call("get run", self.client.get_run, run_id)
-        tags = to_tags(record)
-        mv = self._call("create model version", self.client.create_model_version, name, run.info.artifact_uri,
-                        run_id=run_id, tags=tags, description=description or None)
-        self._call("set alias", self.client.set_registered_model_alias, name, CURRENT, mv.version)
-        record.version = int(mv.version)
-        record.run_id = run_id
-        return record, run.info.artifact_uri
-
-    def set_tags(self, expert: str, version: int, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.tag_writes += 1
-            self._call("set tag", self.client.set_model_version_tag, self.model_name(expert), str(version), key, value)
-
-    def delete_tag(self, expert: str, version: int, key: str) -> None:
-        self.tag_writes += 1
-        self._call("delete tag", self.client.delete_model_version_tag, self.model_name(expert), str(version), key)
-
-    def set_model_tag(self, expert: str, key: str, value: str) -> None:
-        """A tag of the registered model: what the MLflow UI's model list shows in its Tags column."""
-        self.tag_writes += 1
-        self._call("set model tag", self.client.set_registered_model_tag, self.model_name(expert), key, value)
-
-    def mark_needs_retrain(self, expert: str, version: int, reason: str | None) -> None:
-        if reason is None:
-            self.delete_tag(expert, version, NEEDS_RETRAIN)
-        else:
-            self.set_tags(expert, version, {NEEDS_RETRAIN: reason})
-
-    def delete_version(self, expert: str, version: int) -> None:
-        self._call("delete version", self.client.delete_model_version, self.model_name(expert), str(version))
 
 
 def _short(exc: Exception) -> str:
