@@ -226,6 +226,11 @@ def inspect(
 
 from moe_pipeline.cli import services  # noqa: E402  (the commands that start servers)
 
+from moe_pipeline.cli import use  # noqa: E402  (the commands that use the trained system)
+
+app.command()(use.predict)
+app.command()(use.explain)
+app.command()(use.export)
 app.command()(services.ui)
 app.command()(services.server)
 

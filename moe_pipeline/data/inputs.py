@@ -62,7 +62,7 @@ class ExpertData:
 
 def build_expert_data(name: str, expert: ExpertSpec, store: DataStore, upstream: UpstreamOutputs) -> ExpertData:
     parts = {split: [_one_input(name, ref, store, upstream, split) for ref in expert.inputs] for split in SPLITS}
-    x = {split: _concatenate(name, expert, parts[split], split) for split in SPLITS}
+    x = {split: concatenate(name, expert.inputs, parts[split], split) for split in SPLITS}
     blocks, start = [], 0
     for ref, part in zip(expert.inputs, parts["train"]):
         width = part[0].numel()
@@ -107,12 +107,13 @@ def _one_input(name: str, ref: str, store: DataStore, upstream: UpstreamOutputs,
     return upstream[owner][split][output].float()
 
 
-def _concatenate(name: str, expert: ExpertSpec, parts: list[torch.Tensor], split: str) -> torch.Tensor:
+def concatenate(name: str, inputs: list[str], parts: list[torch.Tensor], split: str) -> torch.Tensor:
+    """One expert's input from its parts, in `inputs` order; prediction builds it with this too."""
     if len(parts) == 1 and parts[0].dim() == 4:
         return parts[0]  # one image field: keep (n, c, h, w) for a cnn
     rows = {len(p) for p in parts}
     if len(rows) != 1:
-        raise DataError(f"expert '{name}': inputs {expert.inputs} have different row counts {sorted(rows)} on {split}")
+        raise DataError(f"expert '{name}': inputs {inputs} have different row counts {sorted(rows)} on {split}")
     return torch.cat([p.reshape(len(p), -1) for p in parts], dim=1)  # (n, sum of widths)
 
 

@@ -34,6 +34,11 @@ class SourceData:
     names: dict[str, list[str]] = dataclass_field(default_factory=dict)  # field -> feature names
     classes: dict[str, list[str]] = dataclass_field(default_factory=dict)  # field -> class names
     transforms: dict[str, dict[str, Any]] = dataclass_field(default_factory=dict)  # field -> fitted parameters
+    raw: dict[str, torch.Tensor] = dataclass_field(default_factory=dict)  # transformed fields as read
+
+    def raw_field(self, field: str, split: str) -> torch.Tensor:
+        """A field's rows of one split before its transform: what a user hands to `predict`."""
+        return self.raw.get(field, self.fields[field])[self.splits[split]]
 
     def field(self, field: str, split: str) -> torch.Tensor:
         return self.fields[field][self.splits[split]]
@@ -130,11 +135,13 @@ def load_source(name: str, source: Any, pipeline_seed: int, root: Path | None = 
     for field, class_names in classes.items():
         _check_classes_in_train(name, source, field, fields[field], splits, class_names)
     transforms = _fit_transforms(source, fields, splits)
+    raw = {field: fields[field] for field in transforms}
     for field, params in transforms.items():
         from moe_pipeline.data.transforms import apply
 
         fields[field] = torch.from_numpy(apply(params, fields[field].numpy()))
-    return SourceData(name=name, fields=fields, splits=splits, names=names, classes=classes, transforms=transforms)
+    return SourceData(name=name, fields=fields, splits=splits, names=names, classes=classes, transforms=transforms,
+                      raw=raw)
 
 
 def _fit_transforms(source: Any, fields: dict[str, torch.Tensor], splits: dict[str, torch.Tensor]) -> dict:

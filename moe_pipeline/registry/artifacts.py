@@ -40,6 +40,10 @@ def write_version_files(folder: Path, model: torch.nn.Module, initial_first_laye
     for split in SPLITS:
         write_outputs(folder / outputs_file(split), outputs[split])
     write_outputs(folder / PROBE, {"rows": probe, "probs": outputs["val"]["probs"][probe]})
+    # a real MLflow model too: `mlflow.pyfunc.load_model("models:/<pipeline>.<expert>@current")`
+    from moe_pipeline.registry.mlmodel import write_expert_mlmodel
+
+    write_expert_mlmodel(folder, spec, {name: sha256_file(folder / name) for name in (SPEC, WEIGHTS)})
     return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 

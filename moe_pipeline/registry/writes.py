@@ -163,3 +163,25 @@ class Registry(RegistryReader):
 
     def delete_version(self, expert: str, version: int) -> None:
         self._call("delete version", self.client.delete_model_version, self.model_name(expert), str(version))
+
+    def register_system(self, folder: Path, pinned: str, description: str) -> int:
+        """Log an exported system as a run's artifacts, register it as model `<pipeline>`, and
+        point its `current` alias at the new version; the tag `moe.pinned` names the expert versions."""
+        from mlflow.exceptions import MlflowException
+
+        name = self.pipeline_name
+        with self.training_run("system", description) as run_id:
+            self.log_artifacts(run_id, folder)
+            try:
+                self.requests += 1
+                self.client.create_registered_model(name, description=description)
+            except MlflowException as exc:
+                if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                    raise RegistryError(f"cannot create registered model {name}: {_short(exc)}") from None
+            run = self._call("get run", self.client.get_run, run_id)
+            mv = self._call("create model version", self.client.create_model_version, name, run.info.artifact_uri,
+                            run_id=run_id, tags={"moe.pinned": pinned}, description=description)
+            self._call("set alias", self.client.set_registered_model_alias, name, CURRENT, mv.version)
+            self._call("set model tag", self.client.set_registered_model_tag, name, "moe.pinned", pinned)
+        return int(mv.version)
+

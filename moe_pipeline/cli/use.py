@@ -1,0 +1,150 @@
+"""Commands that use the trained system: `export`, `predict`, `explain`.
+
+They read the registry through a View (read-only), check inputs before writing anything,
+and write only the file or folder asked for (and, with `export --register`, one registered
+model). Heavy imports stay inside the commands.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+PipelineArg = typer.Argument(..., help="pipeline YAML file, e.g. pipelines/digits.yaml", show_default=False)
+
+
+def _system(pipeline: Path, experts: list[str] | None, allow_stale: bool):
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.pipeline.loader import load_pipeline
+    from moe_pipeline.serve.system import System
+
+    view = View(load_pipeline(pipeline))
+    return view, System.from_view(view, experts or None, allow_stale)
+
+
+def _rows(view, system, input_file: Path | None, split: str | None):
+    from moe_pipeline.errors import SelectionError
+    from moe_pipeline.serve import inputs
+
+    if (input_file is None) == (split is None):
+        raise SelectionError("give exactly one of --input FILE and --split train|val|test")
+    if split is not None and split not in ("train", "val", "test"):
+        raise SelectionError(f"--split must be train, val or test, not {split!r}")
+    return inputs.from_file(input_file, system) if input_file else inputs.from_split(view, system, split)
+
+
+def export(
+    pipeline: Path = PipelineArg,
+    out: Optional[Path] = typer.Option(None, "--out", help="default: exports/<pipeline>/ under the project root"),
+    register: bool = typer.Option(False, "--register", help="also register it as model <pipeline>, alias current"),
+    allow_stale: bool = typer.Option(False, "--allow-stale", help="export even while experts are stale or pending"),
+) -> None:
+    """Write the whole graph as one MLflow pyfunc model: pinned expert versions, the DAG, preprocessing."""
+    from moe_pipeline.pipeline.loader import project_root
+    from moe_pipeline.registry.mlmodel import write_system_mlmodel
+
+    view, system = _system(pipeline, None, allow_stale)
+    out = out or project_root(view.loaded.path) / "exports" / view.pipeline.name
+    if out.exists() and any(out.iterdir()):
+        import shutil
+
+        shutil.rmtree(out)  # an export folder is ours to replace: never half old, half new
+    system.save(out)
+    write_system_mlmodel(out, system.fields, _columns(system))
+    pinned = ", ".join(f"{n} v{p.version}" for n, p in system.experts.items())
+    typer.echo(f"exported {view.pipeline.name} ({pinned}) to {out}")
+    if register:
+        from moe_pipeline.registry.writes import Registry
+
+        registry = Registry(view.registry.tracking_uri, view.pipeline.name)
+        version = registry.register_system(out, pinned, f"the {view.pipeline.name} system: {pinned}")
+        typer.echo(f"registered model '{view.pipeline.name}' v{version} (alias current): "
+                   f"mlflow models serve -m models:/{view.pipeline.name}@current --env-manager local")
+
+
+def _columns(system) -> list[tuple[str, str]]:
+    """The output table's columns and their MLflow types, from one row of zeros."""
+    import numpy as np
+
+    zeros = {ref: np.zeros((1, *spec["shape"]), dtype=spec["dtype"]) for ref, spec in system.fields.items()}
+    from pandas.api.types import is_numeric_dtype
+
+    table = system.table(system.outputs(zeros, system.order))
+    sinks = tuple(f"{s}." for s in system.sinks)
+    return [(c, "float" if is_numeric_dtype(table[c]) else "string", c.startswith(sinks)) for c in table.columns]
+
+
+def predict(
+    pipeline: Path = PipelineArg,
+    input_file: Optional[Path] = typer.Option(None, "--input", help=".npz (arrays named like the source fields), "
+                                              ".npy or .csv", show_default=False),
+    split: Optional[str] = typer.Option(None, "--split", help="instead of --input: a split of the pipeline's data"),
+    experts: Optional[List[str]] = typer.Option(None, "--expert", help="these experts' outputs (default: the sinks)"),
+    out: Optional[Path] = typer.Option(None, "--out", help=".csv or .json; default: CSV on stdout"),
+    allow_stale: bool = typer.Option(False, "--allow-stale", help="predict even while experts are stale"),
+) -> None:
+    """Apply the current versions to new rows: probabilities and the predicted class per expert."""
+    from moe_pipeline.errors import SelectionError
+
+    if out is not None and out.suffix.lower() not in (".csv", ".json"):
+        raise SelectionError(f"--out must end in .csv or .json, not {out.name}")
+    view, system = _system(pipeline, experts, allow_stale)
+    fields = _rows(view, system, input_file, split)
+    n = system.check_inputs(fields)  # before anything is written
+    with _progress(n) as progress:
+        table = system.table(system.outputs(fields, experts or system.sinks, progress))
+    if out is None:
+        table.to_csv(sys.stdout, index=False)
+    elif out.suffix.lower() == ".json":
+        out.write_text(json.dumps(table.to_dict(orient="records"), indent=1))
+    else:
+        table.to_csv(out, index=False)
+    if out is not None:
+        typer.echo(f"{n} rows -> {out}", err=True)
+
+
+def _progress(n: int):
+    import contextlib
+
+    from moe_pipeline.serve.system import BATCH
+
+    if n <= BATCH or not sys.stderr.isatty():
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def bar():
+        from rich.progress import Progress
+
+        with Progress(transient=True) as progress:
+            task = progress.add_task("predict", total=n)
+            yield lambda done, total: progress.update(task, completed=done)
+    return bar()
+
+
+def explain(
+    pipeline: Path = PipelineArg,
+    input_file: Optional[Path] = typer.Option(None, "--input", help=".npz, .npy or .csv", show_default=False),
+    split: Optional[str] = typer.Option(None, "--split", help="instead of --input: a split of the pipeline's data"),
+    row: int = typer.Option(0, "--row", min=0, help="which row"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    allow_stale: bool = typer.Option(False, "--allow-stale", help="explain even while experts are stale"),
+) -> None:
+    """Explain one prediction: every expert's answer, and how much each input drove it (integrated gradients)."""
+    from moe_pipeline.errors import SelectionError
+    from moe_pipeline.serve.explain import explain as explain_row
+
+    view, system = _system(pipeline, None, allow_stale)
+    fields = _rows(view, system, input_file, split)
+    n = system.check_inputs(fields)
+    if row >= n:
+        raise SelectionError(f"--row {row}: the input has {n} rows (0..{n - 1})")
+    answers = explain_row(system, fields, row)
+    if as_json:
+        typer.echo(json.dumps({"pipeline": view.pipeline.name, "row": row,
+                               "experts": [a.as_dict() for a in answers]}, indent=2))
+        return
+    for answer in answers:
+        typer.echo(answer.sentence())

@@ -1,0 +1,64 @@
+"""Make a folder of this project's files a real MLflow model: `MLmodel` (pyfunc flavour),
+signature, explicit pip requirements, and a sha256 manifest for the loader.
+
+Written directly (the files `mlflow.pyfunc.log_model` would write, in milliseconds, without
+its requirement inference or pickling). The loader it names is `moe_pipeline.serve.pyfunc`,
+given as text: this module does not import it. Must not pickle anything.
+"""
+from __future__ import annotations
+
+import json
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LOADER = "moe_pipeline.serve.pyfunc"
+REQUIREMENTS = ("torch", "safetensors", "numpy", "pydantic", "mlflow", "networkx", "pyyaml", "moe-pipeline")
+
+
+def requirements() -> list[str]:
+    """Pinned to what is installed here: the environment that wrote the model."""
+    pins = []
+    for name in REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def write_expert_mlmodel(folder: Path, saved: dict[str, Any], files_sha256: dict[str, str]) -> None:
+    """MLmodel for one expert version: input (n, *in_shape) float32, output (n, n_outputs) float32."""
+    from mlflow.types.schema import Schema, TensorSpec
+
+    (folder / "sha256.json").write_text(json.dumps(files_sha256, indent=2, sort_keys=True))
+    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *saved["in_shape"]))])
+    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, saved["n_outputs"]))])
+    _write(folder, inputs, outputs, None)
+
+
+def write_system_mlmodel(folder: Path, fields: dict[str, dict], columns: list[tuple[str, str, bool]]) -> None:
+    """MLmodel for a whole system: one named tensor per source field in, a table out
+    (columns: name, type, required; the sinks' columns are always there, the rest on request)."""
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    inputs = Schema([TensorSpec(np.dtype(spec["dtype"]), (-1, *spec["shape"]), ref) for ref, spec in fields.items()])
+    outputs = Schema([ColSpec(kind, name, required) for name, kind, required in columns])
+    params = ParamSchema([ParamSpec("all_experts", "boolean", False)])
+    _write(folder, inputs, outputs, params)
+
+
+def _write(folder: Path, inputs, outputs, params) -> None:
+    import mlflow.pyfunc
+    from mlflow.models import Model, ModelSignature
+
+    pins = requirements()
+    (folder / "requirements.txt").write_text("\n".join(pins) + "\n")
+    python = ".".join(map(str, __import__("sys").version_info[:3]))
+    (folder / "python_env.yaml").write_text(f"python: {python}\nbuild_dependencies:\n- pip\ndependencies:\n"
+                                            "- -r requirements.txt\n")
+    model = Model(signature=ModelSignature(inputs=inputs, outputs=outputs, params=params))
+    mlflow.pyfunc.add_to_model(model, loader_module=LOADER, data=".", python_env="python_env.yaml")
+    model.save(str(folder / "MLmodel"))

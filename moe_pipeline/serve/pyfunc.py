@@ -1,0 +1,74 @@
+"""MLflow's pyfunc loader for what this project writes: one expert version, or a whole system.
+
+Every expert version's artifacts carry an `MLmodel` naming this module (written by
+`registry.mlmodel`), so `mlflow.pyfunc.load_model("models:/digits.has_loop@current")` and
+`mlflow models serve` work; so does an exported system (`moe-pipeline export`). Loading
+rebuilds the network from spec.json and weights.safetensors after checking their sha256:
+no pickle, no cloudpickle.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MANIFEST = "sha256.json"  # an expert version's own check: sha256 of spec.json and weights.safetensors
+
+
+def _load_pyfunc(path: str):
+    """MLflow calls this with the model's data folder."""
+    from moe_pipeline.serve.system import SYSTEM_JSON, System
+
+    folder = Path(path)
+    if (folder / SYSTEM_JSON).exists():
+        return SystemModel(System.load(folder))
+    return ExpertModel(folder)
+
+
+class ExpertModel:
+    """One expert version: its input tensor in, its probabilities (or values) out."""
+
+    def __init__(self, folder: Path):
+        from moe_pipeline.errors import IntegrityError
+        from moe_pipeline.registry.artifacts import SPEC, WEIGHTS
+        from moe_pipeline.serve.system import _build, _sha256
+
+        expected = json.loads((folder / MANIFEST).read_text())
+        for file in (SPEC, WEIGHTS):
+            if _sha256(folder / file) != expected[file]:
+                raise IntegrityError(f"{folder / file} does not match its sha256 in {MANIFEST} (modified)")
+        self.saved = json.loads((folder / SPEC).read_text())
+        self.model = _build(self.saved, folder / WEIGHTS)
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+        import torch
+
+        from moe_pipeline.training.train import infer
+
+        x = torch.as_tensor(np.asarray(model_input, dtype=np.float32)).reshape(-1, *self.saved["in_shape"])
+        return infer(self.model, x, self.saved["task"])["probs"].numpy()
+
+
+class SystemModel:
+    """The whole graph: raw source fields in (a dict of arrays), the sinks' outputs out (a table);
+    `params={"all_experts": True}` returns every expert's."""
+
+    def __init__(self, system):
+        self.system = system
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None):
+        fields = _as_fields(model_input)
+        experts = None if (params or {}).get("all_experts") else self.system.sinks
+        return self.system.table(self.system.outputs(fields, experts))
+
+
+def _as_fields(model_input: Any) -> dict[str, np.ndarray]:
+    if isinstance(model_input, dict):
+        return {k: np.asarray(v) for k, v in model_input.items()}
+    import pandas as pd
+
+    if isinstance(model_input, pd.DataFrame):  # one column per field, one cell per row
+        return {c: np.stack([np.asarray(v) for v in model_input[c]]) for c in model_input.columns}
+    raise TypeError(f"a system model takes a dict of arrays named like its source fields, not {type(model_input)}")

@@ -1,0 +1,234 @@
+"""The trained system as one function: raw source fields in, every expert's outputs out.
+
+A `System` holds pinned expert versions (spec.json + weights, sha256-checked) and applies
+them in graph order, reading inputs exactly as training did: the source field, its fitted
+transform from the version's spec.json, upstream experts' outputs, concatenated the same way
+(`data.inputs.concatenate`). It is built from the registry (`from_view`) or from an export
+folder (`load`), and written as an MLflow pyfunc model (`save`). Never trains.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from moe_pipeline.errors import IntegrityError, SelectionError
+
+SYSTEM_JSON = "system.json"
+BATCH = 4096  # rows per forward pass: bounds memory on long inputs
+
+
+@dataclass
+class Pinned:
+    """One expert version inside a system."""
+
+    name: str
+    version: int
+    saved: dict[str, Any]  # its spec.json: spec, in_shape, n_outputs, task, transforms, class names
+    model: torch.nn.Module
+    sha256: dict[str, str]  # spec.json and weights.safetensors
+
+    @property
+    def inputs(self) -> list[str]:
+        return [b[0] for b in self.saved["blocks"]]
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.saved.get("class_names")
+
+
+class System:
+    def __init__(self, pipeline: str, experts: dict[str, Pinned], order: list[str], fields: dict[str, dict]):
+        self.pipeline = pipeline
+        self.experts = experts
+        self.order = order  # topological
+        self.fields = fields  # "source.field" -> {"shape": [...] per row, "dtype": "float32"}
+        consumed = {ref.partition(".")[0] for p in experts.values() for ref in p.inputs}
+        self.sinks = [name for name in order if name not in consumed]
+
+    # ------------------------------------------------------------ building
+
+    @classmethod
+    def from_view(cls, view, experts: Iterable[str] | None = None, allow_stale: bool = False) -> "System":
+        """The current versions of `experts` (default: all) and everything they read, from the registry."""
+        from moe_pipeline.pipeline import graph as g
+        from moe_pipeline.registry.artifacts import SPEC, WEIGHTS
+
+        wanted = set(experts or view.pipeline.experts)
+        view._check_names(wanted)
+        import networkx as nx
+
+        needed = set(wanted)
+        for name in wanted:
+            needed |= nx.ancestors(view.graph, name)
+        statuses = view.statuses()
+        bad = sorted(n for n in needed if statuses[n].status != "fresh")
+        missing = [n for n in bad if statuses[n].status == "missing"]
+        if missing or (bad and not allow_stale):
+            detail = ", ".join(f"{n} ({statuses[n].status})" for n in bad)
+            raise SelectionError(f"cannot use pipeline '{view.pipeline.name}': {detail}. Run `moe-pipeline run` "
+                                 f"first{'' if missing else ', or pass --allow-stale'}")
+        order = [n for n in g.order(view.graph) if n in needed]
+        pinned = {}
+        for name in order:
+            record = view.current()[name]
+            model, saved = view.load_model(record)
+            pinned[name] = Pinned(name, record.version, saved, model,
+                                  {SPEC: record.sha256[SPEC], WEIGHTS: record.sha256[WEIGHTS]})
+        fields = {}
+        for p in pinned.values():
+            for ref in p.inputs:
+                owner, _, field = ref.partition(".")
+                if owner in view.pipeline.sources:
+                    raw = view.store.source(owner).raw_field(field, "test")
+                    fields[ref] = {"shape": list(raw.shape[1:]), "dtype": str(raw.dtype).replace("torch.", "")}
+        return cls(view.pipeline.name, pinned, order, fields)
+
+    def save(self, folder: Path) -> Path:
+        """Write the system as files: system.json, experts/<name>/{spec.json, weights.safetensors}."""
+        from moe_pipeline.registry.artifacts import SPEC, WEIGHTS
+
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, p in self.experts.items():
+            target = folder / "experts" / name
+            target.mkdir(parents=True, exist_ok=True)
+            (target / SPEC).write_text(json.dumps(p.saved, indent=2, sort_keys=True))
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in p.model.state_dict().items()}, str(target / WEIGHTS))
+            p.sha256 = {SPEC: _sha256(target / SPEC), WEIGHTS: _sha256(target / WEIGHTS)}
+        meta = {"pipeline": self.pipeline, "order": self.order, "sinks": self.sinks, "fields": self.fields,
+                "experts": {n: {"version": p.version, "sha256": p.sha256} for n, p in self.experts.items()}}
+        (folder / SYSTEM_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> "System":
+        """Read an exported system; every file's sha256 is checked against system.json."""
+        from moe_pipeline.registry.artifacts import SPEC, WEIGHTS
+
+        meta = json.loads((folder / SYSTEM_JSON).read_text())
+        pinned = {}
+        for name in meta["order"]:
+            entry = meta["experts"][name]
+            base = folder / "experts" / name
+            for file in (SPEC, WEIGHTS):
+                if _sha256(base / file) != entry["sha256"][file]:
+                    raise IntegrityError(f"exported system {folder}: experts/{name}/{file} does not match its sha256 "
+                                         "in system.json (modified); export again")
+            saved = json.loads((base / SPEC).read_text())
+            pinned[name] = Pinned(name, entry["version"], saved, _build(saved, base / WEIGHTS), entry["sha256"])
+        return cls(meta["pipeline"], pinned, meta["order"], meta["fields"])
+
+    # ------------------------------------------------------------ applying
+
+    def check_inputs(self, fields: dict[str, np.ndarray]) -> int:
+        """The rows of `fields`, after checking every field the system reads: name, shape, dtype."""
+        rows = set()
+        for ref, want in self.fields.items():
+            if ref not in fields:
+                raise SelectionError(f"input field '{ref}' is missing (got {sorted(fields) or 'none'}); the system "
+                                     f"reads {sorted(self.fields)}")
+            value = fields[ref]
+            if list(value.shape[1:]) != want["shape"]:
+                raise SelectionError(f"input field '{ref}' has shape {list(value.shape)}; expected "
+                                     f"[n, {', '.join(map(str, want['shape']))}]")
+            if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
+                raise SelectionError(f"input field '{ref}' has dtype {value.dtype}; expected numbers ({want['dtype']})")
+            rows.add(len(value))
+        if len(rows) > 1:
+            raise SelectionError(f"input fields have different row counts {sorted(rows)}")
+        return rows.pop() if rows else 0
+
+    @torch.no_grad()
+    def outputs(self, fields: dict[str, np.ndarray], experts: Iterable[str] | None = None,
+                progress=None) -> dict[str, dict[str, torch.Tensor]]:
+        """{expert: {logits, probs, embedding}} on every row, in batches of BATCH rows."""
+        n = self.check_inputs(fields)
+        keep = list(experts or self.order)
+        parts: dict[str, dict[str, list[torch.Tensor]]] = {e: {"logits": [], "probs": [], "embedding": []} for e in keep}
+        for start in range(0, n, BATCH):
+            batch = {ref: value[start:start + BATCH] for ref, value in fields.items()}
+            out = self._forward(batch)
+            for e in keep:
+                for key in parts[e]:
+                    parts[e][key].append(out[e][key])
+            if progress:
+                progress(min(n, start + BATCH), n)
+        return {e: {k: torch.cat(v) if v else torch.empty(0) for k, v in parts[e].items()} for e in keep}
+
+    def _forward(self, batch: dict[str, np.ndarray]) -> dict[str, dict[str, torch.Tensor]]:
+        from moe_pipeline.training.train import infer
+
+        done: dict[str, dict[str, torch.Tensor]] = {}
+        for name in self.order:
+            p = self.experts[name]
+            x = self.expert_input(p, batch, done)
+            done[name] = infer(p.model, x, p.saved["task"])
+        return done
+
+    def expert_input(self, p: Pinned, batch: dict[str, np.ndarray], done: dict[str, dict[str, torch.Tensor]]):
+        """One expert's input tensor, built as training built it."""
+        from moe_pipeline.data.inputs import concatenate
+        from moe_pipeline.data.transforms import apply
+
+        parts = []
+        for ref in p.inputs:
+            owner, _, output = ref.partition(".")
+            if ref in self.fields:  # a source field: the version's fitted transform, then float32
+                value = np.asarray(batch[ref])
+                params = (p.saved.get("transforms") or {}).get(ref)
+                value = apply(params, value) if params else value
+                parts.append(torch.as_tensor(np.ascontiguousarray(value)).float())
+            else:
+                parts.append(done[owner][output].float())
+        return concatenate(p.name, p.inputs, parts, "input")
+
+    def table(self, outputs: dict[str, dict[str, torch.Tensor]]):
+        """A pandas DataFrame: per expert its probabilities (or values) and its predicted class."""
+        import pandas as pd
+
+        columns: dict[str, Any] = {}
+        for name, out in outputs.items():
+            p = self.experts[name]
+            probs = out["probs"].numpy()
+            if p.saved["task"] == "classification":
+                names = p.class_names or [str(k) for k in range(probs.shape[1])]
+                for k, label in enumerate(names):
+                    columns[f"{name}.p[{label}]"] = probs[:, k]
+                columns[f"{name}.class"] = [names[k] for k in probs.argmax(axis=1)]
+            else:
+                for k in range(probs.shape[1]):
+                    columns[f"{name}.value[{k}]" if probs.shape[1] > 1 else f"{name}.value"] = probs[:, k]
+        return pd.DataFrame(columns)
+
+
+def _build(saved: dict[str, Any], weights: Path) -> torch.nn.Module:
+    from pydantic import TypeAdapter
+    from safetensors.torch import load_file
+
+    from moe_pipeline.pipeline.spec import ModelSpec
+    from moe_pipeline.training.models import build_model
+
+    model = build_model(TypeAdapter(ModelSpec).validate_python(saved["spec"]["model"]), saved["in_shape"],
+                        saved["n_outputs"])
+    model.load_state_dict(load_file(str(weights)))
+    return model.eval()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def copy_tree(source: Path, target: Path) -> None:
+    shutil.copytree(source, target, dirs_exist_ok=True)

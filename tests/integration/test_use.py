@@ -1,0 +1,174 @@
+"""Using the trained system: predict, export (an MLflow pyfunc model), MLflow's own server,
+each expert version as a pyfunc model, and explanations through the graph.
+
+Real parts: a real registry, `mlflow.pyfunc.load_model` in fresh processes, a real
+`mlflow models serve` process on 127.0.0.1 started and stopped here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import ROOT, _free_port, cli
+
+
+@pytest.fixture
+def trained(tiny: Path, registry_uri: str, capsys) -> Path:
+    assert cli("run", tiny, "--quiet") == 0
+    capsys.readouterr()
+    return tiny
+
+
+def env_for(tmp_path: Path, uri: str) -> dict[str, str]:
+    # `mlflow models serve` starts `uvicorn` by name: the environment's bin folder is on PATH, as once activated
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+            "PATH": path}
+
+
+def stored_test_outputs(pipeline: Path, expert: str) -> torch.Tensor:
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.pipeline.loader import load_pipeline
+
+    view = View(load_pipeline(pipeline))
+    return view.load_outputs(view.current()[expert])["test"]["probs"]
+
+
+def test_predict_on_the_raw_test_split_equals_the_stored_test_outputs(trained: Path, tmp_path: Path, capsys):
+    out = tmp_path / "pred.csv"
+    assert cli("predict", trained, "--split", "test", "--out", out) == 0
+    table = pd.read_csv(out)
+    probs = table[[f"digit.p[{k}]" for k in range(10)]].to_numpy()
+    stored = stored_test_outputs(trained, "digit").numpy()
+    assert probs.shape == stored.shape
+    assert np.abs(probs - stored).max() <= 1e-6
+    assert (table["digit.class"].to_numpy() == stored.argmax(axis=1)).all()
+    # an .npz of the raw images gives the same rows; --expert picks an upstream expert's outputs
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.pipeline.loader import load_pipeline
+
+    view = View(load_pipeline(trained))
+    images = view.store.source("digits").raw_field("image", "test").numpy()
+    np.savez(tmp_path / "rows.npz", image=images)
+    assert cli("predict", trained, "--input", tmp_path / "rows.npz", "--expert", "has_loop", "--out",
+               tmp_path / "loop.json") == 0
+    rows = json.loads((tmp_path / "loop.json").read_text())
+    loop = np.array([[r["has_loop.p[0]"], r["has_loop.p[1]"]] for r in rows])
+    assert np.abs(loop - stored_test_outputs(trained, "has_loop").numpy()).max() <= 1e-6
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: np.savez(d / "bad.npz", pixels=np.zeros((3, 1, 8, 8), np.float32)), "no array named 'digits.image'"),
+    (lambda d: np.savez(d / "bad.npz", image=np.zeros((3, 64), np.float32)),
+     "input field 'digits.image' has shape [3, 64]; expected [n, 1, 8, 8]"),
+    (lambda d: np.save(d / "bad.npy", np.array([["a"] * 64] * 2).reshape(2, 1, 8, 8)), "has dtype <U1"),
+    (lambda d: (d / "bad.txt").write_text("1,2"), "unknown input format '.txt'"),
+    (lambda d: np.save(d / "bad.npy", np.array([{"x": 1}], dtype=object)), "cannot read it"),
+])
+def test_a_wrong_input_exits_2_names_the_problem_and_writes_nothing(trained: Path, tmp_path: Path, capsys,
+                                                                    make, message):
+    make(tmp_path)
+    bad = next(tmp_path.glob("bad.*"))
+    out = tmp_path / "never.csv"
+    assert cli("predict", trained, "--input", bad, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_export_refuses_while_an_expert_is_stale_unless_allowed(trained: Path, tmp_path: Path, capsys):
+    trained.write_text(trained.read_text().replace("lr: 1.0e-2", "lr: 2.0e-2", 1))  # has_loop stale, digit pending
+    assert cli("export", trained, "--out", tmp_path / "exp") == 2
+    err = capsys.readouterr().err
+    assert "has_loop (stale)" in err and "digit (pending)" in err and "--allow-stale" in err
+    assert not (tmp_path / "exp").exists()
+    assert cli("export", trained, "--out", tmp_path / "exp", "--allow-stale") == 0
+
+
+def test_the_registered_system_and_each_expert_version_load_as_pyfunc_in_a_fresh_process_and_serve_over_http(
+        trained: Path, tmp_path: Path, registry_uri: str, capsys):
+    assert cli("export", trained, "--out", tmp_path / "exp", "--register") == 0
+    assert "registered model 'tiny' v1 (alias current)" in capsys.readouterr().out
+    assert cli("predict", trained, "--split", "test", "--out", tmp_path / "pred.csv") == 0
+    expected = pd.read_csv(tmp_path / "pred.csv")
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.pipeline.loader import load_pipeline
+
+    images = View(load_pipeline(trained)).store.source("digits").raw_field("image", "test").numpy()
+    np.save(tmp_path / "images.npy", images)
+    script = f"""
+import json, sys, numpy as np, mlflow.pyfunc
+images = np.load({str(tmp_path / 'images.npy')!r})
+system = mlflow.pyfunc.load_model("models:/tiny@current")
+system.predict({{"digits.image": images}}).to_csv({str(tmp_path / 'pyfunc.csv')!r}, index=False)
+out = {{}}
+for expert, x in (("has_loop", images), ("is_even", images)):
+    out[expert] = mlflow.pyfunc.load_model(f"models:/tiny.{{expert}}@current").predict(x).tolist()
+json.dump(out, open({str(tmp_path / 'experts.json')!r}, "w"))
+"""
+    done = subprocess.run([sys.executable, "-c", script], env=env_for(tmp_path, registry_uri), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    via_pyfunc = pd.read_csv(tmp_path / "pyfunc.csv")
+    assert list(via_pyfunc.columns) == list(expected.columns)
+    numeric = [c for c in expected.columns if c != "digit.class"]
+    assert np.abs(via_pyfunc[numeric].to_numpy() - expected[numeric].to_numpy()).max() <= 1e-6
+    experts = json.loads((tmp_path / "experts.json").read_text())
+    for expert in experts:
+        assert np.abs(np.array(experts[expert]) - stored_test_outputs(trained, expert).numpy()).max() <= 1e-6
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/tiny@current",
+                               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env_for(tmp_path, registry_uri), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        body = json.dumps({"inputs": {"digits.image": images[:20].tolist()}}).encode()
+        deadline, answer = time.monotonic() + 180, None
+        while answer is None:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                                 headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    answer = json.loads(response.read())
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read().decode()[-2000:]
+                time.sleep(0.5)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    served = pd.DataFrame(answer["predictions"])
+    assert np.abs(served[numeric].to_numpy(dtype=float) - expected[numeric].to_numpy()[:20]).max() <= 1e-6
+    assert [str(v) for v in served["digit.class"]] == [str(v) for v in expected["digit.class"][:20]]
+
+
+def test_explain_names_every_expert_and_closes_the_completeness_gap(trained: Path, capsys):
+    assert cli("explain", trained, "--split", "test", "--row", "5", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    answers = {a["expert"]: a for a in report["experts"]}
+    assert list(answers) == ["has_loop", "is_even", "digit"]
+    digit = answers["digit"]
+    assert {d["ref"] for d in digit["drivers"]} == {"has_loop.probs", "is_even.embedding"}
+    assert abs(sum(d["share"] for d in digit["drivers"]) - 1.0) < 1e-9
+    for answer in answers.values():
+        assert answer["completeness_gap_relative"] <= 0.01, answer
+        # completeness: the attributions add up to the change of the explained output
+        total = sum(d["attribution"] for d in answer["drivers"])
+        assert abs(total - answer["output_change"]) <= 0.01 * abs(answer["output_change"]) + 1e-6
+    stored = stored_test_outputs(trained, "digit")[5]
+    assert digit["answer"] == str(int(stored.argmax())) and abs(digit["probability"] - float(stored.max())) < 1e-6
+    assert cli("explain", trained, "--split", "test", "--row", "5") == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[-1].startswith(f"digit = {digit['answer']} (p ")
+    assert "<- " in text and "completeness gap" in text
