@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODULES = ["bench_agop", "bench_train", "bench_status", "bench_cutoff", "bench_memory", "bench_demo", "bench_commands", "bench_ray"]
+MODULES = ["bench_agop", "bench_train", "bench_status", "bench_cutoff", "bench_memory", "bench_demo", "bench_commands", "bench_ray", "bench_use"]
 
 
 def machine() -> dict:
