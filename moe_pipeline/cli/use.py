@@ -130,6 +130,8 @@ def explain(
     split: Optional[str] = typer.Option(None, "--split", help="instead of --input: a split of the pipeline's data"),
     row: int = typer.Option(0, "--row", min=0, help="which row"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    html: Optional[Path] = typer.Option(None, "--html", help="also draw the graph with each expert's answer "
+                                        "to this .html file", show_default=False),
     allow_stale: bool = typer.Option(False, "--allow-stale", help="explain even while experts are stale"),
 ) -> None:
     """Explain one prediction: every expert's answer, and how much each input drove it (integrated gradients)."""
@@ -142,6 +144,12 @@ def explain(
     if row >= n:
         raise SelectionError(f"--row {row}: the input has {n} rows (0..{n - 1})")
     answers = explain_row(system, fields, row)
+    if html is not None:
+        from moe_pipeline.serve.explain import to_html
+
+        where = f"--input {input_file.name}" if input_file else f"--split {split}"
+        html.write_text(to_html(system, answers, f"{view.pipeline.name}: row {row} of {where}"))
+        typer.echo(f"graph: {html}", err=True)
     if as_json:
         typer.echo(json.dumps({"pipeline": view.pipeline.name, "row": row,
                                "experts": [a.as_dict() for a in answers]}, indent=2))

@@ -153,7 +153,7 @@ json.dump(out, open({str(tmp_path / 'experts.json')!r}, "w"))
     assert [str(v) for v in served["digit.class"]] == [str(v) for v in expected["digit.class"][:20]]
 
 
-def test_explain_names_every_expert_and_closes_the_completeness_gap(trained: Path, capsys):
+def test_explain_names_every_expert_and_closes_the_completeness_gap(trained: Path, tmp_path: Path, capsys):
     assert cli("explain", trained, "--split", "test", "--row", "5", "--json") == 0
     report = json.loads(capsys.readouterr().out)
     answers = {a["expert"]: a for a in report["experts"]}
@@ -172,3 +172,9 @@ def test_explain_names_every_expert_and_closes_the_completeness_gap(trained: Pat
     text = capsys.readouterr().out
     assert text.splitlines()[-1].startswith(f"digit = {digit['answer']} (p ")
     assert "<- " in text and "completeness gap" in text
+    assert cli("explain", trained, "--split", "test", "--row", "5", "--html", tmp_path / "why.html") == 0
+    page = (tmp_path / "why.html").read_text()
+    assert "<svg" in page and "<script" not in page
+    for name in answers:
+        assert f">{name}</text>" in page
+    assert f">= {digit['answer']}  p {digit['probability']:.2f}</text>" in page
