@@ -1,6 +1,6 @@
 """Ray executor against the sequential runner, as a user runs them (fresh processes, fresh registries).
 
-1. Eight independent experts of about 5 s each (the issue asks for >= 2 s): `run` against `run --executor ray`
+1. Eight independent experts of about 10 s each (the issue asks for >= 2 s; BENCH_RAY_EPOCHS=100 gives ~5 s): `run` against `run --executor ray`
    (Ray started by the run itself, its start-up counted). On this 2-core machine Ray runs
    two at a time; the goal is >= 1.6x faster.
 2. Ray's fixed overhead on the demo (six experts, mostly a chain): the same two commands.
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = int(os.environ.get("BENCH_RAY_EPOCHS", "200"))  # ~10 s per expert here; fixed costs weigh less as it grows
 TARGETS = ["has_loop", "is_even", "is_large", "is_prime", "above_six"]
 
 WIDE = """name: wide
@@ -29,7 +30,7 @@ EXPERT = """  e{i}:
     inputs: [digits.image]
     target: {{from: digits.label, fn: "stages.digits:{fn}"}}
     model: {{kind: mlp, hidden: [256, 256]}}
-    train: {{epochs: 100, batch_size: 32, lr: 1.0e-3, patience: null, seed: {i}}}
+    train: {{epochs: {epochs}, batch_size: 32, lr: 1.0e-3, patience: null, seed: {i}}}
 """
 
 
@@ -61,7 +62,7 @@ def run() -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="bench-ray-", dir=ROOT / "benchmarks"))  # under the root: stages imports
     try:
         wide = work / "wide.yaml"
-        wide.write_text(WIDE.format(experts="".join(EXPERT.format(i=i, fn=TARGETS[i % 5]) for i in range(1, 9))))
+        wide.write_text(WIDE.format(experts="".join(EXPERT.format(i=i, fn=TARGETS[i % 5], epochs=EPOCHS) for i in range(1, 9))))
         seq = _run(wide, work / "seq")
         on_ray = _run(wide, work / "ray", "--executor", "ray")
         seconds = _train_seconds(work / "seq", "wide")
