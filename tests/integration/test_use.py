@@ -178,3 +178,33 @@ def test_explain_names_every_expert_and_closes_the_completeness_gap(trained: Pat
     for name in answers:
         assert f">{name}</text>" in page
     assert f">= {digit['answer']}  p {digit['probability']:.2f}</text>" in page
+
+
+from tests.integration.test_own_data import wine  # noqa: E402,F401  (fixture: wine CSV, standardized)
+
+
+def test_predict_reads_a_csv_applies_the_stored_transform_and_names_the_classes(wine: Path, tmp_path: Path, capsys):
+    assert cli("run", wine, "--quiet") == 0
+    out = tmp_path / "cultivar.csv"
+    # the raw file, label column and all: the feature columns are picked by the names training recorded
+    assert cli("predict", wine, "--expert", "cultivar", "--input", wine.parent / "data" / "wine.csv", "--out", out) == 0
+    table = pd.read_csv(out)
+    classes = ["class_0", "class_1", "class_2"]
+    assert list(table.columns) == [*(f"cultivar.p[{c}]" for c in classes), "cultivar.class"]
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.pipeline.loader import load_pipeline
+
+    view = View(load_pipeline(wine))
+    rows = view.store.source("wine").splits["test"].numpy()
+    stored = stored_test_outputs(wine, "cultivar").numpy()
+    assert np.abs(table.iloc[rows, :3].to_numpy() - stored).max() <= 1e-6  # standardised as in training
+    assert list(table["cultivar.class"].iloc[rows]) == [classes[k] for k in stored.argmax(axis=1)]
+    # a cell that is not a number: the file, row and column, exit 2, nothing written
+    text = (wine.parent / "data" / "wine.csv").read_text().splitlines()
+    text[3] = "oops" + text[3][text[3].index(","):]
+    (tmp_path / "bad.csv").write_text("\n".join(text) + "\n")
+    capsys.readouterr()
+    assert cli("predict", wine, "--expert", "cultivar", "--input", tmp_path / "bad.csv", "--out", tmp_path / "n.csv") == 2
+    err = capsys.readouterr().err
+    assert "bad.csv: row 4, column 'alcohol': 'oops' is not a number" in err, err
+    assert not (tmp_path / "n.csv").exists()
