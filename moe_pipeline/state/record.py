@@ -89,12 +89,22 @@ def to_tags(record: Record) -> dict[str, str]:
     body["upstream"] = {k: asdict(v) for k, v in (record.trained_upstream or {}).items()}
     if record.baseline is not None:  # absent on versions recorded before the baseline check
         body["baseline"] = record.baseline
-    tags = {RECORD: json.dumps(body, sort_keys=True), OUTPUTS: outputs_tag(record)}
+    tags = {RECORD: json.dumps(body, sort_keys=True), OUTPUTS: outputs_tag(record), **summary_tags(record)}
     if record.needs_retrain is not None:
         tags[NEEDS_RETRAIN] = record.needs_retrain
     if record.validated is not None:
         tags[VALIDATED_AGAINST] = json.dumps(record.validated, sort_keys=True)
     return tags
+
+
+def summary_tags(record: Record) -> dict[str, str]:
+    """The record's key fields as short tags of their own, readable in the MLflow UI's version
+    list (`moe.record` keeps the whole record; these are never read back)."""
+    upstream = ", ".join(f"{name} v{ref.version}" for name, ref in sorted((record.trained_upstream or {}).items()))
+    return {"moe.spec_hash": record.spec_hash[:12], "moe.code_hash": record.code_hash[:12],
+            "moe.data_hash": record.data_hash[:12], "moe.upstream": upstream or "-",
+            f"moe.val_{record.metric_name}": f"{record.val_metric:.4f}",
+            "moe.train_seconds": f"{record.train_seconds:.2f}"}
 
 
 def outputs_tag(record: Record) -> str:

@@ -31,6 +31,10 @@ def test_run_registers_every_expert_with_record_and_alias(tiny: Path, registry_u
                     "sha256", "val_metric"):
             assert key in record, key
         assert record["spec"]["model"]["kind"] in ("cnn", "mlp")
+        # the key fields as short tags of their own, for the MLflow UI's version list
+        assert tags["moe.spec_hash"] == record["spec_hash"][:12] and tags["moe.data_hash"] == record["data_hash"][:12]
+        assert tags["moe.val_accuracy"] == f"{record['val_metric']:.4f}"
+        assert tags["moe.upstream"] == ("has_loop v1, is_even v1" if expert == "digit" else "-")
         sha = record["sha256"]
         assert {"weights.safetensors", "spec.json", "outputs/train.safetensors", "outputs/val.safetensors",
                 "outputs/test.safetensors"} <= set(sha)
