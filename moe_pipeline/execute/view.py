@@ -59,6 +59,16 @@ class View:
             self._fingerprints[expert] = fingerprint(self.pipeline, expert, self.store.field_hash)
         return self._fingerprints[expert]
 
+    def pipeline_state(self) -> str:
+        """12 hex digits naming what the pipeline file, its code and its data say now: a staleness
+        tag carries it, so a reader sees which state (which branch) a stale mark was computed for."""
+        import hashlib
+        import json
+
+        fps = {name: self.fingerprint(name) for name in self.pipeline.experts}
+        body = {name: [fp.spec_hash, fp.code, fp.data] for name, fp in sorted(fps.items())}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+
     def statuses(self, verify: bool = False) -> dict[str, planner.Status]:
         """Every expert's status; `verify` also checks every current artifact's sha256 (reads every file)."""
         current = self.current()

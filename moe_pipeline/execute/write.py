@@ -64,11 +64,13 @@ class Workspace(View):
         """Make the `moe.needs_retrain` tag of every current version, and the `moe.status` tag of
         its registered model (the MLflow UI's model list), say what status says. Writes only what differs."""
         snap = self.snapshot()
+        state = self.pipeline_state()
         for name, status in result.items():
             record = current[name]
             if record is None:
                 continue
-            wanted = f"{status.status}: {status.summary()}" if status.status in (planner.STALE, planner.PENDING) else None
+            wanted = (f"{status.status}: {status.summary()} (pipeline state {state})"
+                      if status.status in (planner.STALE, planner.PENDING) else None)
             if record.needs_retrain != wanted:
                 self.registry.mark_needs_retrain(name, record.version, wanted)
                 record.needs_retrain = wanted

@@ -32,6 +32,7 @@ def assert_tags_agree_with_status(path: Path, registry_uri: str, capsys) -> None
             assert tag is None, (name, tag)
         else:
             assert tag is not None and tag.startswith(entry["status"]), (name, tag, entry)
+            assert re.search(r" \(pipeline state [0-9a-f]{12}\)$", tag), tag  # which file state it describes
             for reason in entry["reasons"]:
                 assert f"{reason['kind']} {reason['detail']}" in tag
 
