@@ -47,11 +47,16 @@ def export(
     from moe_pipeline.registry.mlmodel import write_system_mlmodel
 
     view, system = _system(pipeline, None, allow_stale)
+    from moe_pipeline.errors import SelectionError
+    from moe_pipeline.serve.system import SYSTEM_JSON
+
     out = out or project_root(view.loaded.path) / "exports" / view.pipeline.name
     if out.exists() and any(out.iterdir()):
+        if not (out / SYSTEM_JSON).exists():  # never delete a folder that is not an earlier export
+            raise SelectionError(f"--out {out} holds files that are not an export; choose an empty or new folder")
         import shutil
 
-        shutil.rmtree(out)  # an export folder is ours to replace: never half old, half new
+        shutil.rmtree(out)  # an earlier export is replaced whole: never half old, half new
     system.save(out)
     write_system_mlmodel(out, system.fields, _columns(system))
     pinned = ", ".join(f"{n} v{p.version}" for n, p in system.experts.items())

@@ -25,7 +25,6 @@ class Workspace(View):
     registry: Registry
     fast_reads = False
     wait = 600.0  # seconds to wait for an expert another run is training (`run --wait`)
-    lease_ttl: float | None = None  # seconds a lease lives unrenewed; None: lease.DEFAULT_TTL
     notify: Callable[[str], None] = staticmethod(lambda message: None)  # "waiting for ..." lines
     _lease = None  # the lease of the expert being written, while one is
     _planned: dict[str, int | None] = {}  # each planned expert's current version when the plan was made
@@ -109,10 +108,10 @@ class Workspace(View):
 
         With the lease taken, the registry is read again: another run may have trained this
         expert (or its upstream) since the plan was made. What is fresh by now is used as it is."""
-        from moe_pipeline.registry.lease import DEFAULT_TTL, Lease
+        from moe_pipeline.registry.lease import Lease
 
         expert = str(step.expert)
-        lease = Lease(self.registry, expert, self.lease_ttl or DEFAULT_TTL)
+        lease = Lease(self.registry, expert)  # its time to live: MOE_LEASE_TTL
         try:
             lease.acquire(self.wait, lambda holder: self.notify(
                 f"{expert}: being trained by {holder.describe()}; waiting for it (up to {self.wait:.0f} s)"))
@@ -136,9 +135,9 @@ class Workspace(View):
                 continue
             self.registry.finish_run(holder.run_id, "FAILED")
             self.notify(f"{lease.expert}: marked run {holder.run_id} of {holder.describe()} FAILED (its lease expired)")
+            snap = self.snapshot(refresh=True)
             for expert, version in self.registry.versions_of_run(holder.run_id):
-                versions = self.snapshot(refresh=True).get(expert)
-                if versions is None or versions.current != version:
+                if expert not in snap or snap[expert].current != version:
                     self.registry.delete_version(expert, version)
 
     def _decide(self, step: planner.Step, bar) -> Outcome:

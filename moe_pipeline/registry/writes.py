@@ -24,21 +24,21 @@ class Registry(RegistryReader):
             from mlflow.exceptions import MlflowException
 
             experiment = self._call("get experiment", self.client.get_experiment_by_name, self.pipeline_name)
-            if experiment is None:
-                root = self.artifact_root()
-                location = f"{root}/{self.pipeline_name}" if root else None
-                try:
-                    self.requests += 1
-                    self._experiment_id = self.client.create_experiment(self.pipeline_name, artifact_location=location)
-                except MlflowException as exc:
-                    if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
-                        raise RegistryError(f"MLflow registry at {self.tracking_uri}: create experiment failed: "
-                                            f"{_short(exc)}") from None
-                    experiment = None  # a concurrent run created it first: use theirs
-            if experiment is None and self._experiment_id is None:
-                experiment = self._call("get experiment", self.client.get_experiment_by_name, self.pipeline_name)
-            if self._experiment_id is None:
+            if experiment is not None:
                 self._experiment_id = experiment.experiment_id
+                return self._experiment_id
+            root = self.artifact_root()
+            try:
+                self.requests += 1
+                self._experiment_id = self.client.create_experiment(
+                    self.pipeline_name, artifact_location=f"{root}/{self.pipeline_name}" if root else None)
+            except MlflowException as exc:
+                if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                    raise RegistryError(f"MLflow registry at {self.tracking_uri}: create experiment failed: "
+                                        f"{_short(exc)}") from None
+                # a concurrent run created it first: use theirs
+                self._experiment_id = self._call("get experiment", self.client.get_experiment_by_name,
+                                                 self.pipeline_name).experiment_id
         return self._experiment_id
 
     # ------------------------------------------------------------ writing

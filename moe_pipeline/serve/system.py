@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -60,10 +59,10 @@ class System:
         from moe_pipeline.pipeline import graph as g
         from moe_pipeline.registry.artifacts import SPEC, WEIGHTS
 
-        wanted = set(experts or view.pipeline.experts)
-        view._check_names(wanted)
         import networkx as nx
 
+        wanted = set(experts or view.pipeline.experts)
+        view._check_names(wanted)
         needed = set(wanted)
         for name in wanted:
             needed |= nx.ancestors(view.graph, name)
@@ -92,6 +91,8 @@ class System:
 
     def save(self, folder: Path) -> Path:
         """Write the system as files: system.json, experts/<name>/{spec.json, weights.safetensors}."""
+        from safetensors.torch import save_file
+
         from moe_pipeline.registry.artifacts import SPEC, WEIGHTS
 
         folder.mkdir(parents=True, exist_ok=True)
@@ -99,8 +100,6 @@ class System:
             target = folder / "experts" / name
             target.mkdir(parents=True, exist_ok=True)
             (target / SPEC).write_text(json.dumps(p.saved, indent=2, sort_keys=True))
-            from safetensors.torch import save_file
-
             save_file({k: v.detach().cpu().contiguous() for k, v in p.model.state_dict().items()}, str(target / WEIGHTS))
             p.sha256 = {SPEC: _sha256(target / SPEC), WEIGHTS: _sha256(target / WEIGHTS)}
         meta = {"pipeline": self.pipeline, "order": self.order, "sinks": self.sinks, "fields": self.fields,
@@ -228,7 +227,3 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def copy_tree(source: Path, target: Path) -> None:
-    shutil.copytree(source, target, dirs_exist_ok=True)

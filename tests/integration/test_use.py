@@ -93,6 +93,13 @@ def test_export_refuses_while_an_expert_is_stale_unless_allowed(trained: Path, t
     assert "has_loop (stale)" in err and "digit (pending)" in err and "--allow-stale" in err
     assert not (tmp_path / "exp").exists()
     assert cli("export", trained, "--out", tmp_path / "exp", "--allow-stale") == 0
+    assert cli("export", trained, "--out", tmp_path / "exp", "--allow-stale") == 0  # an earlier export: replaced
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("a user's file")
+    capsys.readouterr()
+    assert cli("export", trained, "--out", tmp_path / "mine", "--allow-stale") == 2  # not an export: untouched
+    assert "holds files that are not an export" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "keep.txt").read_text() == "a user's file"
 
 
 def test_the_registered_system_and_each_expert_version_load_as_pyfunc_in_a_fresh_process_and_serve_over_http(
