@@ -73,6 +73,11 @@ def build_expert_data(name: str, expert: ExpertSpec, store: DataStore, upstream:
     y, task, n_outputs = _target(name, expert, store)
     owner, _, field = expert.target_field.partition(".")
     classes = store.source(owner).classes.get(field) if task == "classification" and not expert.target_fn else None
+    if task == "classification" and expert.classes is not None:
+        if len(expert.classes) != n_outputs:
+            raise DataError(f"expert '{name}': `classes` names {len(expert.classes)} classes but the target has "
+                            f"{n_outputs} (ids 0..{n_outputs - 1}); give one name per class id")
+        classes = list(expert.classes)
     return ExpertData(x=x, y=y, blocks=blocks, task=task, n_outputs=n_outputs,
                       feature_names=_feature_names(store, blocks), class_names=classes)
 

@@ -222,13 +222,15 @@ class Workspace(View):
             data, consumed = self.expert_data(expert)
         fp = self.fingerprint(expert)
         seed = fp.spec["train"]["seed"] if seed is None else seed
+        init_seed = fp.spec["train"].get("init_seed", seed)
+        order_seed = fp.spec["train"].get("order_seed", seed)
         callback = bar.expert(expert, spec.train.epochs) if bar is not None else None
         with self.registry.training_run(expert, spec.description) as run_id:
             if self._lease is not None:
                 self._lease.set_run(run_id)
             with self._located(expert, "model"):
-                result = train_expert(spec.model, spec.train, self.pipeline.resources_for(expert), data, seed,
-                                      callback)
+                result = train_expert(spec.model, spec.train, self.pipeline.resources_for(expert), data, init_seed,
+                                      callback, order_seed=order_seed)
             metric = primary_metric(data.task)
             with scratch_dir(expert) as folder:
                 saved_spec = {"spec": fp.spec, "in_shape": list(data.in_shape), "n_outputs": data.n_outputs,

@@ -1,11 +1,11 @@
-"""Average gradient outer product: which input features an expert's logits depend on.
+"""Average gradient outer product of the logits: which input features an expert's logits depend on.
 
 AGOP = (1/n) sum_i J(x_i)^T J(x_i), J(x) = d logits / d input, (c, d). The Jacobians come
 from one forward and c backward passes per chunk of independent samples (the gradient of
 sum_i f_c(x_i) w.r.t. the batch is J_c(x_i) row by row): no per-sample loop. Sums are
 accumulated in float64. Above `dense_limit` input dimensions the d x d matrix is never
-formed: the diagonal is exact, the top-k eigenvectors come from randomised subspace
-iteration on Jacobian products. Pure functions of a model and tensors; no I/O.
+formed: the diagonal is exact, the top-k eigenpairs come from randomised subspace
+iteration on Jacobian products, run until their residuals are below 1e-3 (and reported). Pure functions of a model and tensors; no I/O.
 """
 from __future__ import annotations
 
@@ -40,6 +40,13 @@ class AGOPResult:
     matrix: torch.Tensor | None  # (d, d), only when d <= dense_limit
     per_class: torch.Tensor | None  # (c, d, d): per-output AGOPs, summing to `matrix`
     n: int
+    spectrum: torch.Tensor | None = None  # every eigenvalue, descending (dense only)
+    residuals: torch.Tensor | None = None  # ||Gv - λv|| / λ of each matrix-free pair; None = exact (dense)
+
+    @property
+    def rank95(self) -> int:
+        """Effective rank: eigenvalues holding 95% of the trace (of those computed, when matrix-free)."""
+        return effective_rank(self.spectrum if self.spectrum is not None else self.eigenvalues, self.trace)
 
     @property
     def trace(self) -> float:
@@ -79,18 +86,32 @@ def agop_matvec(model: nn.Module, x: torch.Tensor, v: torch.Tensor, chunk: int =
     return out / len(x)
 
 
-def top_eigen_matrix_free(model: nn.Module, x: torch.Tensor, k: int, iterations: int = 4, oversample: int = 5,
-                          seed: int = 0, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """Randomised subspace iteration (Halko et al.) with a Rayleigh-Ritz step; AGOP is PSD."""
+RESIDUAL = 1e-3  # matrix-free eigenpairs iterate until ||Gv - λv|| / λ is at most this
+MAX_ITERATIONS = 200
+
+
+def top_eigen_matrix_free(model: nn.Module, x: torch.Tensor, k: int, tol: float = RESIDUAL,
+                          max_iterations: int = MAX_ITERATIONS, oversample: int = 5, seed: int = 0,
+                          chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Randomised subspace iteration (Halko et al.) with a Rayleigh-Ritz step each iteration;
+    AGOP is PSD. Stops when every one of the top k Ritz pairs has relative residual
+    ||Gv - λv|| / λ <= tol (or after max_iterations). Returns values, vectors and residuals:
+    the residuals say how approximate the pairs are, and the report shows them."""
     d = x[0].numel()
     gen = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(d, k + oversample, generator=gen, dtype=torch.float64))
-    for _ in range(iterations):
-        q, _ = torch.linalg.qr(agop_matvec(model, x, q, chunk))
-    small = q.T @ agop_matvec(model, x, q, chunk)  # (k+p, k+p)
-    values, vectors = torch.linalg.eigh((small + small.T) / 2)
-    order = values.argsort(descending=True)[:k]
-    return values[order], q @ vectors[:, order]
+    q, _ = torch.linalg.qr(torch.randn(d, min(k + oversample, d), generator=gen, dtype=torch.float64))
+    for _ in range(max_iterations):
+        z = agop_matvec(model, x, q, chunk)  # G q: one pass over the Jacobians serves both steps
+        values, small_vectors = torch.linalg.eigh((q.T @ z + z.T @ q) / 2)
+        order = values.argsort(descending=True)[:k]
+        values, small_vectors = values[order], small_vectors[:, order]
+        vectors, g_vectors = q @ small_vectors, z @ small_vectors
+        scale = values.abs().clamp(min=torch.finfo(torch.float64).tiny)
+        residuals = torch.linalg.vector_norm(g_vectors - vectors * values, dim=0) / scale
+        if bool((residuals <= tol).all()):
+            break
+        q, _ = torch.linalg.qr(z)
+    return values, vectors, residuals
 
 
 def compute(model: nn.Module, x: torch.Tensor, k: int = 8, dense_limit: int = DENSE_LIMIT,
@@ -100,9 +121,20 @@ def compute(model: nn.Module, x: torch.Tensor, k: int = 8, dense_limit: int = DE
         matrix, parts = agop(model, x, chunk, per_class=True)
         values, vectors = torch.linalg.eigh(matrix)
         order = values.argsort(descending=True)[:k]
-        return AGOPResult(matrix.diagonal().clone(), values[order], vectors[:, order], matrix, parts, len(x))
-    values, vectors = top_eigen_matrix_free(model, x, k, chunk=chunk)
-    return AGOPResult(agop_diagonal(model, x, chunk), values, vectors, None, None, len(x))
+        return AGOPResult(matrix.diagonal().clone(), values[order], vectors[:, order], matrix, parts, len(x),
+                          spectrum=values.flip(0).clamp(min=0))
+    values, vectors, residuals = top_eigen_matrix_free(model, x, k, chunk=chunk)
+    return AGOPResult(agop_diagonal(model, x, chunk), values, vectors, None, None, len(x), residuals=residuals)
+
+
+def effective_rank(spectrum: torch.Tensor, trace: float, share: float = 0.95) -> int:
+    """The smallest k whose top-k eigenvalues hold `share` of the trace (at most len(spectrum)):
+    how many feature directions the expert really uses."""
+    if trace <= 0 or not len(spectrum):
+        return 1
+    held = torch.cumsum(spectrum.double().sort(descending=True).values, 0) / trace
+    reached = torch.nonzero(held >= share - 1e-12)
+    return int(reached[0, 0]) + 1 if len(reached) else len(spectrum)
 
 
 def agop_per_sample(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

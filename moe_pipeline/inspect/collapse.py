@@ -1,5 +1,9 @@
 """Neural collapse (Papyan, Han and Donoho 2020) on penultimate features, and NC1 per layer.
 
+Class means are centred at the global mean of all features, as Papyan et al. define it (not
+at the mean of class means: the two differ when classes are imbalanced). With two classes
+the NC2 quantities carry no information (two vectors always have one angle between them and
+the simplex condition reduces to their norms), so they are None, never a misleading 0.
 Pure functions of feature tensors, labels and classifier weights; no I/O.
 """
 from __future__ import annotations
@@ -14,7 +18,7 @@ def _class_stats(features: torch.Tensor, labels: torch.Tensor, n_classes: int):
     counts = onehot.sum(0).clamp(min=1)  # (C,)
     means = (onehot.T @ h) / counts[:, None]  # (C, p)
     present = onehot.sum(0) > 0
-    global_mean = means[present].mean(0)  # (p,) mean of class means, as in Papyan et al.
+    global_mean = h.mean(0)  # (p,) the global mean of all features (Papyan et al., eq. 2)
     return h, means, global_mean, present
 
 
@@ -53,17 +57,33 @@ def collapse_metrics(features: torch.Tensor, labels: torch.Tensor, weight: torch
     logits = h @ weight.double().T + (bias.double() if bias is not None else 0.0)  # (n, C)
     nearest = torch.cdist(h, means[present]).argmin(dim=1)
     nearest = torch.nonzero(present).flatten()[nearest]
+    informative = len(centred) > 2  # see the module docstring
     return {
         "nc1": nc1(features, labels, n_classes),
-        "nc2_mean_norm_cv": _norm_cv(centred),
-        "nc2_classifier_norm_cv": _norm_cv(w),
-        "nc2_equiangularity": float(off.std(unbiased=False)) if len(off) else 0.0,
-        "nc2_max_angle": float((off + 1.0 / (len(centred) - 1)).abs().mean()) if len(off) else 0.0,
-        "nc2_etf_distance_means": _etf_distance(centred),
-        "nc2_etf_distance_classifier": _etf_distance(w),
+        "nc2_mean_norm_cv": _norm_cv(centred) if informative else None,
+        "nc2_classifier_norm_cv": _norm_cv(w) if informative else None,
+        "nc2_equiangularity": float(off.std(unbiased=False)) if informative else None,
+        "nc2_max_angle": float((off + 1.0 / (len(centred) - 1)).abs().mean()) if informative else None,
+        "nc2_etf_distance_means": _etf_distance(centred) if informative else None,
+        "nc2_etf_distance_classifier": _etf_distance(w) if informative else None,
         "nc3_self_duality": float(torch.linalg.norm(w / torch.linalg.norm(w) - centred / torch.linalg.norm(centred)) ** 2),
         "nc4_ncc_mismatch": float((logits.argmax(dim=1) != nearest).double().mean()),
     }
+
+
+# What each quantity says, for the report: one line each.
+MEANINGS = {
+    "nc1": ("NC1 within-class variability", "Tr(Σ_W Σ_B⁺)/C; near 0: the rows of a class share one feature vector"),
+    "nc2_mean_norm_cv": ("NC2 class-mean norms", "spread of the centred class means' lengths; 0: equal norms"),
+    "nc2_classifier_norm_cv": ("NC2 classifier norms", "spread of the classifier rows' lengths; 0: equal norms"),
+    "nc2_equiangularity": ("NC2 equiangularity", "spread of the cosines between class means; 0: equal angles"),
+    "nc2_max_angle": ("NC2 max-angle gap", "mean |cos + 1/(C-1)|; 0: as far apart as C vectors can be"),
+    "nc2_etf_distance_means": ("NC2 simplex distance (means)", "distance of the means' Gram matrix to a simplex ETF"),
+    "nc2_etf_distance_classifier": ("NC2 simplex distance (classifier)", "the same for the classifier rows"),
+    "nc3_self_duality": ("NC3 self-duality", "distance between the normalised classifier and class means; 0: aligned"),
+    "nc4_ncc_mismatch": ("NC4 nearest-mean disagreement", "share of rows where the classifier and the nearest "
+                         "class mean disagree"),
+}
 
 
 @torch.no_grad()
@@ -82,5 +102,20 @@ def layer_features(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]
 
 
 def deep_nc1(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, n_classes: int) -> dict[str, float]:
-    """NC1 after each hidden activation: deep neural collapse decreases it layer by layer."""
-    return {name: nc1(feat, labels, n_classes) for name, feat in layer_features(model, x).items()}
+    """NC1 after each hidden activation, keyed by a readable layer name (`body.1 ReLU after
+    Linear(64→64)`): deep neural collapse decreases it layer by layer."""
+    names = layer_names(model)
+    return {names[name]: nc1(feat, labels, n_classes) for name, feat in layer_features(model, x).items()}
+
+
+def layer_names(model: nn.Module) -> dict[str, str]:
+    """Activation module path -> `body.<path> <Activation> after <the layer before it>`."""
+    out, previous = {}, None
+    for name, module in model.body.named_modules():
+        if isinstance(module, (nn.ReLU, nn.GELU, nn.Tanh)):
+            out[name] = f"body.{name} {type(module).__name__}" + (f" after {previous}" if previous else "")
+        elif isinstance(module, nn.Linear):
+            previous = f"Linear({module.in_features}→{module.out_features})"
+        elif isinstance(module, nn.Conv2d):
+            previous = f"Conv2d({module.in_channels}→{module.out_channels}, {module.kernel_size[0]}×{module.kernel_size[1]})"
+    return out

@@ -207,6 +207,10 @@ class TrainSpec(Strict):
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     patience: int | None = Field(5, ge=1, description="early stopping on validation loss; null disables")
     seed: Seed | None = Field(None, description="defaults to the pipeline seed")
+    # One seed used to set both the initial weights and the batch order; these separate the two
+    # sources of learning opacity (see `inspect --opacity`). Unset, each follows `seed`.
+    init_seed: Seed | None = Field(None, description="seed of the initial weights; defaults to `seed`")
+    order_seed: Seed | None = Field(None, description="seed of the batch order; defaults to `seed`")
 
 
 class CutoffSpec(Strict):
@@ -243,6 +247,8 @@ class ExpertSpec(Strict):
     task: Literal["classification", "regression"] | None = Field(
         None, description="inferred from the target's dtype when absent (integers -> classification)"
     )
+    classes: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        None, max_length=10_000, description="names of class ids 0..C-1, for reports and predictions (not behavioural)")
     model: ModelSpec
     train: TrainSpec = TrainSpec()
     cutoff: CutoffSpec | Literal["off"] = CutoffSpec()

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from moe_pipeline.pipeline.spec import Pipeline
 
 # Keys that do not change what an expert learns: editing them must not invalidate it.
-NON_BEHAVIOURAL_KEYS = ("description", "cutoff", "resources")
+NON_BEHAVIOURAL_KEYS = ("description", "cutoff", "resources", "classes")
 BUILTIN_MODEL_CLASSES = {"mlp": "moe_pipeline.training.models:MLP", "cnn": "moe_pipeline.training.models:CNN",
                          "linear": "moe_pipeline.training.models:Linear"}
 # A record names code by where it lived when the record format was fixed; moving a module
@@ -58,8 +58,14 @@ def digest(mapping: dict[str, str]) -> str:
 
 def resolved_spec(pipeline: Pipeline, expert: str) -> dict[str, Any]:
     spec = pipeline.experts[expert].model_dump(mode="json", by_alias=True, exclude=set(NON_BEHAVIOURAL_KEYS))
-    if spec["train"]["seed"] is None:
-        spec["train"]["seed"] = pipeline.seed
+    train = spec["train"]
+    if train["seed"] is None:
+        train["seed"] = pipeline.seed
+    # init/order seeds enter the spec only where they differ from `seed`: a pipeline that sets
+    # only `seed` keeps its fingerprints (and its weights), and one seed set twice is one seed.
+    for key in ("init_seed", "order_seed"):
+        if train.get(key) is None or train[key] == train["seed"]:
+            train.pop(key, None)
     if isinstance(spec["target"], str):
         spec["target"] = {"from": spec["target"], "fn": None}
     # a source's preprocessing changes what the expert learns: a SPEC change with its own key.

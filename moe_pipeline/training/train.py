@@ -7,6 +7,7 @@ and numbers; it knows nothing of YAML, MLflow or other experts.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ class TrainResult:
     micro_batch: int
     device: str
     epochs_run: int
+    init_digest: str = ""  # sha256 of the initial weights
+    order_digest: str = ""  # sha256 of every epoch's batch order
 
 
 def resolve_device(name: str) -> torch.device:
@@ -164,10 +167,12 @@ def _grad_norm(model: nn.Module) -> torch.Tensor:
 
 def train_expert(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, seed: int,
                  progress: Callable[[int, int, dict[str, float]], None] | None = None,
-                 measure: Callable[[int], float] | None = None) -> TrainResult:
-    """Train one expert on `data`. `measure` overrides the memory measurement (for tests)."""
+                 measure: Callable[[int], float] | None = None, order_seed: int | None = None) -> TrainResult:
+    """Train one expert on `data`: `seed` sets the initial weights and, unless `order_seed` is
+    given, the batch order too. `measure` overrides the memory measurement (for tests)."""
     with _threads(getattr(resources, "num_cpus", None)):
-        return _train(model_spec, train_spec, resources, data, seed, progress, measure)
+        return _train(model_spec, train_spec, resources, data, seed, progress, measure,
+                      seed if order_seed is None else order_seed)
 
 
 @contextlib.contextmanager
@@ -185,13 +190,14 @@ def _threads(num_cpus: int | None):
 
 def _train(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, seed: int,
            progress: Callable[[int, int, dict[str, float]], None] | None,
-           measure: Callable[[int], float] | None) -> TrainResult:
+           measure: Callable[[int], float] | None, order_seed: int) -> TrainResult:
     started = time.perf_counter()
     device = resolve_device(resources.device)
     precision = resources.precision
     check_fits(model_spec, data, resources.max_memory_gb)
     torch.manual_seed(seed)
     model = build_model(model_spec, data.in_shape, data.n_outputs)
+    init_digest = _digest(model.state_dict().values())
     layer = first_layer(model)
     initial_first_layer = layer.weight.detach().clone() if layer is not None else torch.empty(0)
     model.to(device)
@@ -207,7 +213,8 @@ def _train(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, s
     # inference keeps no graph, so a chunk of `micro` rows needs less than a training step did
     eval_chunk = micro if measure is not None else EVAL_CHUNK
 
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(order_seed)
+    orders = hashlib.sha256()  # of every epoch's batch order: opacity checks what its runs shared
     history: list[dict[str, float]] = []
     best = (float("inf"), _cpu_copy(model), 0)
     epochs_without_gain = 0
@@ -217,6 +224,7 @@ def _train(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, s
         for epoch in range(1, train_spec.epochs + 1):
             model.train()
             order = torch.randperm(len(x_train), generator=generator)
+            orders.update(order.numpy().tobytes())
             grad_norms, losses, correct = [], torch.zeros(()), torch.zeros(())
             for start in range(0, len(order), batch_size):
                 batch = order[start:start + batch_size]
@@ -270,7 +278,16 @@ def _train(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, s
     return TrainResult(
         model=model, initial_first_layer=initial_first_layer.cpu(), history=history, metrics=metrics,
         outputs=outputs, seconds=time.perf_counter() - started, peak_memory_mb=peak / 2**20,
-        micro_batch=micro, device=str(device), epochs_run=len(history))
+        micro_batch=micro, device=str(device), epochs_run=len(history), init_digest=init_digest,
+        order_digest=orders.hexdigest())
+
+
+def _digest(tensors) -> str:
+    """sha256 of tensors' bytes, in order: which initial weights (or data) a run started from."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def step_bytes(model: nn.Module, batch: torch.Tensor) -> float:

@@ -97,6 +97,28 @@ experts:
     two = resolved_spec(parse_pipeline(text.replace("description: one", "description: two, cutoff: 'off'")), "a")
     assert one == two
     assert one["train"]["seed"] == 3
+    classes = text.replace("description: one", "description: one, classes: [a, b, c, d, e, f, g, h, i, j]")
+    assert resolved_spec(parse_pipeline(classes), "a") == one  # class names are labels, not behaviour
+
+
+def test_init_and_order_seeds_enter_the_spec_only_where_they_differ_from_seed():
+    from moe_pipeline.state.fingerprint import resolved_spec
+    from moe_pipeline.pipeline.loader import parse_pipeline
+
+    text = """
+name: p
+seed: 3
+sources: {d: {loader: sklearn.digits}}
+experts:
+  a: {inputs: [d.image], target: d.label, model: {kind: linear}, train: {TRAIN}}
+"""
+    plain = resolved_spec(parse_pipeline(text.replace("TRAIN", "epochs: 5")), "a")
+    assert "init_seed" not in plain["train"] and "order_seed" not in plain["train"]  # today's hashes are kept
+    same = resolved_spec(parse_pipeline(text.replace("TRAIN", "epochs: 5, init_seed: 3, order_seed: 3")), "a")
+    assert same == plain
+    split = resolved_spec(parse_pipeline(text.replace("TRAIN", "epochs: 5, order_seed: 9")), "a")
+    assert split["train"]["order_seed"] == 9 and "init_seed" not in split["train"]
+    assert spec_diff(plain, split) == ["train.order_seed: <absent> -> 9"]
 
 
 def test_builtin_model_code_keeps_the_name_it_was_recorded_under():

@@ -39,6 +39,29 @@ def test_matrix_free_path_matches_dense_diagonal_and_top_eigenvectors():
     torch.testing.assert_close(free.eigenvalues, dense.eigenvalues, rtol=1e-4, atol=1e-10)  # iterative: converged, not exact
     overlap = (free.eigenvectors.T @ dense.eigenvectors).abs().diagonal()
     assert torch.all(overlap > 0.999)
+    assert free.residuals is not None and dense.residuals is None
+
+
+def test_matrix_free_residuals_are_below_the_tolerance_and_true():
+    """The residual it reports is ||Gv - λv|| / λ recomputed here with the dense AGOP."""
+    torch.manual_seed(2)
+    model = MLP((60,), 4, hidden=(24,)).double()
+    x = torch.randn(300, 60, dtype=torch.float64)
+    free = A.compute(model, x, k=4, dense_limit=10)
+    assert torch.all(free.residuals <= A.RESIDUAL)
+    dense = A.agop(model, x)
+    true = torch.linalg.vector_norm(dense @ free.eigenvectors - free.eigenvectors * free.eigenvalues, dim=0)
+    torch.testing.assert_close(true / free.eigenvalues, free.residuals, rtol=1e-6, atol=1e-12)
+    # fewer iterations than it needs leave a larger residual, reported as such
+    _, _, early = A.top_eigen_matrix_free(model, x, 4, max_iterations=1)
+    assert early.max() > A.RESIDUAL
+
+
+def test_effective_rank_is_the_smallest_k_holding_95_percent_of_the_trace():
+    spectrum = torch.tensor([158.0, 144.0, 1.4, 0.7, 0.1])
+    assert A.effective_rank(spectrum, float(spectrum.sum())) == 2
+    assert A.effective_rank(spectrum, float(spectrum.sum()), share=0.999) == 4
+    assert A.effective_rank(torch.ones(10), 10.0) == 10
 
 
 def _train(model: nn.Module, x, y, loss, epochs: int, lr: float = 3e-3):

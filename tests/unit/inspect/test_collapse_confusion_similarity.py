@@ -46,17 +46,39 @@ def test_nc1_against_a_brute_force_loop():
     labels = torch.tensor([0] * 10 + [1] * 15 + [2] * 5)
     feats = torch.randn(30, 4, generator=gen, dtype=torch.float64) + labels[:, None] * 0.5
     means = [feats[labels == k].mean(0) for k in range(3)]
-    mu_g = torch.stack(means).mean(0)
+    mu_g = feats.mean(0)  # Papyan et al.: the global mean of all features (imbalanced classes here)
     sw = sum(torch.outer(feats[i] - means[labels[i]], feats[i] - means[labels[i]]) for i in range(30)) / 30
     sb = sum(torch.outer(m - mu_g, m - mu_g) for m in means) / 3
     expected = float(torch.trace(sw @ torch.linalg.pinv(sb)) / 3)
     assert nc1(feats, labels) == pytest.approx(expected, rel=1e-9)
 
 
-def test_deep_nc1_has_one_value_per_hidden_layer():
+def test_centring_is_at_the_global_mean_not_the_mean_of_class_means():
+    labels = torch.tensor([0] * 40 + [1] * 10 + [2] * 10)
+    feats = torch.randn(60, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + labels[:, None]
+    means = torch.stack([feats[labels == k].mean(0) for k in range(3)])
+    weight = torch.randn(3, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    got = collapse_metrics(feats, labels, weight, None, 3)["nc2_mean_norm_cv"]
+    norms = (means - feats.mean(0)).norm(dim=1)
+    assert got == pytest.approx(float(norms.std(unbiased=False) / norms.mean()), rel=1e-12)
+    other = (means - means.mean(0)).norm(dim=1)
+    assert abs(got - float(other.std(unbiased=False) / other.mean())) > 1e-3  # the two centrings differ here
+
+
+def test_nc2_is_not_reported_for_two_classes():
+    labels = torch.arange(2).repeat(20)
+    feats = torch.randn(40, 5, generator=torch.Generator().manual_seed(0)) + labels[:, None] * 2.0
+    metrics = collapse_metrics(feats, labels, torch.randn(2, 5), torch.zeros(2), 2)
+    assert [k for k, v in metrics.items() if v is None] == [k for k in metrics if k.startswith("nc2_")]
+    assert metrics["nc1"] > 0 and metrics["nc4_ncc_mismatch"] is not None
+
+
+def test_deep_nc1_has_one_value_per_hidden_layer_named_by_module_path():
     model = MLP((6,), 3, hidden=(8, 5))
     values = deep_nc1(model, torch.randn(30, 6), torch.arange(3).repeat(10), 3)
     assert len(values) == 2 and all(v >= 0 for v in values.values())
+    first, second = values
+    assert first.startswith("body.") and "after Linear(6→8)" in first and "after Linear(8→5)" in second
 
 
 def test_confusion_matrix_equals_scikit_learn():
