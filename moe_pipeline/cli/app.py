@@ -212,16 +212,19 @@ def inspect(
     expert: str = typer.Argument(..., show_default=False),
     version: Optional[int] = typer.Option(None, "--version", help="default: the current version"),
     methods: Optional[List[str]] = typer.Option(None, "--methods", help="subset of: metrics agop collapse attribution"),
-    seeds: int = typer.Option(0, "--seeds", help="retrain K times with new seeds (sensitivity to initialisation)"),
-    bootstrap: int = typer.Option(0, "--bootstrap", help="retrain on K bootstrap resamples (sensitivity to data)"),
+    opacity: Optional[str] = typer.Option(
+        None, "--opacity", help="learning opacity by source, comma-separated: init (new initial weights), order "
+        "(new batch order), data (bootstrap resamples); each retrains --runs times in memory"),
+    runs: int = typer.Option(3, "--runs", help="trainings per opacity source (at least 2)"),
     out: Optional[Path] = typer.Option(None, "--out", help="default: reports/<pipeline>/<expert>/v<N>/"),
 ) -> None:
     """Inspect one expert version: metrics, confusion, AGOP, collapse, attributions, opacity."""
     from moe_pipeline.pipeline.loader import load_pipeline
     from moe_pipeline.inspect.report import inspect_expert
 
-    inspect_expert(load_pipeline(pipeline), expert, version=version, methods=methods,
-                   seeds=seeds, bootstrap=bootstrap, out=out)
+    modes = [m.strip() for m in opacity.split(",") if m.strip()] if opacity else []
+    inspect_expert(load_pipeline(pipeline), expert, version=version, methods=methods, opacity=modes, runs=runs,
+                   out=out)
 
 
 from moe_pipeline.cli import services  # noqa: E402  (the commands that start servers)

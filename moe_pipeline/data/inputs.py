@@ -79,16 +79,28 @@ def build_expert_data(name: str, expert: ExpertSpec, store: DataStore, upstream:
                             f"{n_outputs} (ids 0..{n_outputs - 1}); give one name per class id")
         classes = list(expert.classes)
     return ExpertData(x=x, y=y, blocks=blocks, task=task, n_outputs=n_outputs,
-                      feature_names=_feature_names(store, blocks), class_names=classes)
+                      feature_names=_feature_names(store, blocks, [tuple(p.shape[1:]) for p in parts["train"]]),
+                      class_names=classes)
 
 
-def _feature_names(store: DataStore, blocks: list[Block]) -> list[str] | None:
-    """`radius`, `texture`, ... for named source columns; `has_loop.probs[1]` for the rest."""
+def _feature_names(store: DataStore, blocks: list[Block], shapes: list[tuple[int, ...]]) -> list[str] | None:
+    """`radius`, `texture`, ... for named source columns; `digits.image (row 3, col 4)` for a
+    pixel; `has_loop.probs[loop]` for an upstream
+    expert's probabilities or logits where its YAML names its classes; `has_loop.probs[1]` otherwise."""
     names: list[str] = []
-    for block in blocks:
+    for block, shape in zip(blocks, shapes):
         owner, _, field = block.ref.partition(".")
-        known = store.source(owner).names.get(field) if owner in store.pipeline.sources else None
         width = block.stop - block.start
+        if len(shape) == 3:  # an image (c, h, w): pixels by row and column
+            c, h, w = shape
+            names += [f"{block.ref} (row {r}, col {col}{f', ch {ch}' if c > 1 else ''})"
+                      for ch in range(c) for r in range(h) for col in range(w)]
+            continue
+        if owner in store.pipeline.sources:
+            known = store.source(owner).names.get(field)
+        else:
+            classes = store.pipeline.experts[owner].classes if field in ("probs", "logits") else None
+            known = [f"{block.ref}[{c}]" for c in classes] if classes else None
         names += known if known and len(known) == width else [f"{block.ref}[{i}]" for i in range(width)]
     return names
 

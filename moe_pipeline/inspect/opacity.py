@@ -1,10 +1,16 @@
-"""Learning opacity: how much an expert depends on its random seed and on its data.
+"""Learning opacity by source: how much an expert's behaviour depends on its initial weights,
+on the order the optimiser saw the batches in, and on the data.
 
-`--seeds K` retrains K times on the same data with different seeds (sensitivity to
-initialisation and batch order); `--bootstrap K` retrains K times on bootstrap resamples
-of the training rows with the same seed (sensitivity to data). Both are then compared
-pairwise: metric spread, prediction churn, linear CKA of embeddings, AGOP correlation and
-top-k eigenspace overlap. Training happens here, in memory: nothing is registered.
+`init`: K runs with new initial weights, the same batch order and the same data;
+`order`: K runs with the same initial weights, new batch orders, the same data;
+`data`: K runs on bootstrap resamples of the training rows, same initial weights and order.
+Run 0 of `init` and `order` is the recorded version's own setting (its seeds), so those two
+modes share it. Runs are compared pairwise: metric spread, prediction churn, linear CKA of
+embeddings, AGOP correlation, and AGOP eigenspace overlap at the effective rank (the smallest
+k whose eigenvalues hold 95% of the trace; a fixed k would compare noise directions of a
+low-rank AGOP). Each run also records digests of its initial weights, batch order and data,
+so what a mode held fixed is checked, not assumed. Training happens here, in memory:
+nothing is registered, nothing is written.
 """
 from __future__ import annotations
 
@@ -17,9 +23,14 @@ import torch
 from moe_pipeline.inspect import agop as A
 from moe_pipeline.inspect.similarity import churn, linear_cka, pairwise, subspace_overlap
 from moe_pipeline.data.inputs import ExpertData
-from moe_pipeline.training.train import infer, metrics_of, primary_metric, train_expert
+from moe_pipeline.training.train import tensor_digest, infer, metrics_of, primary_metric, train_expert
 
 AGOP_ROWS = 500  # rows of the training split used for each run's AGOP
+MODES = ("init", "order", "data")
+WHAT = {"init": "new initial weights; same batch order, same data",
+        "order": "new batch order; same initial weights, same data",
+        "data": "bootstrap resamples of the training rows; same initial weights, same batch order"}
+SOURCE = {"init": "initialisation", "order": "the optimisation's feedback (batch order)", "data": "the data"}
 
 
 def _bootstrap(data: ExpertData, seed: int) -> ExpertData:
@@ -28,40 +39,92 @@ def _bootstrap(data: ExpertData, seed: int) -> ExpertData:
     return dataclasses.replace(data, x={**data.x, "train": data.x["train"][rows]}, y={**data.y, "train": data.y["train"][rows]})
 
 
-def _summarise(runs: list[dict[str, Any]], task: str) -> dict[str, Any]:
+def _seeds(mode: str, i: int, init: int, order: int) -> tuple[int, int, int | None]:
+    """(init seed, order seed, bootstrap seed or None) of run i of a mode."""
+    step = 1000 * i
+    if mode == "init":
+        return (init + step) % 2**32, order, None
+    if mode == "order":
+        return init, (order + step) % 2**32, None
+    return init, order, i + 1
+
+
+def _one_run(spec: Any, resources: Any, data: ExpertData, seeds: tuple[int, int, int | None]) -> dict[str, Any]:
+    init, order, boot = seeds
+    run_data = data if boot is None else _bootstrap(data, boot)
+    result = train_expert(spec.model, spec.train, resources, run_data, init, order_seed=order)
+    val = infer(result.model, data.x["val"], data.task)
+    res = A.compute(result.model, data.x["train"][:AGOP_ROWS], k=min(64, data.x["train"][0].numel()))
+    metric = primary_metric(data.task)
+    return {
+        "metric": metrics_of(data.task, val["logits"], data.y["val"], "val")[f"val_{metric}"],
+        "pred": val["logits"].argmax(dim=1), "embedding": val["embedding"],
+        "agop": res.matrix if res.matrix is not None else res.diagonal, "eigenvectors": res.eigenvectors,
+        "rank": res.rank95,
+        "digests": {"initial weights": result.init_digest, "batch order": result.order_digest,
+                    "data": tensor_digest([run_data.x["train"], run_data.y["train"]])},
+    }
+
+
+def _overlap_at_rank(a: dict[str, Any], b: dict[str, Any]) -> float:
+    k = min(max(a["rank"], b["rank"]), a["eigenvectors"].shape[1])
+    return subspace_overlap(a["eigenvectors"][:, :k], b["eigenvectors"][:, :k])
+
+
+def _summarise(mode: str, runs: list[dict[str, Any]], task: str) -> dict[str, Any]:
     metric = primary_metric(task)
     values = [r["metric"] for r in runs]
-    summary = {
-        "runs": len(runs), f"val_{metric}_mean": statistics.fmean(values),
-        f"val_{metric}_std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+    summary: dict[str, Any] = {
+        "varied": WHAT[mode], "runs": len(runs), f"val_{metric}_mean": statistics.fmean(values),
+        f"val_{metric}_spread": max(values) - min(values),
+        f"val_{metric}_std": statistics.pstdev(values),
         "embedding_cka_mean": statistics.fmean(pairwise([r["embedding"] for r in runs], linear_cka)),
         "agop_correlation_mean": statistics.fmean(pairwise([r["agop"] for r in runs], A.cosine)),
-        "topk_eigenspace_overlap_mean": statistics.fmean(pairwise([r["eigenvectors"] for r in runs], subspace_overlap)),
+        "effective_rank": [r["rank"] for r in runs],
+        "eigenspace_overlap_mean": statistics.fmean(pairwise(runs, _overlap_at_rank)),
+        # what the runs really shared: True where every run's digest is the same
+        "shared": {what: len({r["digests"][what] for r in runs}) == 1 for what in runs[0]["digests"]},
+        "digests": [r["digests"] for r in runs],
     }
     if task == "classification":
         summary["prediction_churn_mean"] = statistics.fmean(pairwise([r["pred"] for r in runs], churn))
+    summary["verdict"] = verdict(mode, summary, metric)
     return summary
 
 
-def sensitivity(spec: Any, resources: Any, data: ExpertData, base_seed: int, seeds: int, bootstrap: int,
-                k: int = 4) -> dict[str, Any]:
-    """Retrain and compare; returns {'seeds': {...}, 'bootstrap': {...}} for the modes asked."""
+def verdict(mode: str, s: dict[str, Any], metric: str) -> str:
+    """One line in words. Low: runs agree on (nearly) every prediction and use the same features;
+    high: they disagree on more than a tenth of the rows or read different features."""
+    churn_ = s.get("prediction_churn_mean")
+    spread = s[f"val_{metric}_spread"]
+    agree = s["agop_correlation_mean"]
+    if churn_ is not None:
+        level = "low" if churn_ <= 0.02 and agree >= 0.95 else "high" if churn_ > 0.10 or agree < 0.80 else "moderate"
+        behaviour = f"runs disagree on {100 * churn_:.1f}% of validation predictions"
+    else:
+        level = "low" if spread <= 0.01 and agree >= 0.95 else "high" if spread > 0.05 or agree < 0.80 else "moderate"
+        behaviour = f"validation {metric} varies by {spread:.3f}"
+    features = "use the same input features" if agree >= 0.95 else "use partly different input features" \
+        if agree >= 0.80 else "use different input features"
+    return (f"{level} sensitivity to {SOURCE[mode]}: {behaviour} (val {metric} spread {spread:.3f}), and they "
+            f"{features} (AGOP correlation {agree:.2f}, eigenspace overlap {s['eigenspace_overlap_mean']:.2f} at "
+            f"the effective rank)")
+
+
+def sensitivity(spec: Any, resources: Any, data: ExpertData, init_seed: int, order_seed: int, modes: list[str],
+                runs: int) -> dict[str, Any]:
+    """Retrain `runs` times per mode and compare; {mode: summary} for the modes asked."""
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        raise ValueError(f"unknown opacity source(s) {unknown}; choose from {', '.join(MODES)}")
+    cache: dict[tuple, dict[str, Any]] = {}  # run 0 of init and order is the same training
     out: dict[str, Any] = {}
-    for mode, count in (("seeds", seeds), ("bootstrap", bootstrap)):
-        if count < 2:
-            continue
-        runs = []
-        for i in range(count):
-            seed = base_seed + 1000 * (i + 1) if mode == "seeds" else base_seed
-            run_data = data if mode == "seeds" else _bootstrap(data, base_seed + i + 1)
-            result = train_expert(spec.model, spec.train, resources, run_data, seed)
-            val = infer(result.model, data.x["val"], data.task)
-            probe = data.x["train"][:AGOP_ROWS]
-            res = A.compute(result.model, probe, k=k)
-            runs.append({
-                "metric": metrics_of(data.task, val["logits"], data.y["val"], "val")[f"val_{primary_metric(data.task)}"],
-                "pred": val["logits"].argmax(dim=1), "embedding": val["embedding"],
-                "agop": res.matrix if res.matrix is not None else res.diagonal, "eigenvectors": res.eigenvectors,
-            })
-        out[mode] = _summarise(runs, data.task)
+    for mode in modes:
+        trained = []
+        for i in range(runs):
+            seeds = _seeds(mode, i, init_seed, order_seed)
+            if seeds not in cache:
+                cache[seeds] = _one_run(spec, resources, data, seeds)
+            trained.append(cache[seeds])
+        out[mode] = _summarise(mode, trained, data.task)
     return out

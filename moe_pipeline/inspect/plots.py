@@ -25,7 +25,8 @@ def heatmap(matrix: torch.Tensor, path: Path, title: str, labels: Sequence[str] 
         ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=7,
                 color="white" if value > 0.6 * float(matrix.max()) else "black")
     ticks = labels or [str(i) for i in range(matrix.shape[0])]
-    ax.set_xticks(range(matrix.shape[1]), ticks)
+    ax.set_xticks(range(matrix.shape[1]), ticks, rotation=45 if max(len(t) for t in ticks) > 2 else 0, ha="right"
+                  if max(len(t) for t in ticks) > 2 else "center")
     ax.set_yticks(range(matrix.shape[0]), ticks)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -38,21 +39,27 @@ def heatmap(matrix: torch.Tensor, path: Path, title: str, labels: Sequence[str] 
 
 
 def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str], path: Path, suptitle: str,
-               cmap: str = "viridis", symmetric: bool = False, cols: int | None = None) -> Path:
-    """One small panel per (h, w) map, `cols` to a row."""
+               cmap: str = "viridis", symmetric: bool = False, cols: int | None = None,
+               colorbar: str = "") -> Path:
+    """One small panel per (h, w) map, `cols` to a row, each with its colour bar labelled
+    `colorbar`. `symmetric`: a diverging scale centred at 0 (red positive, blue negative)."""
     plt = _plt()
     n = len(images)
     cols = cols or min(n, 6)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(max(1.9 * cols, 4.8), 2.0 * rows + 0.5), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(2.3 * cols, 4.8), 2.2 * rows + 0.6), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, title in zip(axes.flat, images, titles):
         data = image.double().numpy()
         limit = abs(data).max() or 1.0
-        ax.imshow(data, cmap="RdBu_r" if symmetric else cmap, vmin=-limit if symmetric else None,
-                  vmax=limit if symmetric else None)
+        im = ax.imshow(data, cmap="RdBu_r" if symmetric else cmap, vmin=-limit if symmetric else None,
+                       vmax=limit if symmetric else None)
         ax.set_title(title, fontsize=8)
+        bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+        bar.ax.tick_params(labelsize=6)
+        if colorbar:
+            bar.set_label(colorbar, fontsize=6)
     fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -62,11 +69,11 @@ def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str], path: Path
 
 def bars(values: torch.Tensor, path: Path, title: str, labels: Sequence[str] | None = None, top: int = 30,
          highlight: Sequence[int] = ()) -> Path:
-    """The largest `top` values as horizontal bars, labelled by feature index or name."""
+    """The largest `top` values as horizontal bars, labelled by feature name (or index)."""
     plt = _plt()
     order = values.argsort(descending=True)[:top].tolist()
     names = [labels[i] if labels else f"x{i}" for i in order]
-    fig, ax = plt.subplots(figsize=(6, 0.25 * len(order) + 1))
+    fig, ax = plt.subplots(figsize=(7, 0.25 * len(order) + 1))
     colors = ["tab:red" if i in highlight else "tab:blue" for i in order]
     ax.barh(range(len(order))[::-1], [float(values[i]) for i in order], color=colors)
     ax.set_yticks(range(len(order))[::-1], names, fontsize=7)
@@ -77,15 +84,25 @@ def bars(values: torch.Tensor, path: Path, title: str, labels: Sequence[str] | N
     return path
 
 
-def curves(series: dict[str, list[tuple[int, float]]], path: Path, title: str) -> Path:
+def training_curves(train_loss: list[tuple[int, float]], val_loss: list[tuple[int, float]],
+                    grad_norm: list[tuple[int, float]], best_epoch: int | None, path: Path) -> Path:
+    """Train and validation loss on one axis with the best epoch marked; gradient norm beside."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3), squeeze=False)
-    for ax, (name, points) in zip(axes.flat, series.items()):
+    fig, (loss_ax, grad_ax) = plt.subplots(1, 2, figsize=(9.5, 3.2))
+    for points, label in ((train_loss, "train loss"), (val_loss, "validation loss")):
         if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".")
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("epoch")
-    fig.suptitle(title, fontsize=10)
+            loss_ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=label)
+    if best_epoch:
+        loss_ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch}): kept")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("loss")
+    loss_ax.legend(fontsize=7)
+    loss_ax.set_title("loss", fontsize=9)
+    if grad_norm:
+        grad_ax.plot([p[0] for p in grad_norm], [p[1] for p in grad_norm], marker=".", color="tab:green")
+    grad_ax.set_xlabel("epoch")
+    grad_ax.set_ylabel("mean gradient 2-norm")
+    grad_ax.set_title("gradient norm", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-GAP = 0.01  # completeness gap allowed, as a fraction of the output change
-FIRST_STEPS, MAX_STEPS = 32, 4096
+from moe_pipeline.inspect.attribution import integrated_gradients
+
 
 
 @dataclass
@@ -61,8 +61,6 @@ def _label(p, probs: torch.Tensor) -> tuple[str, float | None, int | None]:
 
 
 def _answer(system, name: str, one: dict[str, np.ndarray], done: dict) -> Answer:
-    from captum.attr import IntegratedGradients
-
     p = system.experts[name]
     label, probability, target = _label(p, done[name]["probs"])
     answer = Answer(name, label, probability)
@@ -70,16 +68,9 @@ def _answer(system, name: str, one: dict[str, np.ndarray], done: dict) -> Answer
     baseline = torch.zeros_like(x)
     with torch.no_grad():
         change = float(p.model(x)[0, target or 0] - p.model(baseline)[0, target or 0])
-    ig = IntegratedGradients(p.model)
-    steps = FIRST_STEPS
-    while True:
-        attributions, delta = ig.attribute(x, baselines=baseline, target=target or 0, n_steps=steps,
-                                           method="gausslegendre", return_convergence_delta=True)
-        gap = float(delta.abs().sum())
-        if gap <= GAP * abs(change) or steps >= MAX_STEPS:
-            break
-        steps *= 2
-    flat = attributions.reshape(-1).double()
+    result = integrated_gradients(p.model, x, target or 0, baseline)
+    gap, steps = result.gap, result.steps
+    flat = result.attributions.reshape(-1).double()
     total = float(flat.abs().sum()) or 1.0
     for ref, start, stop in p.saved["blocks"]:
         block = flat[start:stop]

@@ -197,7 +197,7 @@ def _train(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, s
     check_fits(model_spec, data, resources.max_memory_gb)
     torch.manual_seed(seed)
     model = build_model(model_spec, data.in_shape, data.n_outputs)
-    init_digest = _digest(model.state_dict().values())
+    init_digest = tensor_digest(model.state_dict().values())
     layer = first_layer(model)
     initial_first_layer = layer.weight.detach().clone() if layer is not None else torch.empty(0)
     model.to(device)
@@ -282,7 +282,7 @@ def _train(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, s
         order_digest=orders.hexdigest())
 
 
-def _digest(tensors) -> str:
+def tensor_digest(tensors) -> str:
     """sha256 of tensors' bytes, in order: which initial weights (or data) a run started from."""
     h = hashlib.sha256()
     for t in tensors:

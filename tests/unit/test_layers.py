@@ -27,7 +27,9 @@ FORBIDDEN = {
     "registry": ["mlflow", *(f"moe_pipeline.{x}" for x in ("training", "execute", "inspect", "cli"))],
     "execute": ["mlflow", "moe_pipeline.inspect", "moe_pipeline.cli"],
     "inspect": ["mlflow", "moe_pipeline.cli"],
-    "serve": ["mlflow", "moe_pipeline.inspect", "moe_pipeline.cli"],
+    # serve may use inspect's pure numerics (integrated gradients), never the report or training
+    "serve": ["mlflow", "moe_pipeline.inspect.report", "moe_pipeline.inspect.opacity", "moe_pipeline.training.train",
+              "moe_pipeline.cli"],
     "cli": ["torch", "mlflow", "sklearn", "numpy"],  # cli/app.py imports every command lazily
 }
 

@@ -4,7 +4,7 @@ import torch
 from sklearn.metrics import confusion_matrix as sk_confusion
 
 from moe_pipeline.inspect.collapse import collapse_metrics, deep_nc1, nc1
-from moe_pipeline.inspect.confusion import confusion_matrix, row_normalised
+from moe_pipeline.inspect.confusion import confusion_matrix, per_class, row_normalised
 from moe_pipeline.inspect.similarity import churn, linear_cka, subspace_overlap
 from moe_pipeline.training.models import MLP
 
@@ -87,6 +87,19 @@ def test_confusion_matrix_equals_scikit_learn():
     ours = confusion_matrix(torch.from_numpy(true), torch.from_numpy(pred), 7)
     np.testing.assert_array_equal(ours.numpy(), sk_confusion(true, pred, labels=range(7)))
     np.testing.assert_allclose(row_normalised(ours).numpy(), sk_confusion(true, pred, labels=range(7), normalize="true"))
+
+
+def test_per_class_precision_recall_equal_scikit_learn():
+    from sklearn.metrics import precision_recall_fscore_support
+
+    rng = np.random.default_rng(1)
+    true, pred = rng.integers(0, 5, 300), rng.integers(0, 4, 300)  # class 4 is never predicted
+    ours = per_class(confusion_matrix(torch.from_numpy(true), torch.from_numpy(pred), 5))
+    p, r, f, n = precision_recall_fscore_support(true, pred, labels=range(5), zero_division=0)
+    np.testing.assert_allclose([c["precision"] for c in ours], p)
+    np.testing.assert_allclose([c["recall"] for c in ours], r)
+    np.testing.assert_allclose([c["f1"] for c in ours], f)
+    assert [c["support"] for c in ours] == n.tolist()
 
 
 def test_linear_cka_properties():
