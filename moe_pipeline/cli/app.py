@@ -211,7 +211,7 @@ def inspect(
     pipeline: Path = PipelineArg,
     expert: str = typer.Argument(..., show_default=False),
     version: Optional[int] = typer.Option(None, "--version", help="default: the current version"),
-    methods: Optional[List[str]] = typer.Option(None, "--methods", help="subset of: metrics agop collapse attribution"),
+    methods: Optional[List[str]] = typer.Option(None, "--methods", help="subset of: metrics agop collapse attribution (repeat, or comma-separated)"),
     opacity: Optional[str] = typer.Option(
         None, "--opacity", help="learning opacity by source, comma-separated: init (new initial weights), order "
         "(new batch order), data (bootstrap resamples); each retrains --runs times in memory"),
@@ -223,8 +223,25 @@ def inspect(
     from moe_pipeline.inspect.report import inspect_expert
 
     modes = [m.strip() for m in opacity.split(",") if m.strip()] if opacity else []
+    methods = [m.strip() for given in methods for m in given.split(",") if m.strip()] if methods else None
     inspect_expert(load_pipeline(pipeline), expert, version=version, methods=methods, opacity=modes, runs=runs,
                    out=out)
+
+
+@app.command()
+def report(
+    pipeline: Path = PipelineArg,
+    out: Optional[Path] = typer.Option(None, "--out", help="default: reports/<pipeline>/overview/"),
+    weak: float = typer.Option(0.10, "--weak", min=0.0, max=1.0,
+                               help="ablate inputs holding less than this share of the reading expert's AGOP trace"),
+    tolerance: float = typer.Option(0.01, "--tolerance", min=0.0,
+                                    help="recommend dropping an input whose ablation costs at most this much metric"),
+) -> None:
+    """One overview page: the graph by status, each expert's report, and the dependency table (drop or keep)."""
+    from moe_pipeline.inspect.overview import pipeline_report
+    from moe_pipeline.pipeline.loader import load_pipeline
+
+    pipeline_report(load_pipeline(pipeline), out=out, weak=weak, tolerance=tolerance)
 
 
 from moe_pipeline.cli import services  # noqa: E402  (the commands that start servers)

@@ -134,7 +134,7 @@ def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | 
 
     x = data.x["train"][:AGOP_ROWS]
     started = time.perf_counter()
-    res = A.compute(model, x, k=6)
+    res = A.compute(model, x, k=6, dense_limit=A.DENSE_LIMIT)
     seconds = time.perf_counter() - started
     in_shape = saved["in_shape"]
     diag = res.diagonal
@@ -370,7 +370,8 @@ def _header(ws, expert: str, record) -> tuple[str, dict[str, Any]]:
 
 def inspect_expert(loaded, expert: str, version: int | None = None, methods: list[str] | None = None,
                    opacity: list[str] | None = None, runs: int = 3, out: Path | None = None,
-                   quiet: bool = False) -> Report:
+                   quiet: bool = False, ws=None) -> Report:
+    """`ws`: a Workspace to reuse (the overview inspects every expert through one)."""
     from moe_pipeline.registry.artifacts import INITIAL, read_tensors
     from moe_pipeline.execute.write import Workspace
     from moe_pipeline.inspect.opacity import MODES
@@ -386,7 +387,7 @@ def inspect_expert(loaded, expert: str, version: int | None = None, methods: lis
     if opacity and runs < 2:
         raise SelectionError(f"--runs must be at least 2 to compare runs; got {runs}")
     started = time.perf_counter()
-    ws = Workspace(loaded)
+    ws = ws or Workspace(loaded)
     record = ws.record(expert, version)
     model, saved = ws.load_model(record)
     data = ws.expert_data(expert, upstream_versions={u: r.version for u, r in record.upstream.items()})[0]

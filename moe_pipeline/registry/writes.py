@@ -104,6 +104,18 @@ class Registry(RegistryReader):
             self._call("log metrics", self.client.log_batch, run_id, metrics=metric_list[start:start + 100],
                        params=params_list[start:start + 100])
 
+    def log_report(self, files: list[Path], artifact_path: str) -> str:
+        """A run of its own (tag `moe.kind: overview`, no expert) holding a pipeline-level report."""
+        run = self._call("create run", self.client.create_run, self.experiment_id(),
+                         run_name=f"{artifact_path}-{time.strftime('%Y%m%d-%H%M%S')}",
+                         tags={"moe.kind": artifact_path, "moe.pipeline": self.pipeline_name,
+                               HOST: socket.gethostname(), PID: str(os.getpid())})
+        try:
+            self.log_files(run.info.run_id, files, artifact_path)
+        finally:
+            self._call("finish run", self.client.set_terminated, run.info.run_id, "FINISHED")
+        return run.info.run_id
+
     def log_artifacts(self, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
         self._call("log artifacts", self.client.log_artifacts, run_id, str(folder), artifact_path)
 

@@ -91,51 +91,25 @@ def to_html(system, answers: list[Answer], title: str) -> str:
     answer in its box, each edge labelled with the share of the output that input drove."""
     from html import escape
 
+    from moe_pipeline.pipeline.dagview import Arrow, Box, layered_svg
+
     by_name = {a.expert: a for a in answers}
-    depth: dict[str, int] = {ref: 0 for ref in system.fields}
-    for name in system.order:  # topological: an expert sits one column right of its deepest input
-        owners = [ref.partition(".")[0] if ref not in system.fields else ref for ref in system.experts[name].inputs]
-        depth[name] = 1 + max(depth[o] for o in owners)
-    columns: dict[int, list[str]] = {}
-    for node, d in depth.items():
-        columns.setdefault(d, []).append(node)
-    width, height, gap_x, gap_y = 230, 64, 120, 28
-    place = {node: (20 + d * (width + gap_x), 20 + i * (height + gap_y))
-             for d, nodes in columns.items() for i, node in enumerate(nodes)}
-    svg_w = 40 + (max(columns) + 1) * (width + gap_x) - gap_x
-    svg_h = 40 + max(len(n) for n in columns.values()) * (height + gap_y) - gap_y
-    parts = []
+    boxes = {ref: Box([ref, "input"]) for ref in system.fields}
+    arrows = []
     for name in system.order:
-        x2, y2 = place[name]
-        for driver in by_name[name].drivers:
+        a = by_name[name]
+        p = f"p {a.probability:.2f}" if a.probability is not None else ""
+        boxes[name] = Box([name, f"= {a.label}  {p}"], fill="#fff7e0")
+        for driver in a.drivers:
             ref = driver["ref"]
-            source = ref if ref in system.fields else ref.partition(".")[0]
-            x1, y1 = place[source]
-            stroke = 1 + 7 * driver["share"]
-            parts.append(f'<line x1="{x1 + width}" y1="{y1 + height / 2}" x2="{x2}" y2="{y2 + height / 2}" '
-                         f'stroke="#4a7bd0" stroke-opacity="0.7" stroke-width="{stroke:.1f}" marker-end="url(#a)"/>')
-            t = 0.72  # the label near the arrow's end: fanned-out edges are apart there
-            mx, my = x1 + width + t * (x2 - x1 - width), y1 + height / 2 + t * (y2 - y1) - 5
-            parts.append(f'<text x="{mx:.0f}" y="{my:.0f}" class="share">{driver["share"]:.0%}</text>')
-    for node, (x, y) in place.items():
-        if node in system.fields:
-            lines, fill = [escape(node), "input"], "#eef2f7"
-        else:
-            a = by_name[node]
-            p = f"p {a.probability:.2f}" if a.probability is not None else ""
-            lines, fill = [escape(node), escape(f"= {a.label}  {p}")], "#fff7e0"
-        parts.append(f'<rect x="{x}" y="{y}" width="{width}" height="{height}" rx="8" fill="{fill}" stroke="#555"/>')
-        parts.append(f'<text x="{x + 12}" y="{y + 26}" class="name">{lines[0]}</text>')
-        parts.append(f'<text x="{x + 12}" y="{y + 48}" class="answer">{lines[1]}</text>')
+            start = ref if ref in system.fields else ref.partition(".")[0]
+            arrows.append(Arrow(start, name, f"{driver['share']:.0%}", driver["share"]))
+    svg = layered_svg(boxes, arrows)
     rows = "".join(f"<li><code>{escape(a.sentence())}</code></li>" for a in answers)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title><style>
-body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222 }}
-.name {{ font-weight: 600; font-size: 15px }} .answer {{ font-size: 14px }}
-.share {{ font-size: 12px; fill: #2a4f9a; text-anchor: middle }} code {{ font-size: 13px }}
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222 }} code {{ font-size: 13px }}
 </style></head><body><h1>{escape(title)}</h1>
 <p>Each box is one expert's answer for this example; each arrow's width and label is the share of that
 expert's output driven by the input (integrated gradients of the predicted class's logit from a zero input,
 summed per input block).</p>
-<svg width="{svg_w}" height="{svg_h}" xmlns="http://www.w3.org/2000/svg"><defs><marker id="a" viewBox="0 0 10 10"
-refX="10" refY="5" markerWidth="10" markerHeight="10" markerUnits="userSpaceOnUse" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#4a7bd0"/>
-</marker></defs>{''.join(parts)}</svg><ul>{rows}</ul></body></html>"""
+{svg}<ul>{rows}</ul></body></html>"""

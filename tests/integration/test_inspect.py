@@ -68,14 +68,54 @@ experts:
 """)
     assert cli("run", path) == 0
     out = tmp_path / "q"
-    assert cli("inspect", path, "quadrant", "--out", out, "--methods", "agop", "--seeds", "2") == 0
+    assert cli("inspect", path, "quadrant", "--out", out, "--methods", "agop", "--opacity", "init,order,data",
+               "--runs", "2") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["agop"]["top_features"][:2]) == {0, 1}
     assert summary["agop"]["planted_share"] >= 0.9
     assert summary["agop"]["neural_feature_ansatz"]["wtw_vs_agop_sqrt"] > 0.5
-    opacity = summary["opacity"]["seeds"]
-    assert opacity["runs"] == 2 and 0.0 <= opacity["prediction_churn_mean"] < 0.2
-    assert opacity["agop_correlation_mean"] > 0.8
+    assert summary["agop"]["effective_rank"] <= 4  # two planted directions (and a little noise), not 30
+    opacity = summary["opacity"]
+    # what each source held fixed, from digests of the initial weights, every epoch's batch order and the rows
+    assert opacity["init"]["shared"] == {"initial weights": False, "batch order": True, "data": True}
+    assert opacity["order"]["shared"] == {"initial weights": True, "batch order": False, "data": True}
+    assert opacity["data"]["shared"] == {"initial weights": True, "batch order": True, "data": False}
+    # run 0 of init and order is the registered version's own setting: one training, shared
+    assert opacity["init"]["digests"][0] == opacity["order"]["digests"][0]
+    for mode in ("init", "order", "data"):
+        assert opacity[mode]["runs"] == 2 and 0.0 <= opacity[mode]["prediction_churn_mean"] < 0.2
+        assert opacity[mode]["agop_correlation_mean"] > 0.8
+        assert opacity[mode]["verdict"].split()[0] in ("low", "moderate", "high")
+
+
+def test_matrix_free_eigenpairs_and_ig_gap_are_shown_within_their_tolerances(tmp_path: Path, monkeypatch):
+    """Above the dense limit the report iterates the eigenpairs to residual 1e-3 and shows it;
+    integrated gradients take steps until the completeness gap is at most 1%."""
+    from moe_pipeline.inspect import agop
+
+    path = tmp_path / "planted.yaml"
+    path.write_text("""
+name: planted_free
+sources:
+  p: {loader: synthetic.planted, n: 1200, d: 30, informative: [0, 1], task: signs}
+experts:
+  quadrant:
+    inputs: [p.x]
+    target: p.y
+    model: {kind: mlp, hidden: [32]}
+    train: {epochs: 10, batch_size: 128, lr: 3.0e-3, patience: null}
+""")
+    assert cli("run", path) == 0
+    monkeypatch.setattr(agop, "DENSE_LIMIT", 10)  # 30 inputs: the matrix-free path
+    out = tmp_path / "free"
+    assert cli("inspect", path, "quadrant", "--out", out, "--methods", "agop,attribution") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert not summary["agop"]["dense"] and not summary["agop"]["eigenpairs_exact"]
+    assert 0 < max(summary["agop"]["eigen_residuals"]) <= 1e-3
+    assert summary["attribution"]["ig_completeness_gap"] <= 0.01
+    page = (out / "report.html").read_text()
+    assert f"{max(summary['agop']['eigen_residuals']):.1e}" in page
+    assert f"completeness gap {100 * summary['attribution']['ig_completeness_gap']:.2f}%" in page
 
 
 def test_inspect_unknown_version_is_a_clear_error(tiny: Path, capsys):

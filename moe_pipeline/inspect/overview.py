@@ -1,0 +1,191 @@
+"""The pipeline overview: one page with the expert graph and the dependency table.
+
+The graph is drawn as SVG: a box per source field and per expert, coloured by status, with
+its current version and validation metric, linking to its expert report (written beside the
+page); each arrow is labelled with the downstream expert's reliance share on that input (the
+share of its logits' AGOP trace in the input's columns).
+
+The dependency table is the measured form of "be very selective about what becomes
+dependent". Per arrow: the reliance share; the retraining exposure (recorded training
+seconds of the downstream expert and of everything below it, which a change of the upstream
+puts at risk of retraining through this arrow); and, for a weak arrow (share below `weak`),
+an ablation: the downstream expert retrained in memory without that input, with the same
+seeds and settings, and its validation metric compared with the registered version's. A
+drop of at most `tolerance` recommends dropping the input. Nothing is registered: ablations
+train in memory; the page is written to the report folder and logged to an MLflow run of
+its own (tag `moe.kind: overview`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+WEAK = 0.10  # an input holding less than this share of the expert's AGOP trace is weak: ablate it
+TOLERANCE = 0.01  # the validation metric may fall by this much without the input: drop it
+FILLS = {"fresh": "#e3f3e6", "stale": "#fde3c8", "pending": "#fff3bf", "missing": "#eeeeee"}
+
+
+@dataclass
+class Edge:
+    ref: str  # the input, `source.field` or `expert.output`
+    expert: str  # the downstream expert reading it
+    share: float  # its share of the expert's AGOP trace
+    exposure_seconds: float
+    exposed: list[str]
+    metric: str = ""
+    metric_now: float | None = None
+    metric_without: float | None = None  # the ablation's validation metric, where one ran
+    recommendation: str = "keep"
+    why: str = ""
+
+    @property
+    def metric_change(self) -> float | None:
+        return None if self.metric_without is None else self.metric_without - self.metric_now
+
+
+def without_input(data, ref: str):
+    """The expert's data with the columns of input `ref` removed (blocks and names shifted)."""
+    block = next(b for b in data.blocks if b.ref == ref)
+    width = block.stop - block.start
+    x = {split: torch.cat([v[:, :block.start], v[:, block.stop:]], dim=1) for split, v in data.x.items()}
+    blocks = [b if b.stop <= block.start else dataclasses.replace(b, start=b.start - width, stop=b.stop - width)
+              for b in data.blocks if b.ref != ref]
+    names = data.feature_names[:block.start] + data.feature_names[block.stop:] if data.feature_names else None
+    return dataclasses.replace(data, x=x, blocks=blocks, feature_names=names)
+
+
+def _ablate(ws, expert: str, record, ref: str) -> float:
+    from moe_pipeline.training.train import train_expert
+
+    spec = ws.pipeline.experts[expert]
+    data = ws.expert_data(expert, upstream_versions={u: r.version for u, r in record.upstream.items()})[0]
+    train = record.spec["train"]
+    result = train_expert(spec.model, spec.train, ws.pipeline.resources_for(expert), without_input(data, ref),
+                          train.get("init_seed", train["seed"]), order_seed=train.get("order_seed", train["seed"]))
+    return result.metrics[f"val_{record.metric_name}"]
+
+
+def dependency_table(ws, reliance: dict[str, list[dict[str, Any]]], weak: float = WEAK,
+                     tolerance: float = TOLERANCE) -> list[Edge]:
+    """One Edge per input of every expert with a current version, ablating the weak ones."""
+    from moe_pipeline.pipeline.graph import downstream
+
+    current = ws.current()
+    edges = []
+    for expert, shares in reliance.items():
+        record = current[expert]
+        exposed = [expert, *downstream(ws.graph, expert)]
+        seconds = sum(current[e].train_seconds for e in exposed if current[e] is not None)
+        for row in shares:
+            edge = Edge(row["input"], expert, row["share"], seconds, exposed, record.metric_name, record.val_metric)
+            if len(shares) == 1:
+                edge.why = "its only input"
+            elif row["share"] >= weak:
+                edge.why = f"strong reliance (share ≥ {weak:.0%})"
+            else:
+                edge.metric_without = _ablate(ws, expert, record, row["input"])
+                change = edge.metric_change
+                edge.recommendation = "drop" if change >= -tolerance else "keep"
+                edge.why = (f"without it val {record.metric_name} changes by {change:+.4f} "
+                            + (f"(within {tolerance})" if edge.recommendation == "drop" else f"(worse than -{tolerance})"))
+            edges.append(edge)
+    return edges
+
+
+def _boxes(ws, statuses, reliance: dict[str, list[dict[str, Any]]], links: dict[str, str]):
+    from moe_pipeline.pipeline.dagview import Arrow, Box
+
+    current = ws.current()
+    boxes, arrows = {}, []
+    for expert, spec in ws.pipeline.experts.items():
+        for ref in spec.inputs:
+            if ref.partition(".")[0] in ws.pipeline.sources:
+                boxes.setdefault(ref, Box([ref, "source field"]))
+    for expert in ws.pipeline.experts:
+        status = statuses[expert].status
+        record = current[expert]
+        lines = [expert, f"v{record.version} · {status}" if record else status]
+        if record is not None:
+            lines.append(f"val {record.metric_name} {record.val_metric:.3f}")
+        boxes[expert] = Box(lines, FILLS.get(status, "#eeeeee"), links.get(expert))
+        shares = {r["input"]: r["share"] for r in reliance.get(expert, [])}
+        for ref in ws.pipeline.experts[expert].inputs:
+            start = ref if ref in boxes and ref.partition(".")[0] in ws.pipeline.sources else ref.partition(".")[0]
+            share = shares.get(ref)
+            label = f"{share:.0%}" if share is not None else "?"
+            if start != ref:
+                label = f"{ref.partition('.')[2]} {label}"
+            arrows.append(Arrow(start, expert, label, share or 0.0))
+    return boxes, arrows
+
+
+def _page(title: str, svg: str, edges: list[Edge], weak: float, tolerance: float, seconds: float) -> str:
+    from moe_pipeline.inspect.report import STYLE, _table
+
+    rows = [{"input": e.ref, "read by": e.expert, "reliance share": f"{e.share:.1%}",
+             "exposure (s)": f"{e.exposure_seconds:.1f}", "experts exposed": ", ".join(e.exposed),
+             f"val metric now": e.metric_now,
+             "without the input": e.metric_without if e.metric_without is not None else "—",
+             "change": f"{e.metric_change:+.4f}" if e.metric_change is not None else "—",
+             "recommendation": e.recommendation, "why": e.why} for e in edges]
+    legend = "".join(f"<span style='background:{fill};border:1px solid #999;padding:1px 8px;margin-right:6px'>"
+                     f"{name}</span>" for name, fill in FILLS.items())
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}body{{max-width:1400px}}</style></head><body><h1>{html.escape(title)}</h1>"
+            "<p class='how'>Each box is an expert (click it for its report) or a source field; colour is its "
+            "status, arrows are inputs labelled with the share of the reading expert's AGOP trace (of its logits) "
+            f"that the input holds.</p><p>{legend}</p>{svg}"
+            "<h2>Dependency table</h2><p class='how'>Every dependency is a retraining risk: a change upstream "
+            "may retrain the reading expert and everything below it (the exposure: their recorded training "
+            f"seconds). Inputs with a reliance share below {weak:.0%} are ablated: the reading expert is retrained "
+            "in memory without the input (same seeds, nothing registered). If its validation metric falls by at "
+            f"most {tolerance}, the input is not worth its exposure: drop it.</p>" + _table(rows) +
+            f"<p>Written in {seconds:.1f} s.</p></body></html>")
+
+
+def pipeline_report(loaded, out: Path | None = None, weak: float = WEAK, tolerance: float = TOLERANCE,
+                    quiet: bool = False) -> Path:
+    from moe_pipeline.execute.write import Workspace
+    from moe_pipeline.inspect.report import inspect_expert
+    from moe_pipeline.pipeline.dagview import layered_svg
+    from moe_pipeline.pipeline.loader import project_root
+
+    started = time.perf_counter()
+    ws = Workspace(loaded)
+    out = out or project_root(loaded.path) / "reports" / ws.pipeline.name / "overview"
+    out.mkdir(parents=True, exist_ok=True)
+    statuses, current = ws.statuses(), ws.current()
+    reliance, links = {}, {}
+    for expert in ws.pipeline.experts:
+        if current[expert] is None:
+            continue
+        rep = inspect_expert(loaded, expert, out=out / "experts" / expert, quiet=True, ws=ws)
+        reliance[expert] = rep.summary["agop"]["reliance"]
+        links[expert] = f"experts/{expert}/report.html"
+    edges = dependency_table(ws, reliance, weak, tolerance)
+    boxes, arrows = _boxes(ws, statuses, reliance, links)
+    title = f"{ws.pipeline.name}: pipeline overview"
+    seconds = time.perf_counter() - started
+    page = out / "overview.html"
+    page.write_text(_page(title, layered_svg(boxes, arrows), edges, weak, tolerance, seconds))
+    summary = out / "overview.json"
+    summary.write_text(json.dumps({
+        "pipeline": ws.pipeline.name, "weak": weak, "tolerance": tolerance, "seconds": round(seconds, 2),
+        "statuses": {n: s.status for n, s in statuses.items()},
+        "edges": [{**dataclasses.asdict(e), "metric_change": e.metric_change} for e in edges]}, indent=2))
+    ws.registry.log_report([page, summary], "overview")
+    if not quiet:
+        from rich.console import Console
+        from rich.markup import escape
+
+        lines = [f"{e.ref} -> {e.expert}: share {e.share:.1%}, exposure {e.exposure_seconds:.1f} s, "
+                 f"{e.recommendation} ({e.why})" for e in edges]
+        Console().print(escape("\n".join([*lines, f"overview: {page}  ({seconds:.1f} s)"])))
+    return page
