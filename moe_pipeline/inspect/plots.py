@@ -1,6 +1,7 @@
 """PNG figures of an inspection report (matplotlib, Agg backend: no display needed)."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -47,7 +48,8 @@ def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str], path: Path
     n = len(images)
     cols = cols or min(n, 6)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(max(2.3 * cols, 4.8), 2.2 * rows + 0.6), squeeze=False)
+    width = max(2.3 * cols, 5.5)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 2.2 * rows + 0.7), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, title in zip(axes.flat, images, titles):
@@ -60,7 +62,7 @@ def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str], path: Path
         bar.ax.tick_params(labelsize=6)
         if colorbar:
             bar.set_label(colorbar, fontsize=6)
-    fig.suptitle(suptitle, fontsize=10)
+    fig.suptitle(textwrap.fill(suptitle, int(width * 11)), fontsize=10)  # ~11 characters per inch at 10 pt
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
