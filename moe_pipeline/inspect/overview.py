@@ -127,11 +127,11 @@ def _boxes(ws, statuses, reliance: dict[str, list[dict[str, Any]]], links: dict[
 
 
 def _page(title: str, svg: str, edges: list[Edge], weak: float, tolerance: float, seconds: float) -> str:
-    from moe_pipeline.inspect.report import STYLE, _table
+    from moe_pipeline.inspect.page import STYLE, table as _table
 
     rows = [{"input": e.ref, "read by": e.expert, "reliance share": f"{e.share:.1%}",
              "exposure (s)": f"{e.exposure_seconds:.1f}", "experts exposed": ", ".join(e.exposed),
-             f"val metric now": e.metric_now,
+             "val metric now": e.metric_now,
              "without the input": e.metric_without if e.metric_without is not None else "—",
              "change": f"{e.metric_change:+.4f}" if e.metric_change is not None else "—",
              "recommendation": e.recommendation, "why": e.why} for e in edges]
