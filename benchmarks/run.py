@@ -1,6 +1,8 @@
 """`make bench`: run every benchmark, print one table, write benchmarks/results.json.
 
-Benchmarks are not tests: nothing here fails the build. Each compares side by side in one
+Benchmarks are not tests: nothing here fails the build. `python benchmarks/run.py bench_x`
+runs one module and replaces only its rows in results.json (each row names its module and
+when it ran). Each compares side by side in one
 process (or fresh processes started from it) and reports ratios, since absolute times on a
 shared machine drift.
 """
@@ -16,7 +18,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODULES = ["bench_agop", "bench_train", "bench_status", "bench_cutoff", "bench_memory", "bench_demo", "bench_commands", "bench_ray", "bench_use"]
+MODULES = ["bench_agop", "bench_train", "bench_status", "bench_cutoff", "bench_memory", "bench_demo", "bench_commands", "bench_ray", "bench_use",
+           "bench_inspect"]
 
 
 def machine() -> dict:
@@ -38,8 +41,12 @@ def main(names: list[str]) -> None:
     rows, started = [], time.perf_counter()
     for name in names or MODULES:
         t0 = time.perf_counter()
-        rows += importlib.import_module(name).run()
+        rows += [{**row, "module": name, "machine_date": machine()["date"]} for row in importlib.import_module(name).run()]
         print(f"{name}: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    path = HERE / "results.json"
+    if names and path.exists():  # a partial run replaces its modules' rows and keeps the others'
+        kept = [row for row in json.loads(path.read_text())["results"] if row.get("module") not in names]
+        rows = kept + rows
     table = Table(title="moe-pipeline benchmarks")
     for column in ("benchmark", "value", "goal", "met", "note"):
         table.add_column(column, overflow="fold")
@@ -47,7 +54,8 @@ def main(names: list[str]) -> None:
         table.add_row(row["benchmark"], f"{row['value']} {row['unit']}", row["goal"], "yes" if row["met"] else "NO",
                       row["note"])
     Console(width=220).print(table)
-    result = {"machine": machine(), "seconds": round(time.perf_counter() - started, 1), "results": rows}
+    result = {"machine": machine(), "seconds": round(time.perf_counter() - started, 1), "results": rows,
+              "modules_run": names or MODULES}
     (HERE / "results.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {HERE / 'results.json'} ({result['seconds']} s)")
 
