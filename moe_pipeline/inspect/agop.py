@@ -42,6 +42,7 @@ class AGOPResult:
     n: int
     spectrum: torch.Tensor | None = None  # every eigenvalue, descending (dense only)
     residuals: torch.Tensor | None = None  # ||Gv - λv|| / λ of each matrix-free pair; None = exact (dense)
+    passes: int = 0  # Jacobian passes of the matrix-free eigen-iteration
 
     @property
     def rank95(self) -> int:
@@ -87,20 +88,21 @@ def agop_matvec(model: nn.Module, x: torch.Tensor, v: torch.Tensor, chunk: int =
 
 
 RESIDUAL = 1e-3  # matrix-free eigenpairs iterate until ||Gv - λv|| / λ is at most this
-MAX_ITERATIONS = 200
+MAX_ITERATIONS = 100
 
 
 def top_eigen_matrix_free(model: nn.Module, x: torch.Tensor, k: int, tol: float = RESIDUAL,
                           max_iterations: int = MAX_ITERATIONS, oversample: int = 5, seed: int = 0,
-                          chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                          chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Randomised subspace iteration (Halko et al.) with a Rayleigh-Ritz step each iteration;
     AGOP is PSD. Stops when every one of the top k Ritz pairs has relative residual
-    ||Gv - λv|| / λ <= tol (or after max_iterations). Returns values, vectors and residuals:
-    the residuals say how approximate the pairs are, and the report shows them."""
+    ||Gv - λv|| / λ <= tol (or after max_iterations). Returns values, vectors, residuals and
+    the passes over the Jacobians it took: the residuals say how approximate the pairs are,
+    and the report shows them."""
     d = x[0].numel()
     gen = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(d, min(k + oversample, d), generator=gen, dtype=torch.float64))
-    for _ in range(max_iterations):
+    for iteration in range(1, max_iterations + 1):
         z = agop_matvec(model, x, q, chunk)  # G q: one pass over the Jacobians serves both steps
         values, small_vectors = torch.linalg.eigh((q.T @ z + z.T @ q) / 2)
         order = values.argsort(descending=True)[:k]
@@ -111,7 +113,7 @@ def top_eigen_matrix_free(model: nn.Module, x: torch.Tensor, k: int, tol: float 
         if bool((residuals <= tol).all()):
             break
         q, _ = torch.linalg.qr(z)
-    return values, vectors, residuals
+    return values, vectors, residuals, iteration
 
 
 def compute(model: nn.Module, x: torch.Tensor, k: int = 8, dense_limit: int = DENSE_LIMIT,
@@ -123,8 +125,9 @@ def compute(model: nn.Module, x: torch.Tensor, k: int = 8, dense_limit: int = DE
         order = values.argsort(descending=True)[:k]
         return AGOPResult(matrix.diagonal().clone(), values[order], vectors[:, order], matrix, parts, len(x),
                           spectrum=values.flip(0).clamp(min=0))
-    values, vectors, residuals = top_eigen_matrix_free(model, x, k, chunk=chunk)
-    return AGOPResult(agop_diagonal(model, x, chunk), values, vectors, None, None, len(x), residuals=residuals)
+    values, vectors, residuals, passes = top_eigen_matrix_free(model, x, k, chunk=chunk)
+    return AGOPResult(agop_diagonal(model, x, chunk), values, vectors, None, None, len(x), residuals=residuals,
+                      passes=passes)
 
 
 def effective_rank(spectrum: torch.Tensor, trace: float, share: float = 0.95) -> int:
