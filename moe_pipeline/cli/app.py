@@ -149,10 +149,12 @@ def run(
 
     from moe_pipeline.execute.ray_runner import StepsFailed, cluster
     from moe_pipeline.pipeline.loader import project_root
+    from moe_pipeline.registry.store import resolve_tracking_uri
 
     # Ray first: its workers start (and import) while this process reads the registry and plans
-    on_ray = cluster(address, project_root(loaded.path), len(loaded.pipeline.experts)) if executor == "ray" \
-        else contextlib.nullcontext()
+    uri = resolve_tracking_uri(loaded.pipeline, loaded.path)
+    on_ray = cluster(address, project_root(loaded.path), len(loaded.pipeline.experts), loaded.path, uri) \
+        if executor == "ray" else contextlib.nullcontext()
     with on_ray:
         ws = Workspace(loaded)
         ws.wait = wait

@@ -53,12 +53,14 @@ def run_plan_on_ray(ws, plan: Plan, address: str | None,
 
 
 @contextlib.contextmanager
-def cluster(address: str | None, root: Path, experts: int) -> Iterator[None]:
+def cluster(address: str | None, root: Path, experts: int, pipeline: Path | None = None,
+            tracking_uri: str | None = None) -> Iterator[None]:
     """Connect to the cluster at `address`, or start a local one; shut down only what this started.
 
     Each Ray worker imports torch, mlflow and scikit-learn before its first expert (~4 s on
-    a small machine). So that this overlaps the driver's own start (registry, plan), one
-    warm-up task per core (at most one per expert) is submitted as soon as Ray is up."""
+    a small machine), then opens the pipeline: registry client, data, fingerprints. So that
+    this overlaps the driver's own start (registry, plan), one warm-up task per core (at most
+    one per expert) is submitted as soon as Ray is up; given the pipeline, it opens it too."""
     try:
         import ray
     except ImportError:
@@ -75,15 +77,18 @@ def cluster(address: str | None, root: Path, experts: int) -> Iterator[None]:
                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     try:
         warm = ray.remote(num_cpus=1, max_retries=0)(_warm_up)
+        relative = os.path.relpath(pipeline.resolve(), root) if pipeline is not None else None
         for _ in range(max(1, min(int(ray.cluster_resources().get("CPU", 1)), experts))):
-            warm.remote()  # not waited for: a task that finds its worker warm simply starts sooner
+            # not waited for: a task that finds its worker warm simply starts sooner
+            warm.remote(None if address else str(root), relative, tracking_uri)
         yield
     finally:
         ray.shutdown()
 
 
-def _warm_up() -> None:
-    """In a worker: the imports every expert's step needs."""
+def _warm_up(root: str | None, pipeline: str | None, tracking_uri: str | None) -> None:
+    """In a worker: the imports every expert's step needs, then the pipeline's Workspace with
+    its sources loaded and fingerprints computed, kept for this worker's steps."""
     import sklearn.datasets  # noqa: F401
     import torch  # noqa: F401
 
@@ -91,6 +96,35 @@ def _warm_up() -> None:
     from moe_pipeline.registry.store import import_client
 
     import_client()
+    if pipeline is None or tracking_uri is None:
+        return
+    try:
+        ws = _workspace(root, pipeline, tracking_uri)
+        for name in ws.pipeline.sources:
+            ws.store.source(name)
+        for name in ws.pipeline.experts:
+            ws.fingerprint(name)
+    except Exception:  # noqa: BLE001 - a warm-up only saves time: the step itself reports any problem
+        _WORKSPACES.clear()
+
+
+_WORKSPACES: dict[tuple[str, str, str], object] = {}  # one per worker: (path, registry, YAML sha256) -> Workspace
+
+
+def _workspace(root: str | None, pipeline: str, tracking_uri: str):
+    """This worker's Workspace of the pipeline, opened once per Ray job (workers belong to one
+    job, so a cached one never outlives the run). Each step re-reads the registry under its lease."""
+    import hashlib
+
+    from moe_pipeline.execute.write import Workspace
+    from moe_pipeline.pipeline.loader import load_pipeline
+
+    path = Path(root or os.getcwd()) / pipeline
+    key = (str(path), tracking_uri, hashlib.sha256(path.read_bytes()).hexdigest())
+    if key not in _WORKSPACES:
+        _WORKSPACES.clear()
+        _WORKSPACES[key] = Workspace(load_pipeline(path), tracking_uri)
+    return _WORKSPACES[key]
 
 
 def _requests(ws, expert: str) -> dict[str, float]:
@@ -162,11 +196,7 @@ def run_step(root: str | None, pipeline: str, tracking_uri: str, step: Step, pla
     """In a Ray worker: the same step the sequential runner takes, on a Workspace of its own.
 
     `root` is None when the project was shipped: the task's working directory is its copy."""
-    from moe_pipeline.execute.write import Workspace
-    from moe_pipeline.pipeline.loader import load_pipeline
-
-    path = Path(root or os.getcwd()) / pipeline
-    ws = Workspace(load_pipeline(path), tracking_uri)
+    ws = _workspace(root, pipeline, tracking_uri)
     ws.wait = wait
     ws.notify = lambda message: print(message, file=sys.stderr)
     ws._planned = {str(step.expert): planned}
