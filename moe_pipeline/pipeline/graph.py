@@ -8,14 +8,15 @@ file position.
 from __future__ import annotations
 
 import difflib
+import graphlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
-
-import networkx as nx
 
 from moe_pipeline.pipeline.spec import EXPERT_OUTPUTS
 
 if TYPE_CHECKING:
+    import networkx as nx
+
     from moe_pipeline.pipeline.spec import Pipeline
 
 
@@ -113,6 +114,17 @@ def _hint(word: str, choices: Iterable[str]) -> str:
 
 
 def _cycle_issues(pipeline: Pipeline) -> list[GraphIssue]:
+    # the standard library says whether there is a cycle; networkx (a quarter of `validate`'s
+    # start-up) is imported only to list every cycle of a pipeline that has one
+    sorter = graphlib.TopologicalSorter({name: [r.owner for t in e.inputs if (r := parse_ref(t)) and
+                                                r.owner in pipeline.experts] for name, e in pipeline.experts.items()})
+    try:
+        sorter.prepare()
+        return []
+    except graphlib.CycleError:
+        pass
+    import networkx as nx
+
     graph = expert_graph(pipeline)
     issues = []
     for cycle in sorted(nx.simple_cycles(graph), key=lambda c: (len(c), c)):
@@ -128,6 +140,8 @@ def _cycle_issues(pipeline: Pipeline) -> list[GraphIssue]:
 
 def full_graph(pipeline: Pipeline) -> nx.DiGraph:
     """Sources and experts as nodes (attribute `kind`); edges carry the outputs consumed."""
+    import networkx as nx
+
     graph = nx.DiGraph()
     for name in pipeline.sources:
         graph.add_node(name, kind="source")
@@ -155,6 +169,8 @@ def expert_graph(pipeline: Pipeline) -> nx.DiGraph:
 
 def order(graph: nx.DiGraph) -> list:
     """Topological order, ties broken by name so plans are stable from run to run."""
+    import networkx as nx
+
     return list(nx.lexicographical_topological_sort(graph, key=str))
 
 
@@ -165,10 +181,14 @@ def upstream(graph: nx.DiGraph, node) -> list:
 
 def downstream(graph: nx.DiGraph, node) -> list:
     """Every expert that depends on `node`, directly or not, in topological order."""
+    import networkx as nx
+
     below = nx.descendants(graph, node)
     return [n for n in order(graph) if n in below]
 
 
 def layers(graph: nx.DiGraph) -> list[list]:
     """Generations: experts that could train in parallel, level by level."""
+    import networkx as nx
+
     return [sorted(layer, key=str) for layer in nx.topological_generations(graph)]

@@ -45,3 +45,23 @@ def test_status_loads_neither_torch_nor_mlflow_nor_sklearn(tiny: Path, registry_
     status_json, last = proc.stdout.rsplit("\n", 2)[0], proc.stdout.strip().splitlines()[-1]
     assert json.loads(last) == [0, []]
     assert '"status": "fresh"' in status_json
+
+
+def test_validate_loads_no_networkx_unless_there_is_a_cycle(tmp_path: Path):
+    """The standard library finds whether there is a cycle; networkx only lists the cycles."""
+    good = ROOT / "pipelines" / "digits.yaml"
+    cyclic = tmp_path / "cycle.yaml"
+    cyclic.write_text(good.read_text().replace("inputs: [digits.image]\n    target: {from: digits.label, fn: "
+                                               '"stages.digits:has_loop"}',
+                                               "inputs: [digit.probs]\n    target: {from: digits.label, fn: "
+                                               '"stages.digits:has_loop"}', 1))
+    loaded = []
+    for path in (good, cyclic):
+        code = ("import sys, json; from moe_pipeline.cli.app import run_cli; "
+                f"code = run_cli(['validate', {str(path)!r}]); print(json.dumps([code, 'networkx' in sys.modules]))")
+        proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              capture_output=True, text=True, check=True)
+        loaded.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        if path == cyclic:
+            assert "cycle: digit -> has_loop -> digit" in proc.stderr + proc.stdout
+    assert loaded == [[0, False], [2, True]]
