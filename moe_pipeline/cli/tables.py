@@ -52,9 +52,11 @@ def print_outcomes(outcomes: Iterable[Outcome]) -> None:
     table = Table(title="trained")
     for column in ("expert", "action", "version", "validation metric", "seconds", "peak memory", "note"):
         table.add_column(column, no_wrap=column != "note")
-    for o in outcomes:
+    from rich.markup import escape
+
+    for o in outcomes:  # notes carry class names, which are data, not rich markup
         table.add_row(str(o.expert), o.action, f"v{o.version}", f"{o.metric_name} {o.val_metric:.4f}",
-                      f"{o.seconds:.2f}", f"{o.peak_memory_mb:.1f} MB", o.note)
+                      f"{o.seconds:.2f}", f"{o.peak_memory_mb:.1f} MB", escape(o.note))
     console.print(table)
 
 

@@ -215,7 +215,7 @@ class Workspace(View):
     def train(self, expert: str, bar=None, seed: int | None = None) -> Outcome:
         from moe_pipeline.registry.artifacts import outputs_sha, write_version_files
         from moe_pipeline.state.cutoff import probe_rows
-        from moe_pipeline.training.train import primary_metric, release, train_expert
+        from moe_pipeline.training.train import primary_metric, release, train_expert, weakest_class
 
         spec = self.pipeline.experts[expert]
         with self._located(expert, "target"):
@@ -262,6 +262,8 @@ class Workspace(View):
         self._remember(record, source)
         release()
         note = f"{result.epochs_run} epochs"
+        if data.task == "classification" and len(data.y["val"]):
+            note += f"; weakest on val: {weakest_class(result.outputs['val']['logits'], data.y['val'], data.class_names)}"
         if record.below_baseline:
             note += f"; NOT better than the trivial predictor ({record.baseline_text()})"
         return Outcome(expert, "trained", record.version, metric, record.val_metric, record.train_seconds,

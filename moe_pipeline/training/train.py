@@ -111,6 +111,16 @@ def infer(model: nn.Module, x: torch.Tensor, task: str, device: torch.device | N
     return {"embedding": emb_all, "logits": logits_all, "probs": probs}
 
 
+def weakest_class(logits: torch.Tensor, y: torch.Tensor, names: list[str] | None = None) -> str:
+    """`loop (recall 0.91)`: of the classes present in y, the one found least often."""
+    n = logits.shape[1]
+    support = torch.bincount(y, minlength=n)
+    hits = torch.bincount(y[logits.argmax(dim=1) == y], minlength=n)
+    recall = torch.where(support > 0, hits.double() / support.clamp(min=1), torch.full((n,), float("inf")))
+    k = int(recall.argmin())
+    return f"{names[k] if names and len(names) == n else f'class {k}'} (recall {float(recall[k]):.2f})"
+
+
 def _optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)

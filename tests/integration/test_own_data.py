@@ -104,7 +104,10 @@ def test_wine_csv_trains_names_flow_and_the_final_expert_beats_ninety_percent(wi
     from moe_pipeline.pipeline.loader import load_pipeline
     from moe_pipeline.registry.artifacts import SPEC, read_json
 
+    capsys.readouterr()
     assert cli("run", wine) == 0
+    table = capsys.readouterr().out
+    assert "weakest on val: class_" in table  # the run table names classes by the label column's values
     assert {e["status"] for e in statuses(wine, capsys).values()} == {"fresh"}
     ws = Workspace(load_pipeline(wine))
     record = ws.record("cultivar")

@@ -53,3 +53,22 @@ def test_step_bytes_counts_parameter_state_input_and_every_layer_output():
     # leaf outputs: flatten 5x64, linear 5x32, relu 5x32, linear 5x16, relu 5x16, head 5x10
     activations = 5 * (64 + 32 + 32 + 16 + 16 + 10)
     assert step_bytes(model, batch) == 4.0 * (4 * params + batch.numel() + activations)
+
+
+def test_weakest_class_is_the_lowest_recall_against_a_loop():
+    import torch
+
+    from moe_pipeline.training.train import weakest_class
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (200,), generator=gen)
+    logits = torch.randn(200, 5, generator=gen)  # class 4 never occurs: not a candidate
+    logits[torch.arange(200), y] += torch.rand(200, generator=gen) * 3
+    recalls = {}
+    for c in range(4):
+        rows = [i for i in range(200) if int(y[i]) == c]
+        recalls[c] = sum(int(logits[i].argmax()) == c for i in rows) / len(rows)
+    worst = min(recalls, key=recalls.get)
+    names = ["a", "b", "c", "d", "e"]
+    assert weakest_class(logits, y, names) == f"{names[worst]} (recall {recalls[worst]:.2f})"
+    assert weakest_class(logits, y).startswith(f"class {worst} ")
