@@ -1,14 +1,21 @@
 """`status` on a synthetic 1,000-expert DAG whose registry holds 3 versions of each expert.
 
-The registry is filled directly through MlflowClient with real record tags (no training),
-then `status` runs as the CLI would: load YAML, fingerprint, two searches, plan.
+The registry is filled directly through MlflowClient with real record tags (no training).
+Then `moe-pipeline status --json` runs as a user runs it, in a fresh process (median of 5),
+and, for comparison, `statuses()` in-process through the MLflow client (the write path's
+reader, imports not counted).
 """
 from __future__ import annotations
 
 import random
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 N_EXPERTS = 1000
 VERSIONS = 3
@@ -59,15 +66,24 @@ def run() -> list[dict]:
         fill_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        fresh = Workspace(load_pipeline(path))  # a new process's view: nothing cached
+        fresh = Workspace(load_pipeline(path))  # the client path, in this process
         statuses = fresh.statuses()
-        seconds = time.perf_counter() - started
+        in_process = time.perf_counter() - started
         assert all(s.status == "fresh" for s in statuses.values()), "benchmark registry is inconsistent"
+        cli = []
+        for _ in range(5):
+            started = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "moe_pipeline", "status", str(path), "--json"],
+                                  capture_output=True, text=True, env=dict(os.environ), cwd=ROOT)
+            cli.append(time.perf_counter() - started)
+            assert proc.returncode == 0 and '"stale"' not in proc.stdout, proc.stderr[-300:]
+        seconds = statistics.median(cli)
         del os.environ["MLFLOW_TRACKING_URI"]
     return [
-        {"benchmark": "status, 1000 experts x 3 versions (sqlite)", "value": round(seconds, 3), "unit": "s",
-         "goal": "< 2 s", "met": seconds < 2.0,
-         "note": f"{fresh.registry.requests} registry requests; filling the registry took {fill_seconds:.0f} s"},
+        {"benchmark": "`status --json`, 1000 experts x 3 versions (sqlite; fresh process, median of 5)",
+         "value": round(seconds, 3), "unit": "s", "goal": "<= 2 s", "met": seconds <= 2.0,
+         "note": f"statuses() in-process through the MLflow client {in_process:.2f} s ({fresh.registry.requests} "
+                 f"registry requests); filling the registry took {fill_seconds:.0f} s"},
     ]
 
 

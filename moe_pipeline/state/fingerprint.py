@@ -189,12 +189,23 @@ def code_hash(path: str) -> str:
     module, _, name = path.partition(":")
     file = _module_file(module)
     try:
-        definitions = _module_definitions(Path(file).read_text(encoding="utf-8"))
+        hashed = _definition_hash(Path(file).read_text(encoding="utf-8"), name)
     except (SyntaxError, ValueError, UnicodeDecodeError) as exc:
         where = f" at line {exc.lineno}" if getattr(exc, "lineno", None) else ""
         raise DataError(f"module '{module}' ({file}) cannot be parsed{where}: {exc}") from None
-    if name not in definitions:
+    if hashed is None:
         raise DataError(f"module '{module}' defines no '{name}' (referenced as '{path}')")
+    return hashed
+
+
+@lru_cache(maxsize=1024)
+def _definition_hash(source: str, name: str) -> str | None:
+    """The hash of `name` in a module's source (None when it defines no such name). Keyed by
+    the source text itself: 1,000 experts of one model class hash it once, and an edited
+    file is a new key."""
+    definitions = _module_definitions(source)
+    if name not in definitions:
+        return None
     seen: list[str] = []
     pending = [name]
     while pending:  # follow helpers and constants defined in the same module
