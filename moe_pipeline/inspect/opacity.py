@@ -100,13 +100,13 @@ def verdict(mode: str, s: dict[str, Any], metric: str) -> str:
     agree = s["agop_correlation_mean"]
     if churn_ is not None:
         level = "low" if churn_ <= 0.02 and agree >= 0.95 else "high" if churn_ > 0.10 or agree < 0.80 else "moderate"
-        behaviour = f"runs disagree on {100 * churn_:.1f}% of validation predictions"
+        behaviour = f"runs disagree on {100 * churn_:.1f}% of validation predictions (val {metric} spread {spread:.3f})"
     else:
         level = "low" if spread <= 0.01 and agree >= 0.95 else "high" if spread > 0.05 or agree < 0.80 else "moderate"
         behaviour = f"validation {metric} varies by {spread:.3f}"
     features = "use the same input features" if agree >= 0.95 else "use partly different input features" \
         if agree >= 0.80 else "use different input features"
-    return (f"{level} sensitivity to {SOURCE[mode]}: {behaviour} (val {metric} spread {spread:.3f}), and they "
+    return (f"{level} sensitivity to {SOURCE[mode]}: {behaviour}, and they "
             f"{features} (AGOP correlation {agree:.2f}, eigenspace overlap {s['eigenspace_overlap_mean']:.2f} at "
             f"the effective rank)")
 
