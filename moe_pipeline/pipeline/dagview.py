@@ -105,7 +105,7 @@ def layered_svg(boxes: dict[str, Box], arrows: list[Arrow], width: int = 230, li
                      f'stroke="#4a7bd0" stroke-opacity="0.7" stroke-width="{1 + 7 * arrow.weight:.1f}" '
                      'marker-end="url(#a)"/>')
         # the label where arrows are apart: near the end of a fan-out, near the start of a fan-in
-        t = 0.72 if fan_out[arrow.start] >= fan_in[arrow.end] else 0.22
+        t = 0.72 if fan_out[arrow.start] >= fan_in[arrow.end] else 0.3
         mx, my = x1 + width + t * (x2 - x1 - width), y1 + height / 2 + t * (y2 - y1) - 5
         parts.append(f'<text x="{mx:.0f}" y="{my:.0f}" class="share">{escape(arrow.label)}</text>')
     for node, (x, y) in place.items():
