@@ -57,7 +57,7 @@ def cluster(address: str | None, root: Path, experts: int, pipeline: Path | None
             tracking_uri: str | None = None) -> Iterator[None]:
     """Connect to the cluster at `address`, or start a local one; shut down only what this started.
 
-    Each Ray worker imports torch, mlflow and scikit-learn before its first expert (~4 s on
+    Each Ray worker imports torch and mlflow before its first expert (~3 s on
     a small machine), then opens the pipeline: registry client, data, fingerprints. So that
     this overlaps the driver's own start (registry, plan), one warm-up task per core (at most
     one per expert) is submitted as soon as Ray is up; given the pipeline, it opens it too."""
@@ -89,7 +89,6 @@ def cluster(address: str | None, root: Path, experts: int, pipeline: Path | None
 def _warm_up(root: str | None, pipeline: str | None, tracking_uri: str | None) -> None:
     """In a worker: the imports every expert's step needs, then the pipeline's Workspace with
     its sources loaded and fingerprints computed, kept for this worker's steps."""
-    import sklearn.datasets  # noqa: F401
     import torch  # noqa: F401
 
     import moe_pipeline.execute.write  # noqa: F401
