@@ -53,19 +53,25 @@ def test_inspect_downstream_expert_shows_reliance_without_upstream_weights(tiny:
     assert "collapse" not in summary
 
 
-def test_inspect_planted_pipeline_recovers_the_planted_coordinates(tmp_path: Path, registry_uri: str, capsys):
-    path = tmp_path / "planted.yaml"
-    path.write_text("""
-name: planted_small
+def planted_quadrant(folder: Path, name: str, rows: int, hidden: int, epochs: int) -> Path:
+    """A one-expert pipeline whose labels are the signs of x0 and x1 among 30 coordinates."""
+    path = folder / f"{name}.yaml"
+    path.write_text(f"""
+name: {name}
 sources:
-  p: {loader: synthetic.planted, n: 2000, d: 30, informative: [0, 1], task: signs}
+  p: {{loader: synthetic.planted, n: {rows}, d: 30, informative: [0, 1], task: signs}}
 experts:
   quadrant:
     inputs: [p.x]
     target: p.y
-    model: {kind: mlp, hidden: [64]}
-    train: {epochs: 30, batch_size: 128, lr: 3.0e-3, patience: null}
+    model: {{kind: mlp, hidden: [{hidden}]}}
+    train: {{epochs: {epochs}, batch_size: 128, lr: 3.0e-3, patience: null}}
 """)
+    return path
+
+
+def test_inspect_planted_pipeline_recovers_the_planted_coordinates(tmp_path: Path, registry_uri: str, capsys):
+    path = planted_quadrant(tmp_path, "planted_small", rows=2000, hidden=64, epochs=30)
     assert cli("run", path) == 0
     out = tmp_path / "q"
     assert cli("inspect", path, "quadrant", "--out", out, "--methods", "agop", "--opacity", "init,order,data",
@@ -93,18 +99,7 @@ def test_matrix_free_eigenpairs_and_ig_gap_are_shown_within_their_tolerances(tmp
     integrated gradients take steps until the completeness gap is at most 1%."""
     from moe_pipeline.inspect import agop
 
-    path = tmp_path / "planted.yaml"
-    path.write_text("""
-name: planted_free
-sources:
-  p: {loader: synthetic.planted, n: 1200, d: 30, informative: [0, 1], task: signs}
-experts:
-  quadrant:
-    inputs: [p.x]
-    target: p.y
-    model: {kind: mlp, hidden: [32]}
-    train: {epochs: 10, batch_size: 128, lr: 3.0e-3, patience: null}
-""")
+    path = planted_quadrant(tmp_path, "planted_free", rows=1200, hidden=32, epochs=10)
     assert cli("run", path) == 0
     monkeypatch.setattr(agop, "DENSE_LIMIT", 10)  # 30 inputs: the matrix-free path
     out = tmp_path / "free"
