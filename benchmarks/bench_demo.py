@@ -1,25 +1,51 @@
-"""Demo wall time: `moe-pipeline run pipelines/digits.yaml` into an empty registry, as `make demo` does after setup."""
+"""Demo wall time: `moe-pipeline run pipelines/digits.yaml` into an empty registry, as
+`make demo` does after setup (fresh process, median of 3), against its experts' recorded
+training seconds; and the cost per expert beyond training, measured by difference: the
+whole demo (6 experts) against `run ... is_even` alone (1 expert), each into an empty
+registry, so the fixed costs (imports, creating the MLflow database) cancel.
+"""
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 
-def run() -> list[dict]:
+def _run(*experts: str) -> tuple[float, float, int]:
+    """Wall seconds, the experts' recorded training seconds, and how many trained."""
+    from moe_pipeline.registry.store import RegistryReader
+
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
+        uri = f"sqlite:///{tmp}/mlflow.db"
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "moe_pipeline", "run", "pipelines/digits.yaml", "--quiet"],
-                       env=env, check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "moe_pipeline", "run", "pipelines/digits.yaml", *experts, "--quiet"],
+                       env={**os.environ, "MLFLOW_TRACKING_URI": uri}, check=True, capture_output=True)
         seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "moe_pipeline", "--help"], check=True, capture_output=True)
-        help_seconds = time.perf_counter() - started
-    return [{"benchmark": "demo wall time (train digits.yaml, 6 experts, empty registry)", "value": round(seconds, 1),
-             "unit": "s", "goal": "< 60 s", "met": seconds < 60, "note": f"`moe-pipeline --help` {help_seconds:.2f}s"}]
+        records = [v.current_record for v in RegistryReader(uri, "digits").snapshot().values()]
+        return seconds, sum(r.train_seconds for r in records), len(records)
+
+
+def run() -> list[dict]:
+    whole = [_run() for _ in range(3)]
+    one = [_run("is_even") for _ in range(3)]
+    wall, train, n = (statistics.median(w[0] for w in whole), statistics.median(w[1] for w in whole), whole[0][2])
+    wall1, train1 = statistics.median(o[0] for o in one), statistics.median(o[1] for o in one)
+    per_expert = ((wall - train) - (wall1 - train1)) / (n - 1)
+    goal = 2 * train + 1.5
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "moe_pipeline", "--help"], check=True, capture_output=True)
+    help_seconds = time.perf_counter() - started
+    return [{"benchmark": "demo `run`, 6 experts, empty registry (fresh process, median of 3)", "value": round(wall, 1),
+             "unit": "s", "goal": f"<= 2 x training + 1.5 s = {goal:.1f} s", "met": wall <= goal,
+             "note": f"recorded training {train:.1f} s in all (the first expert's includes torch's one-time optimiser "
+                     f"import); `moe-pipeline --help` {help_seconds:.2f} s"},
+            {"benchmark": "cost per expert beyond training (sqlite): run, artifacts, registration, lease",
+             "value": round(per_expert, 2), "unit": "s", "goal": "<= 0.15 s", "met": per_expert <= 0.15,
+             "note": f"by difference: 6 experts {wall:.1f} s wall / {train:.1f} s training vs 1 expert (is_even) "
+                     f"{wall1:.1f} s / {train1:.1f} s"}]
 
 
 if __name__ == "__main__":
