@@ -85,8 +85,8 @@ def build_expert_data(name: str, expert: ExpertSpec, store: DataStore, upstream:
 
 def _feature_names(store: DataStore, blocks: list[Block], shapes: list[tuple[int, ...]]) -> list[str] | None:
     """`radius`, `texture`, ... for named source columns; `digits.image (row 3, col 4)` for a
-    pixel; `has_loop.probs[loop]` for an upstream
-    expert's probabilities or logits where its YAML names its classes; `has_loop.probs[1]` otherwise."""
+    pixel; `has_loop.probs[loop]` for an upstream expert's probabilities or logits where its
+    YAML names its classes; `has_loop.probs[1]` otherwise."""
     names: list[str] = []
     for block, shape in zip(blocks, shapes):
         owner, _, field = block.ref.partition(".")

@@ -61,11 +61,10 @@ def without_input(data, ref: str):
     return dataclasses.replace(data, x=x, blocks=blocks, feature_names=names)
 
 
-def _ablate(ws, expert: str, record, ref: str) -> float:
+def _ablate(ws, expert: str, record, data, ref: str) -> float:
     from moe_pipeline.training.train import train_expert
 
     spec = ws.pipeline.experts[expert]
-    data = ws.expert_data(expert, upstream_versions={u: r.version for u, r in record.upstream.items()})[0]
     train = record.spec["train"]
     result = train_expert(spec.model, spec.train, ws.pipeline.resources_for(expert), without_input(data, ref),
                           train.get("init_seed", train["seed"]), order_seed=train.get("order_seed", train["seed"]))
@@ -83,6 +82,7 @@ def dependency_table(ws, reliance: dict[str, list[dict[str, Any]]], weak: float 
         record = current[expert]
         exposed = [expert, *downstream(ws.graph, expert)]
         seconds = sum(current[e].train_seconds for e in exposed if current[e] is not None)
+        data = None  # the expert's inputs, read once for all its ablations
         for row in shares:
             edge = Edge(row["input"], expert, row["share"], seconds, exposed, record.metric_name, record.val_metric)
             if len(shares) == 1:
@@ -90,7 +90,9 @@ def dependency_table(ws, reliance: dict[str, list[dict[str, Any]]], weak: float 
             elif row["share"] >= weak:
                 edge.why = f"strong reliance (share ≥ {weak:.0%})"
             else:
-                edge.metric_without = _ablate(ws, expert, record, row["input"])
+                if data is None:
+                    data = ws.expert_data(expert, upstream_versions={u: r.version for u, r in record.upstream.items()})[0]
+                edge.metric_without = _ablate(ws, expert, record, data, row["input"])
                 change = edge.metric_change
                 edge.recommendation = "drop" if change >= -tolerance else "keep"
                 edge.why = (f"without it val {record.metric_name} changes by {change:+.4f} "
