@@ -61,12 +61,12 @@ def training_only(expert: str) -> float:
     n = {s: len(store.source("digits").splits[s]) for s in ("train", "val", "test")}
     upstream = {u.split(".")[0]: {s: {"probs": torch.rand(n[s], 2)} for s in n} for u in spec.inputs if "probs" in u}
     data = build(expert, spec, store, upstream)
-    torch.manual_seed(0)
-    model = build_model(spec.model, data.in_shape, data.n_outputs)
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.train.lr)
     x, y = data.x["train"], data.y["train"]
     _warm_up()
-    with PeakRSS(interval=0.002) as rss:
+    with PeakRSS(interval=0.002) as rss:  # from the model's creation on, as the trainer is measured
+        torch.manual_seed(0)
+        model = build_model(spec.model, data.in_shape, data.n_outputs)
+        opt = torch.optim.AdamW(model.parameters(), lr=spec.train.lr)
         for _ in range(spec.train.epochs):
             for rows in torch.randperm(len(x)).split(spec.train.batch_size):
                 opt.zero_grad()
