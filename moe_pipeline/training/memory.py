@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import time
 from typing import Callable
 
 from moe_pipeline.errors import MemoryBudgetError
@@ -68,7 +67,7 @@ class PeakRSS:
     def _sample(self) -> None:
         while not self._stop.is_set():
             self._peak = max(self._peak, _rss_bytes())
-            time.sleep(self.interval)
+            self._stop.wait(self.interval)  # not sleep: leaving the block need not wait out an interval
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
