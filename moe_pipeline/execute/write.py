@@ -212,18 +212,17 @@ class Workspace(View):
         self.registry.set_tags(expert, outcome.version, {RETRAINED_BECAUSE: f"cutoff check failed: {why}"})
         return outcome
 
-    def train(self, expert: str, bar=None, seed: int | None = None) -> Outcome:
+    def train(self, expert: str, bar=None) -> Outcome:
         from moe_pipeline.registry.artifacts import outputs_sha, write_version_files
         from moe_pipeline.state.cutoff import probe_rows
+        from moe_pipeline.state.fingerprint import training_seeds
         from moe_pipeline.training.train import primary_metric, release, train_expert, weakest_class
 
         spec = self.pipeline.experts[expert]
         with self._located(expert, "target"):
             data, consumed = self.expert_data(expert)
         fp = self.fingerprint(expert)
-        seed = fp.spec["train"]["seed"] if seed is None else seed
-        init_seed = fp.spec["train"].get("init_seed", seed)
-        order_seed = fp.spec["train"].get("order_seed", seed)
+        init_seed, order_seed = training_seeds(fp.spec)
         callback = bar.expert(expert, spec.train.epochs) if bar is not None else None
         with self.registry.training_run(expert, spec.description) as run_id:
             if self._lease is not None:

@@ -62,12 +62,13 @@ def without_input(data, ref: str):
 
 
 def _ablate(ws, expert: str, record, data, ref: str) -> float:
+    from moe_pipeline.state.fingerprint import training_seeds
     from moe_pipeline.training.train import train_expert
 
     spec = ws.pipeline.experts[expert]
-    train = record.spec["train"]
+    init_seed, order_seed = training_seeds(record.spec)
     result = train_expert(spec.model, spec.train, ws.pipeline.resources_for(expert), without_input(data, ref),
-                          train.get("init_seed", train["seed"]), order_seed=train.get("order_seed", train["seed"]))
+                          init_seed, order_seed=order_seed)
     return result.metrics[f"val_{record.metric_name}"]
 
 
@@ -119,7 +120,8 @@ def _boxes(ws, statuses, reliance: dict[str, list[dict[str, Any]]], links: dict[
         boxes[expert] = Box(lines, FILLS.get(status, "#eeeeee"), links.get(expert))
         shares = {r["input"]: r["share"] for r in reliance.get(expert, [])}
         for ref in ws.pipeline.experts[expert].inputs:
-            start = ref if ref in boxes and ref.partition(".")[0] in ws.pipeline.sources else ref.partition(".")[0]
+            owner = ref.partition(".")[0]
+            start = ref if owner in ws.pipeline.sources else owner  # a source field's own box, or the expert's
             share = shares.get(ref)
             label = f"{share:.0%}" if share is not None else "?"
             if start != ref:

@@ -29,17 +29,13 @@ def _maps(vector: torch.Tensor, in_shape: list[int]) -> torch.Tensor:
 
 
 def feature_names(data, in_shape: list[int]) -> list[str]:
-    """A name per flattened input column: the sources' names, `pixel (row 3, col 4)` for an
-    image (with the channel where there are several), `x7` where nothing names it."""
+    """A name per flattened input column, as the expert's data names them (`radius`,
+    `digits.image (row 3, col 4)`, `has_loop.probs[loop]`); `x7` where nothing does."""
     d = 1
     for size in in_shape:
         d *= size
     if data.feature_names and len(data.feature_names) == d:
         return list(data.feature_names)
-    if len(in_shape) == 3:
-        c, h, w = in_shape
-        return [f"pixel (row {r}, col {col})" + (f" ch {ch}" if c > 1 else "")
-                for ch in range(c) for r in range(h) for col in range(w)]
     return [f"x{i}" for i in range(d)]
 
 
@@ -269,11 +265,10 @@ def section_dynamics(rep: Report, ws, record) -> None:
 
 def section_opacity(rep: Report, ws, expert, data, record, modes: list[str], runs: int) -> None:
     from moe_pipeline.inspect.opacity import sensitivity
+    from moe_pipeline.state.fingerprint import training_seeds
 
     spec = ws.pipeline.experts[expert]
-    train = record.spec["train"]
-    result = sensitivity(spec, ws.pipeline.resources_for(expert), data, train.get("init_seed", train["seed"]),
-                         train.get("order_seed", train["seed"]), modes, runs)
+    result = sensitivity(spec, ws.pipeline.resources_for(expert), data, *training_seeds(record.spec), modes, runs)
     rep.summary["opacity"] = result
     skip = ("verdict", "digests", "shared", "varied")
     rows = [{"source": mode, "what varied": vals["varied"],

@@ -77,6 +77,12 @@ def resolved_spec(pipeline: Pipeline, expert: str) -> dict[str, Any]:
     return spec
 
 
+def training_seeds(spec: dict[str, Any]) -> tuple[int, int]:
+    """(initial-weights seed, batch-order seed) of a resolved spec: each is `seed` unless set apart."""
+    train = spec["train"]
+    return train.get("init_seed", train["seed"]), train.get("order_seed", train["seed"])
+
+
 def _transform_of(pipeline: Pipeline, ref: str) -> str | None:
     owner, _, field = ref.partition(".")
     return getattr(pipeline.sources[owner], "transform", {}).get(field)

@@ -119,6 +119,9 @@ experts:
     split = resolved_spec(parse_pipeline(text.replace("TRAIN", "epochs: 5, order_seed: 9")), "a")
     assert split["train"]["order_seed"] == 9 and "init_seed" not in split["train"]
     assert spec_diff(plain, split) == ["train.order_seed: <absent> -> 9"]
+    from moe_pipeline.state.fingerprint import training_seeds
+
+    assert training_seeds(plain) == (3, 3) and training_seeds(split) == (3, 9)
 
 
 def test_builtin_model_code_keeps_the_name_it_was_recorded_under():
