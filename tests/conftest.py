@@ -49,6 +49,15 @@ def is_even(label):
 '''
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _schema_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """New registries copy MLflow's empty schema from a cache of this test session (and its
+    subprocesses), not from the user's: the first one migrates, the rest copy it."""
+    import os
+
+    os.environ["MOE_PIPELINE_CACHE"] = str(tmp_path_factory.mktemp("moe-cache"))
+
+
 @pytest.fixture
 def registry_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'registry' / 'mlflow.db'}"

@@ -133,6 +133,10 @@ class RegistryReader:
             # MLflow migrates a new sqlite store on first use; two processes doing that at once race.
             lock = FileLock(str(path) + ".lock", timeout=120)
         with lock:
+            if path is not None and not path.exists():
+                from moe_pipeline.registry.schema import seed_new_store
+
+                seed_new_store(path)
             try:
                 client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
                 client.search_experiments(max_results=1)

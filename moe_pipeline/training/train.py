@@ -75,11 +75,9 @@ def metrics_of(task: str, logits: torch.Tensor, y: torch.Tensor, prefix: str) ->
         recall = tp / confusion.sum(1).clamp(min=1)
         f1 = torch.where(tp > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp))
         present = (confusion.sum(1) + confusion.sum(0)) > 0  # sklearn's macro over labels that occur
-        return {
-            f"{prefix}_loss": float(nn.functional.cross_entropy(logits, y)),
-            f"{prefix}_accuracy": float((pred == y).double().mean()),
-            f"{prefix}_macro_f1": float(f1[present].mean()),
-        }
+        loss, accuracy, macro_f1 = torch.stack([nn.functional.cross_entropy(logits, y).double(),
+                                                (pred == y).double().mean(), f1[present].mean()]).tolist()
+        return {f"{prefix}_loss": loss, f"{prefix}_accuracy": accuracy, f"{prefix}_macro_f1": macro_f1}
     out = logits.reshape(y.shape)
     mse = float(((out - y) ** 2).mean())
     var = float(((y - y.mean()) ** 2).mean())
@@ -109,6 +107,14 @@ def infer(model: nn.Module, x: torch.Tensor, task: str, device: torch.device | N
     logits_all = torch.cat(logits) if logits else torch.empty(0)
     probs = logits_all.softmax(dim=1) if task == "classification" else logits_all.clone()  # regression: the value
     return {"embedding": emb_all, "logits": logits_all, "probs": probs}
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, x: torch.Tensor, device: torch.device, precision: str, chunk: int) -> torch.Tensor:
+    """Logits only, in chunks, on cpu: the per-epoch validation needs no embedding or probs."""
+    model.eval()
+    with autocast_for(device, precision):
+        return torch.cat([model(rows.to(device)).float().cpu() for rows in x.split(chunk)])
 
 
 def weakest_class(logits: torch.Tensor, y: torch.Tensor, names: list[str] | None = None) -> str:
@@ -169,10 +175,12 @@ def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
 
 
-def _grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
-    """Total 2-norm of the gradients (logged per epoch; inspection reads its curve). Stays on
-    the device: a copy to the host per batch would wait for the GPU every step."""
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params if p.grad is not None])))
+def _step_norms(norms: list[torch.Tensor], counts: list[int]) -> torch.Tensor:
+    """Each step's total gradient 2-norm from its parameters' norms (`counts[i]` of them for step
+    i: a parameter without a gradient that step has none), in a few vectorised ops."""
+    step = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts)).to(norms[0].device)
+    squares = torch.zeros(len(counts), device=norms[0].device).index_add_(0, step, torch.stack(norms).float() ** 2)
+    return squares.sqrt()
 
 
 def train_expert(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, seed: int,
@@ -233,40 +241,51 @@ def _train(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, s
     epochs_without_gain = 0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    autocast = autocast_for(device, precision)
     with PeakRSS() as rss:
         for epoch in range(1, train_spec.epochs + 1):
             model.train()
             order = torch.randperm(len(x_train), generator=generator)
             orders.update(order.numpy().tobytes())
-            # per-epoch sums stay on the device; they are read once, at the end of the epoch
-            grad_norms, losses, correct = [], torch.zeros((), device=device), torch.zeros((), device=device)
-            for start in range(0, len(order), batch_size):
-                batch = order[start:start + batch_size]
+            # Per-batch values are kept as tensors and reduced once, at the end of the epoch: no
+            # copy to the host per batch (it would wait for a GPU every step), and a few ops per
+            # batch instead of a dozen (on a small MLP those ops cost as much as its step).
+            grad_norms, norm_counts, losses, batch_sizes, predictions = [], [], [], [], []
+            for batch in order.split(batch_size):
+                n = len(batch)
                 optimizer.zero_grad(set_to_none=True)
-                for m_start in range(0, len(batch), micro):  # gradient accumulation over micro-batches
-                    rows = batch[m_start:m_start + micro]
+                # gradient accumulation over micro-batches (split only when needed: on a tiny MLP
+                # a split costs as much as the step's own arithmetic)
+                parts = batch.split(micro) if micro < n else (batch,)
+                for rows in parts:
                     target = y_train[rows].to(device)
-                    with autocast_for(device, precision):
+                    with autocast:
                         out = model(x_train[rows].to(device))
                         loss = criterion(out, target)
-                        if len(rows) != len(batch):  # a micro-batch's share of the batch's mean loss
-                            loss = loss * (len(rows) / len(batch))
+                        if len(parts) > 1:  # a micro-batch's share of the batch's mean loss
+                            loss = loss * (len(rows) / n)
                     loss.backward()
                     # training metrics from the batches themselves: no second pass over the data
-                    losses += loss.detach().float() * len(batch)
+                    losses.append(loss.detach())
+                    batch_sizes.append(n)
                     if data.task == "classification":
-                        correct += (out.detach().argmax(dim=1) == target).sum()
-                grad_norms.append(_grad_norm(params))
+                        predictions.append(out.detach().argmax(dim=1))
+                norms = torch._foreach_norm([p.grad for p in params if p.grad is not None])
+                grad_norms.extend(norms)
+                norm_counts.append(len(norms))
                 optimizer.step()
-            record = {"epoch": float(epoch), "grad_norm": float(torch.stack(grad_norms).mean()),
-                      "train_loss": float(losses) / len(x_train)}
+            record = {"epoch": float(epoch), "grad_norm": float(_step_norms(grad_norms, norm_counts).mean()),
+                      "train_loss": float(torch.stack(losses).float().cpu() @ torch.tensor(batch_sizes, dtype=torch.float32))
+                      / len(x_train)}
             if not math.isfinite(record["train_loss"]):  # the weights are garbage from here on: never register them
                 raise TrainingError(f"the training loss became {record['train_loss']} in epoch {epoch}; nothing "
                                     "registered. Lower train.lr, or look for NaN/inf in the inputs and targets")
             if data.task == "classification":
+                # the predictions are in the epoch's order, so they line up with y_train[order]
+                correct = (torch.cat(predictions).cpu() == y_train[order]).sum()
                 record["train_accuracy"] = float(correct) / len(x_train)
-            out = infer(model, data.x["val"], data.task, device, precision, eval_chunk)
-            record.update(metrics_of(data.task, out["logits"], data.y["val"], "val"))
+            val_logits = _logits(model, data.x["val"], device, precision, eval_chunk)
+            record.update(metrics_of(data.task, val_logits, data.y["val"], "val"))
             history.append(record)
             if progress:
                 progress(epoch, train_spec.epochs, record)
