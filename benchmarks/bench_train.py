@@ -21,7 +21,7 @@ from moe_pipeline.training.train import train_expert
 EPOCHS = 20
 
 
-def minimal_loop(model_spec, data, batch_size: int, lr: float, seed: int) -> float:
+def minimal_loop(model_spec, data, batch_size: int, lr: float, seed: int, epochs: int = EPOCHS) -> float:
     started = time.perf_counter()
     torch.manual_seed(seed)
     model = build_model(model_spec, data.in_shape, data.n_outputs)
@@ -29,7 +29,7 @@ def minimal_loop(model_spec, data, batch_size: int, lr: float, seed: int) -> flo
     gen = torch.Generator().manual_seed(seed)
     x, y = data.x["train"], data.y["train"]
     best, best_loss = None, float("inf")
-    for _ in range(EPOCHS):
+    for _ in range(epochs):
         model.train()
         for rows in torch.randperm(len(x), generator=gen).split(batch_size):
             opt.zero_grad(set_to_none=True)
