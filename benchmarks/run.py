@@ -1,10 +1,12 @@
-"""`make bench`: run every benchmark, print one table, write benchmarks/results.json.
+"""`make bench`: run every benchmark, print one table, write benchmarks/results.json and the
+README's table of results (between its `bench:start` and `bench:end` markers).
 
 Benchmarks are not tests: nothing here fails the build. `python benchmarks/run.py bench_x`
 runs one module and replaces only its rows in results.json (each row names its module and
 when it ran). Each compares side by side in one
 process (or fresh processes started from it) and reports ratios, since absolute times on a
-shared machine drift.
+shared machine drift. `python benchmarks/run.py --readme` rewrites the README's table from
+results.json without running anything.
 """
 from __future__ import annotations
 
@@ -32,6 +34,26 @@ def machine() -> dict:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
+README = HERE.parent / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def write_readme_table(rows: list[dict]) -> None:
+    """The README's table: each result with its goal and the day it was measured; notes stay in
+    results.json (they are long)."""
+    lines = [START, "| benchmark | value | goal | met | module, day |", "|---|---|---|---|---|"]
+    for row in rows:
+        cells = [row["benchmark"], f"{row['value']} {row['unit']}", row["goal"], "yes" if row["met"] else "**no**",
+                 f"`{row.get('module', '?')}`, {row.get('machine_date', '?')[:10]}"]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    text = README.read_text()
+    if START not in text or END not in text:
+        print(f"{README}: no {START} ... {END} markers; table not written", file=sys.stderr)
+        return
+    before, rest = text.split(START, 1)
+    README.write_text(before + "\n".join(lines) + "\n" + END + rest.split(END, 1)[1])
+
+
 def main(names: list[str]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -57,8 +79,12 @@ def main(names: list[str]) -> None:
     result = {"machine": machine(), "seconds": round(time.perf_counter() - started, 1), "results": rows,
               "modules_run": names or MODULES}
     (HERE / "results.json").write_text(json.dumps(result, indent=2))
-    print(f"wrote {HERE / 'results.json'} ({result['seconds']} s)")
+    write_readme_table(rows)
+    print(f"wrote {HERE / 'results.json'} and the README's table ({result['seconds']} s)")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:] == ["--readme"]:
+        write_readme_table(json.loads((HERE / "results.json").read_text())["results"])
+    else:
+        main(sys.argv[1:])
