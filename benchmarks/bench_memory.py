@@ -31,6 +31,15 @@ def _data(expert: str):
     return pipeline, store, build_expert_data
 
 
+def _expert(expert: str):
+    """The pipeline, the expert's spec and its data; a downstream expert gets upstream-shaped inputs."""
+    pipeline, store, build = _data(expert)
+    spec = pipeline.experts[expert]
+    n = {s: len(store.source("digits").splits[s]) for s in ("train", "val", "test")}
+    upstream = {u.split(".")[0]: {s: {"probs": torch.rand(n[s], 2)} for s in n} for u in spec.inputs if "probs" in u}
+    return pipeline, spec, build(expert, spec, store, upstream)
+
+
 def _warm_up() -> None:
     """The same throwaway training before every measurement: a tiny MLP and CNN on 16 random
     rows, once through the trainer, once through the hand-written loop and once through the
@@ -70,11 +79,7 @@ def one(expert: str) -> float:
     from moe_pipeline.training.memory import PeakRSS
     from moe_pipeline.training.train import train_expert
 
-    pipeline, store, build = _data(expert)
-    spec = pipeline.experts[expert]
-    n = {s: len(store.source("digits").splits[s]) for s in ("train", "val", "test")}
-    upstream = {u.split(".")[0]: {s: {"probs": torch.rand(n[s], 2)} for s in n} for u in spec.inputs if "probs" in u}
-    data = build(expert, spec, store, upstream)
+    pipeline, spec, data = _expert(expert)
     _warm_up()
     with PeakRSS(interval=0.002) as rss:
         train_expert(spec.model, spec.train.model_copy(update={"patience": None}), pipeline.resources, data, 0)
@@ -86,11 +91,7 @@ def same_work(expert: str) -> float:
     from bench_train import minimal_loop
     from moe_pipeline.training.memory import PeakRSS
 
-    pipeline, store, build = _data(expert)
-    spec = pipeline.experts[expert]
-    n = {s: len(store.source("digits").splits[s]) for s in ("train", "val", "test")}
-    upstream = {u.split(".")[0]: {s: {"probs": torch.rand(n[s], 2)} for s in n} for u in spec.inputs if "probs" in u}
-    data = build(expert, spec, store, upstream)
+    pipeline, spec, data = _expert(expert)
     _warm_up()
     with PeakRSS(interval=0.002) as rss:
         minimal_loop(spec.model, data, spec.train.batch_size, spec.train.lr, 0, spec.train.epochs)
@@ -103,11 +104,7 @@ def training_only(expert: str) -> float:
     from moe_pipeline.training.memory import PeakRSS
     from moe_pipeline.training.models import build_model
 
-    pipeline, store, build = _data(expert)
-    spec = pipeline.experts[expert]
-    n = {s: len(store.source("digits").splits[s]) for s in ("train", "val", "test")}
-    upstream = {u.split(".")[0]: {s: {"probs": torch.rand(n[s], 2)} for s in n} for u in spec.inputs if "probs" in u}
-    data = build(expert, spec, store, upstream)
+    pipeline, spec, data = _expert(expert)
     x, y = data.x["train"], data.y["train"]
     _warm_up()
     with PeakRSS(interval=0.002) as rss:  # from the model's creation on, as the trainer is measured
