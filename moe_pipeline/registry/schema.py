@@ -4,8 +4,8 @@ MLflow creates a new sqlite store by running every alembic migration from its fi
 (about 2 s here, more than the demo's experts take to train together). The result is the
 same for every store of one MLflow version, so the first store made on a machine leaves a
 copy of it in the user's cache (`$MOE_PIPELINE_CACHE`, else `$XDG_CACHE_HOME/moe-pipeline`,
-else `~/.cache/moe-pipeline`), keyed by MLflow's version and checked by sha256; later stores
-start from that copy in milliseconds.
+else `~/.cache/moe-pipeline`), keyed by MLflow's version and migration scripts and checked by
+sha256; later stores start from that copy in milliseconds.
 
 What this module must not do: put anything specific to one store in the copy (MLflow's
 default experiment and its artifact location are created afterwards, by MLflow, for the real
@@ -32,9 +32,13 @@ def cache_dir() -> Path:
 
 
 def _template_paths() -> tuple[Path, Path]:
+    """Named by MLflow's version and its set of migration scripts, so that a copy made by
+    another MLflow (a development build of the same version included) is never used."""
     import mlflow
 
-    stem = f"mlflow-{mlflow.__version__}-empty-store"
+    versions = Path(mlflow.__file__).parent / "store" / "db_migrations" / "versions"
+    scripts = sorted(p.name for p in versions.glob("*.py")) if versions.is_dir() else []
+    stem = f"mlflow-{mlflow.__version__}-{hashlib.sha256(' '.join(scripts).encode()).hexdigest()[:12]}-empty-store"
     return cache_dir() / f"{stem}.db", cache_dir() / f"{stem}.json"
 
 
