@@ -100,9 +100,12 @@ class Registry(RegistryReader):
         params_list = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
         metric_list = [Metric(k, float(v), now, int(row["epoch"])) for row in history for k, v in row.items() if k != "epoch"]
         metric_list += [Metric(f"final_{k}", float(v), now, 0) for k, v in metrics.items()]  # best-epoch weights
-        for start in range(0, max(len(params_list), len(metric_list)), 100):  # MLflow's batch limits
-            self._call("log metrics", self.client.log_batch, run_id, metrics=metric_list[start:start + 100],
-                       params=params_list[start:start + 100])
+        # as few requests as MLflow's limits allow: 100 params and 1,000 entries in all per batch
+        while params_list or metric_list:
+            params, params_list = params_list[:100], params_list[100:]
+            room = 1000 - len(params)
+            metrics, metric_list = metric_list[:room], metric_list[room:]
+            self._call("log metrics", self.client.log_batch, run_id, metrics=metrics, params=params)
 
     def log_report(self, files: list[Path], artifact_path: str) -> str:
         """A run of its own (tag `moe.kind: overview`, no expert) holding a pipeline-level report."""
