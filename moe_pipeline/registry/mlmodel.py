@@ -7,6 +7,7 @@ given as text: this module does not import it. Must not pickle anything.
 """
 from __future__ import annotations
 
+import functools
 import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -18,15 +19,20 @@ LOADER = "moe_pipeline.serve.pyfunc"
 REQUIREMENTS = ("torch", "safetensors", "numpy", "pydantic", "mlflow", "networkx", "pyyaml", "moe-pipeline")
 
 
-def requirements() -> list[str]:
-    """Pinned to what is installed here: the environment that wrote the model."""
+@functools.lru_cache(maxsize=1)  # each lookup scans the installed distributions: ~15 ms for all, once a process
+def _pins() -> tuple[str, ...]:
     pins = []
     for name in REQUIREMENTS:
         try:
             pins.append(f"{name}=={version(name)}")
         except PackageNotFoundError:
             pins.append(name)
-    return pins
+    return tuple(pins)
+
+
+def requirements() -> list[str]:
+    """Pinned to what is installed here: the environment that wrote the model."""
+    return list(_pins())
 
 
 def write_expert_mlmodel(folder: Path, saved: dict[str, Any], files_sha256: dict[str, str]) -> None:

@@ -93,6 +93,7 @@ class RegistryReader:
         self._client = None
         self._experiment_id: str | None = None
         self._downloads: dict[tuple[str, str], Path] = {}  # artifacts of a remote store, fetched once
+        self._artifact_uris: dict[str, str] = {}  # run id -> artifact URI, of the runs this process created
 
     # ------------------------------------------------------------ connection
 

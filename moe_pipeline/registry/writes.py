@@ -50,6 +50,7 @@ class Registry(RegistryReader):
                          run_name=f"{expert}-{time.strftime('%Y%m%d-%H%M%S')}",
                          tags={"moe.expert": expert, "moe.pipeline": self.pipeline_name,
                                "mlflow.note.content": description, HOST: socket.gethostname(), PID: str(os.getpid())})
+        self._artifact_uris[run.info.run_id] = run.info.artifact_uri  # register() needs it: no second request
         try:
             yield run.info.run_id
         except BaseException:
@@ -147,14 +148,16 @@ class Registry(RegistryReader):
         except MlflowException as exc:
             if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                 raise RegistryError(f"cannot create registered model {name}: {_short(exc)}") from None
-        run = self._call("get run", self.client.get_run, run_id)
+        artifact_uri = self._artifact_uris.get(run_id)
+        if artifact_uri is None:  # a run this process did not create
+            artifact_uri = self._call("get run", self.client.get_run, run_id).info.artifact_uri
         tags = to_tags(record)
-        mv = self._call("create model version", self.client.create_model_version, name, run.info.artifact_uri,
+        mv = self._call("create model version", self.client.create_model_version, name, artifact_uri,
                         run_id=run_id, tags=tags, description=description or None)
         self._call("set alias", self.client.set_registered_model_alias, name, CURRENT, mv.version)
         record.version = int(mv.version)
         record.run_id = run_id
-        return record, run.info.artifact_uri
+        return record, artifact_uri
 
     def set_tags(self, expert: str, version: int, tags: dict[str, str]) -> None:
         for key, value in tags.items():
