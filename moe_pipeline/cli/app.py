@@ -170,7 +170,7 @@ def run(
     uri = resolve_tracking_uri(loaded.pipeline, loaded.path)
     with contextlib.ExitStack() as stack:
         opening = stack.enter_context(ThreadPoolExecutor(max_workers=1)).submit(open_workspace)
-        if executor == "ray":  # shut down last, after the opening thread is waited for
+        if executor == "ray":  # the thread has finished (result() below) before Ray can shut down
             stack.enter_context(cluster(address, project_root(loaded.path), len(loaded.pipeline.experts),
                                         loaded.path, uri))
         ws = opening.result()

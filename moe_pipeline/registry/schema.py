@@ -23,6 +23,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from moe_pipeline.registry.store import sha256_file
+
 
 def cache_dir() -> Path:
     explicit = os.environ.get("MOE_PIPELINE_CACHE")
@@ -40,10 +42,6 @@ def _template_paths() -> tuple[Path, Path]:
     scripts = sorted(p.name for p in versions.glob("*.py")) if versions.is_dir() else []
     stem = f"mlflow-{mlflow.__version__}-{hashlib.sha256(' '.join(scripts).encode()).hexdigest()[:12]}-empty-store"
     return cache_dir() / f"{stem}.db", cache_dir() / f"{stem}.json"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def seed_new_store(path: Path) -> bool:
@@ -68,7 +66,7 @@ def seed_new_store(path: Path) -> bool:
 def _valid(template: Path, checksum: Path) -> bool:
     try:
         expected = json.loads(checksum.read_text())["sha256"]
-        return _sha256(template) == expected
+        return sha256_file(template) == expected
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -92,7 +90,7 @@ def _make_template(template: Path, checksum: Path) -> None:
         raise
     finally:
         engine.dispose()
-    digest = _sha256(Path(scratch))
+    digest = sha256_file(Path(scratch))
     os.replace(scratch, template)
     partial = checksum.with_name(checksum.name + ".partial")
     partial.write_text(json.dumps({"sha256": digest}))

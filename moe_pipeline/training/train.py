@@ -237,7 +237,7 @@ def _train(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, s
     # Per-step values are written into buffers made once, and reduced once per epoch: no copy
     # to the host per step (it would wait for a GPU every step), a few ops per step instead of a
     # dozen (on a small MLP those cost as much as its step), and no small tensors kept per step
-    # (held between a step's large temporaries, they fragment the heap: +40% resident memory).
+    # (held between a step's large temporaries, they fragment the heap: up to +40% resident memory).
     steps = math.ceil(len(x_train) / batch_size)
     step_norms = torch.zeros(steps, len(params), device=device)  # each parameter's gradient norm
     loss_sum = torch.zeros((), device=device)  # of each micro-batch's loss x its batch's rows
