@@ -105,8 +105,11 @@ class Lease:
                         name, tags=self._tags(now), description=f"lease: {self.expert} is being trained by "
                         f"{socket.gethostname()} pid {os.getpid()}; deleted when it is done")
                 except MlflowException as exc:
-                    if "RESOURCE_ALREADY_EXISTS" in str(exc.error_code):
-                        continue  # another run took this generation first: look again
+                    # Another run took this generation first: look again. MLflow's SQL store answers a
+                    # name clash by reading the existing model; if its holder already gave it back, that
+                    # read says "does not exist" instead (a real race, seen with four runs on sqlite).
+                    if str(exc.error_code) in {"RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"}:
+                        continue
                     raise RegistryError(f"cannot take the lease of '{self.expert}': {exc}") from None
                 self.held = name
                 self.reaped = [h for h in holders if h.run_id]

@@ -123,3 +123,46 @@ def test_a_lease_of_another_host_expires_after_its_ttl_and_its_run_is_marked_fai
     assert f"marked run {dead.info.run_id}" in out.err
     assert client.search_registered_models("name LIKE 'moe-lease.%'") == []
     assert cli("status", tiny, "--check") == 0
+
+
+def test_a_lease_given_back_between_a_name_clash_and_mlflows_read_of_it_is_looked_for_again(registry_uri: str,
+                                                                                         monkeypatch):
+    """The race four runs on sqlite hit: run A takes generation 1 after run B looked, B's create
+    clashes, and A gives the lease back before MLflow's store reads the clashing model for its
+    error message, so B is told "not found". B must look again, not fail. The interleaving is
+    forced on a real store; only the moments are chosen."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+    from moe_pipeline.registry.lease import Lease
+    from moe_pipeline.registry.writes import Registry
+
+    registry = Registry(registry_uri, "tiny")
+    other = MlflowClient(registry_uri, registry_uri)
+    lease = Lease(registry, "digit", ttl=30)
+    name = f"{lease.base}1"
+    real_holders, real_read = Lease.holders, SqlAlchemyStore.get_registered_model
+    events: list[str] = []
+
+    def holders(self):
+        found = real_holders(self)
+        if not events:  # run A takes generation 1 just after B looked
+            other.create_registered_model(name, tags={"moe.lease.token": "A", "moe.lease.host": "elsewhere",
+                                                      "moe.lease.expires": f"{time.time() + 30:.3f}"})
+            events.append("A took it")
+        return found
+
+    def read_after_clash(store, model_name):
+        if model_name == name and events == ["A took it"]:  # A is done and gives it back
+            events.append("A gave it back")
+            other.delete_registered_model(name)
+        return real_read(store, model_name)
+
+    monkeypatch.setattr(Lease, "holders", holders)
+    monkeypatch.setattr(SqlAlchemyStore, "get_registered_model", read_after_clash)
+    try:
+        assert lease.acquire(wait=5) is False
+        assert events == ["A took it", "A gave it back"]  # the race happened as described
+        assert lease.held == name and lease.holds()  # the name A freed, now with our token
+    finally:
+        lease.release()
+    assert other.search_registered_models(f"name LIKE '{lease.base}%'") == []
