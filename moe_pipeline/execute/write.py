@@ -130,15 +130,16 @@ class Workspace(View):
 
     def _fail_runs_of_expired(self, lease) -> None:
         """Runs that held an expired lease died (or hung): FAILED, and their never-current versions deleted."""
+        from moe_pipeline.registry.lease import TOKEN
+
         for holder in lease.reaped:
-            if self.registry.run_status(holder.run_id) != "RUNNING":
-                continue
-            self.registry.finish_run(holder.run_id, "FAILED")
-            self.notify(f"{lease.expert}: marked run {holder.run_id} of {holder.describe()} FAILED (its lease expired)")
-            snap = self.snapshot(refresh=True)
-            for expert, version in self.registry.versions_of_run(holder.run_id):
-                if expert not in snap or snap[expert].current != version:
-                    self.registry.delete_version(expert, version)
+            for run_id in self.registry.running_runs_tagged(TOKEN, holder.token):
+                self.registry.finish_run(run_id, "FAILED")
+                self.notify(f"{lease.expert}: marked run {run_id} of {holder.describe()} FAILED (its lease expired)")
+                snap = self.snapshot(refresh=True)
+                for expert, version in self.registry.versions_of_run(run_id):
+                    if expert not in snap or snap[expert].current != version:
+                        self.registry.delete_version(expert, version)
 
     def _decide(self, step: planner.Step, bar) -> Outcome:
         """Train, or first re-evaluate: the upstream has trained by now, so decide on the state as it is."""
@@ -224,9 +225,8 @@ class Workspace(View):
         fp = self.fingerprint(expert)
         init_seed, order_seed = training_seeds(fp.spec)
         callback = bar.expert(expert, spec.train.epochs) if bar is not None else None
-        with self.registry.training_run(expert, spec.description) as run_id:
-            if self._lease is not None:
-                self._lease.set_run(run_id)
+        run_tags = self._lease.run_tags() if self._lease is not None else None
+        with self.registry.training_run(expert, spec.description, run_tags) as run_id:
             with self._located(expert, "model"):
                 result = train_expert(spec.model, spec.train, self.pipeline.resources_for(expert), data, init_seed,
                                       callback, order_seed=order_seed)

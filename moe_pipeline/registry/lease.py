@@ -3,7 +3,8 @@
 It works on every MLflow backend (sqlite, a server on PostgreSQL) because it needs one
 atomic operation they all have: creating a registered model whose name exists fails (a
 unique key in the database). A lease is a registered model `moe-lease.<pipeline>.<expert>.<g>`
-whose tags say who holds it and until when. To take a free or expired lease, a run creates
+whose tags say who holds it and until when; the MLflow run training under it carries the
+lease's token as a tag, so whoever takes over an expired lease finds that run. To take a free or expired lease, a run creates
 generation g+1 of the highest it saw: of two runs that race, exactly one succeeds. The
 holder renews the expiry while it trains and deletes its lease when done (a hard delete,
 so the name is free again). A killed holder renews nothing: its lease expires after `ttl`
@@ -25,6 +26,7 @@ from moe_pipeline.errors import RegistryError
 from moe_pipeline.registry.scratch import pid_alive
 
 PREFIX = "moe-lease."
+TOKEN = "moe.lease.token"  # on the lease and on the run trained under it
 DEFAULT_TTL = float(os.environ.get("MOE_LEASE_TTL", "60"))  # seconds; renewed every ttl/3 while held
 POLL = 0.25  # seconds between looks at a lease held by another run
 
@@ -43,7 +45,6 @@ class Holder:
     host: str
     pid: int
     expires: float
-    run_id: str | None
 
     def expired(self, now: float) -> bool:
         gone = self.host == socket.gethostname() and not pid_alive(self.pid)
@@ -79,9 +80,8 @@ class Lease:
             if not model.name.startswith(self.base) or not suffix.isdigit():  # LIKE's `_` matches any character
                 continue
             tags = dict(model.tags or {})
-            found.append(Holder(model.name, int(suffix), tags.get("moe.lease.token", ""), tags.get("moe.lease.host", ""),
-                                int(tags.get("moe.lease.pid", "0") or 0), float(tags.get("moe.lease.expires", "0") or 0),
-                                tags.get("moe.lease.run_id")))
+            found.append(Holder(model.name, int(suffix), tags.get(TOKEN, ""), tags.get("moe.lease.host", ""),
+                                int(tags.get("moe.lease.pid", "0") or 0), float(tags.get("moe.lease.expires", "0") or 0)))
         return sorted(found, key=lambda h: h.generation)
 
     # ------------------------------------------------------------ taking and giving back
@@ -112,7 +112,7 @@ class Lease:
                         continue
                     raise RegistryError(f"cannot take the lease of '{self.expert}': {exc}") from None
                 self.held = name
-                self.reaped = [h for h in holders if h.run_id]
+                self.reaped = holders
                 for old in holders:  # expired generations: nobody renews them any more
                     self._delete(old.name)
                 self._start_renewing()
@@ -126,11 +126,10 @@ class Lease:
             waited = True
             time.sleep(POLL)
 
-    def set_run(self, run_id: str) -> None:
-        """Name the MLflow run training under this lease, so whoever reaps it can mark it FAILED."""
-        if self.held:
-            self.registry._call("set lease tag", self.registry.client.set_registered_model_tag, self.held,
-                                "moe.lease.run_id", run_id)
+    def run_tags(self) -> dict[str, str]:
+        """Tags for the MLflow run training under this lease: whoever reaps it finds the run by them
+        (one search then, instead of a tag write on every training)."""
+        return {TOKEN: self.token}
 
     def holds(self) -> bool:
         """The fence before registering: our generation still exists and none is above it."""
@@ -156,7 +155,7 @@ class Lease:
     # ------------------------------------------------------------ internals
 
     def _tags(self, now: float) -> dict[str, str]:
-        return {"moe.lease": self.expert, "moe.lease.token": self.token, "moe.lease.host": socket.gethostname(),
+        return {"moe.lease": self.expert, TOKEN: self.token, "moe.lease.host": socket.gethostname(),
                 "moe.lease.pid": str(os.getpid()), "moe.lease.expires": f"{now + self.ttl:.3f}"}
 
     def _delete(self, name: str) -> None:

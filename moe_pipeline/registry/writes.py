@@ -44,12 +44,13 @@ class Registry(RegistryReader):
     # ------------------------------------------------------------ writing
 
     @contextlib.contextmanager
-    def training_run(self, expert: str, description: str = "") -> Iterator[str]:
+    def training_run(self, expert: str, description: str = "", tags: dict[str, str] | None = None) -> Iterator[str]:
         """An MLflow run for one training; marked FAILED (and nothing registered) on any error."""
         run = self._call("create run", self.client.create_run, self.experiment_id(),
                          run_name=f"{expert}-{time.strftime('%Y%m%d-%H%M%S')}",
                          tags={"moe.expert": expert, "moe.pipeline": self.pipeline_name,
-                               "mlflow.note.content": description, HOST: socket.gethostname(), PID: str(os.getpid())})
+                               "mlflow.note.content": description, HOST: socket.gethostname(), PID: str(os.getpid()),
+                               **(tags or {})})
         self._artifact_uris[run.info.run_id] = run.info.artifact_uri  # register() needs it: no second request
         try:
             yield run.info.run_id
@@ -74,6 +75,13 @@ class Registry(RegistryReader):
                 if mv.run_id in dead:
                     dead[mv.run_id].append((mv.name[len(self.pipeline_name) + 1:], int(mv.version)))
         return dead
+
+    def running_runs_tagged(self, key: str, value: str) -> list[str]:
+        """Ids of this pipeline's RUNNING runs whose tag `key` is `value`."""
+        escaped = value.replace("'", "''")
+        runs = self._call("search runs", self.client.search_runs, [self.experiment_id()],
+                          filter_string=f"attributes.status = 'RUNNING' and tags.`{key}` = '{escaped}'", max_results=100)
+        return [r.info.run_id for r in runs]
 
     def run_status(self, run_id: str) -> str | None:
         from mlflow.exceptions import MlflowException

@@ -79,14 +79,19 @@ def test_kill_9_of_a_lease_holder_then_the_next_run_proceeds_and_marks_its_run_f
     holder = start_run(tiny, tmp_path, registry_uri)
     client = MlflowClient(registry_uri, registry_uri)
 
-    def lease_with_run():
+    def run_under_lease():
+        """has_loop's lease, and the run training under it (the run carries the lease's token)."""
         if not Path(registry_uri[len("sqlite:///"):]).exists():
             return None
         leases = client.search_registered_models("name LIKE 'moe-lease.tiny.has_loop.%'")
-        return leases[0] if leases and "moe.lease.run_id" in leases[0].tags else None
+        experiment = client.get_experiment_by_name("tiny")
+        if not leases or experiment is None:
+            return None
+        token = leases[0].tags["moe.lease.token"]
+        runs = client.search_runs([experiment.experiment_id], f"tags.`moe.lease.token` = '{token}'")
+        return runs[0].info.run_id if runs else None
 
-    lease = wait_for(lease_with_run, what="has_loop's lease")
-    run_id = lease.tags["moe.lease.run_id"]
+    run_id = wait_for(run_under_lease, what="has_loop's lease and its run")
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait(timeout=30)
     tiny.write_text(slow.replace("epochs: 5000,", "epochs: 3,"))  # the next run need not take that long
@@ -104,11 +109,11 @@ def test_a_lease_of_another_host_expires_after_its_ttl_and_its_run_is_marked_fai
     assert cli("run", tiny, "--quiet", "has_loop") == 0  # creates the store and the experiment
     client = MlflowClient(registry_uri, registry_uri)
     experiment = client.get_experiment_by_name("tiny")
-    dead = client.create_run(experiment.experiment_id, tags={"moe.expert": "is_even"})
+    dead = client.create_run(experiment.experiment_id, tags={"moe.expert": "is_even", "moe.lease.token": "elsewhere"})
     ttl = 4.0
     client.create_registered_model("moe-lease.tiny.is_even.1", tags={
         "moe.lease": "is_even", "moe.lease.token": "elsewhere", "moe.lease.host": "another-machine",
-        "moe.lease.pid": "1", "moe.lease.expires": f"{time.time() + ttl:.3f}", "moe.lease.run_id": dead.info.run_id})
+        "moe.lease.pid": "1", "moe.lease.expires": f"{time.time() + ttl:.3f}"})
 
     capsys.readouterr()
     assert cli("run", tiny, "--quiet", "--wait", "0") == 2  # held, and no wait allowed
