@@ -36,11 +36,16 @@ def _run(cache: str, *experts: str) -> tuple[float, float, int]:
 def run() -> list[dict]:
     with tempfile.TemporaryDirectory() as cache:
         first = _run(cache)  # the cache is empty: this run migrates MLflow's schema and leaves it there
-        whole = [_run(cache) for _ in range(5)]
-        one = [_run(cache, "is_even") for _ in range(5)]
+        whole, one = [], []
+        for _ in range(5):  # interleaved, so a slow spell of this shared machine weighs on both alike
+            whole.append(_run(cache))
+            one.append(_run(cache, "is_even"))
     wall, train, n = (statistics.median(w[0] for w in whole), statistics.median(w[1] for w in whole), whole[0][2])
     wall1, train1 = statistics.median(o[0] for o in one), statistics.median(o[1] for o in one)
-    per_expert = ((wall - train) - (wall1 - train1)) / (n - 1)
+    # each run's own wall minus its own training, then the median: the two noisy figures of one
+    # process are not paired with another process's
+    beyond, beyond1 = statistics.median(w[0] - w[1] for w in whole), statistics.median(o[0] - o[1] for o in one)
+    per_expert = (beyond - beyond1) / (n - 1)
     goal = 2 * train + 1.5
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "moe_pipeline", "--help"], check=True, capture_output=True)
@@ -52,8 +57,8 @@ def run() -> list[dict]:
                      f"{first[1]:.1f} s training; `moe-pipeline --help` {help_seconds:.2f} s"},
             {"benchmark": "cost per expert beyond training (sqlite): run, artifacts, registration, lease",
              "value": round(per_expert, 2), "unit": "s", "goal": "<= 0.15 s", "met": per_expert <= 0.15,
-             "note": f"by difference: 6 experts {wall:.1f} s wall / {train:.1f} s training vs 1 expert (is_even) "
-                     f"{wall1:.1f} s / {train1:.1f} s"}]
+             "note": f"by difference: 6 experts {beyond:.2f} s beyond training (median of wall {wall:.1f} s, training "
+                     f"{train:.1f} s) vs 1 expert (is_even) {beyond1:.2f} s ({wall1:.1f} s, {train1:.1f} s)"}]
 
 
 if __name__ == "__main__":
