@@ -4,11 +4,12 @@ It works on every MLflow backend (sqlite, a server on PostgreSQL) because it nee
 atomic operation they all have: creating a registered model whose name exists fails (a
 unique key in the database). A lease is a registered model `moe-lease.<pipeline>.<expert>.<g>`
 whose tags say who holds it and until when; the MLflow run training under it carries the
-lease's token as a tag, so whoever takes over an expired lease finds that run. To take a free or expired lease, a run creates
-generation g+1 of the highest it saw: of two runs that race, exactly one succeeds. The
-holder renews the expiry while it trains and deletes its lease when done (a hard delete,
-so the name is free again). A killed holder renews nothing: its lease expires after `ttl`
-seconds, or at once when the holder was a process of this host that no longer exists.
+lease's token as a tag, so whoever takes over an expired lease finds that run. To take a
+free or expired lease, a run creates generation g+1 of the highest it saw: of two runs that
+race, exactly one succeeds. The holder renews the expiry while it trains and deletes its
+lease when done (a hard delete, so the name is free again). A killed holder renews nothing:
+its lease expires after `ttl` seconds, or at once when the holder was a process of this host
+that no longer exists.
 
 Must not train, read tensors or decide what is stale; it only says who may write an expert.
 """

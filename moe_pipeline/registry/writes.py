@@ -83,15 +83,6 @@ class Registry(RegistryReader):
                           filter_string=f"attributes.status = 'RUNNING' and tags.`{key}` = '{escaped}'", max_results=100)
         return [r.info.run_id for r in runs]
 
-    def run_status(self, run_id: str) -> str | None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self.requests += 1
-            return self.client.get_run(run_id).info.status
-        except MlflowException:
-            return None
-
     def versions_of_run(self, run_id: str) -> list[tuple[str, int]]:
         """(expert, version) registered from one run."""
         found = self._pages("search model versions", self.client.search_model_versions, f"run_id = '{run_id}'", 1000)
