@@ -147,9 +147,7 @@ class Registry(RegistryReader):
         except MlflowException as exc:
             if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                 raise RegistryError(f"cannot create registered model {name}: {_short(exc)}") from None
-        artifact_uri = self._artifact_uris.get(run_id)
-        if artifact_uri is None:  # a run this process did not create
-            artifact_uri = self._call("get run", self.client.get_run, run_id).info.artifact_uri
+        artifact_uri = self._artifact_uri(run_id)
         tags = to_tags(record)
         mv = self._call("create model version", self.client.create_model_version, name, artifact_uri,
                         run_id=run_id, tags=tags, description=description or None)
@@ -157,6 +155,12 @@ class Registry(RegistryReader):
         record.version = int(mv.version)
         record.run_id = run_id
         return record, artifact_uri
+
+    def _artifact_uri(self, run_id: str) -> str:
+        """Where a run's artifacts live: known without a request for the runs this process created."""
+        if run_id not in self._artifact_uris:  # a run another process created
+            self._artifact_uris[run_id] = self._call("get run", self.client.get_run, run_id).info.artifact_uri
+        return self._artifact_uris[run_id]
 
     def set_tags(self, expert: str, version: int, tags: dict[str, str]) -> None:
         for key, value in tags.items():
@@ -195,8 +199,7 @@ class Registry(RegistryReader):
             except MlflowException as exc:
                 if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                     raise RegistryError(f"cannot create registered model {name}: {_short(exc)}") from None
-            run = self._call("get run", self.client.get_run, run_id)
-            mv = self._call("create model version", self.client.create_model_version, name, run.info.artifact_uri,
+            mv = self._call("create model version", self.client.create_model_version, name, self._artifact_uri(run_id),
                             run_id=run_id, tags={"moe.pinned": pinned}, description=description)
             self._call("set alias", self.client.set_registered_model_alias, name, CURRENT, mv.version)
             self._call("set model tag", self.client.set_registered_model_tag, name, "moe.pinned", pinned)
