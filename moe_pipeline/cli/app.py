@@ -235,8 +235,11 @@ def inspect(
     out: Optional[Path] = typer.Option(None, "--out", help="default: reports/<pipeline>/<expert>/v<N>/"),
 ) -> None:
     """Inspect one expert version: metrics, confusion, AGOP, collapse, attributions, opacity."""
+    from moe_pipeline.imports import long_lived
     from moe_pipeline.pipeline.loader import load_pipeline
-    from moe_pipeline.inspect.report import inspect_expert
+
+    with long_lived():  # torch: see moe_pipeline.imports
+        from moe_pipeline.inspect.report import inspect_expert
 
     modes = [m.strip() for m in opacity.split(",") if m.strip()] if opacity else []
     methods = [m.strip() for given in methods for m in given.split(",") if m.strip()] if methods else None
@@ -254,8 +257,11 @@ def report(
                                     help="recommend dropping an input whose ablation costs at most this much metric"),
 ) -> None:
     """One overview page: the graph by status, each expert's report, and the dependency table (drop or keep)."""
-    from moe_pipeline.inspect.overview import pipeline_report
+    from moe_pipeline.imports import long_lived
     from moe_pipeline.pipeline.loader import load_pipeline
+
+    with long_lived():  # torch: see moe_pipeline.imports
+        from moe_pipeline.inspect.overview import pipeline_report
 
     pipeline_report(load_pipeline(pipeline), out=out, weak=weak, tolerance=tolerance)
 

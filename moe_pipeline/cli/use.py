@@ -18,8 +18,11 @@ PipelineArg = typer.Argument(..., help="pipeline YAML file, e.g. pipelines/digit
 
 def _system(pipeline: Path, experts: list[str] | None, allow_stale: bool):
     from moe_pipeline.execute.view import View
+    from moe_pipeline.imports import long_lived
     from moe_pipeline.pipeline.loader import load_pipeline
-    from moe_pipeline.serve.system import System
+
+    with long_lived():  # torch: see moe_pipeline.imports
+        from moe_pipeline.serve.system import System
 
     view = View(load_pipeline(pipeline))
     return view, System.from_view(view, experts or None, allow_stale)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Iterator
 from urllib.parse import unquote, urlparse
 
 from moe_pipeline.errors import IntegrityError, RegistryError
+from moe_pipeline.imports import long_lived
 from moe_pipeline.pipeline.loader import project_root
 from moe_pipeline.state.record import Record, from_tags
 
@@ -119,7 +120,6 @@ class RegistryReader:
         import logging
 
         from filelock import FileLock
-        from mlflow.tracking import MlflowClient
 
         for noisy in ("mlflow", "alembic"):  # migrations log at INFO; our tables say what happened
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -133,17 +133,22 @@ class RegistryReader:
                 raise RegistryError(f"cannot create the registry folder {path.parent}: {exc.strerror}") from None
             # MLflow migrates a new sqlite store on first use; two processes doing that at once race.
             lock = FileLock(str(path) + ".lock", timeout=120)
-        with lock:
-            if path is not None and not path.exists():
-                from moe_pipeline.registry.schema import seed_new_store
+        # importing mlflow, and the first request, which imports its SQL store and opens it
+        with long_lived():
+            from mlflow.tracking import MlflowClient
 
-                seed_new_store(path)
-            try:
-                client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-                client.search_experiments(max_results=1)
-                self.requests += 1
-            except Exception as exc:  # mlflow raises many types; the user needs one clear message
-                raise RegistryError(f"cannot reach the MLflow registry at {self.tracking_uri}: {_short(exc)}") from None
+            with lock:
+                if path is not None and not path.exists():
+                    from moe_pipeline.registry.schema import seed_new_store
+
+                    seed_new_store(path)
+                try:
+                    client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+                    client.search_experiments(max_results=1)
+                    self.requests += 1
+                except Exception as exc:  # mlflow raises many types; the user needs one clear message
+                    raise RegistryError(f"cannot reach the MLflow registry at {self.tracking_uri}: "
+                                        f"{_short(exc)}") from None
         return client
 
     def _call(self, what: str, fn, *args, **kwargs):
