@@ -89,12 +89,15 @@ def cluster(address: str | None, root: Path, experts: int, pipeline: Path | None
 def _warm_up(root: str | None, pipeline: str | None, tracking_uri: str | None) -> None:
     """In a worker: the imports every expert's step needs, then the pipeline's Workspace with
     its sources loaded and fingerprints computed, kept for this worker's steps."""
-    import torch  # noqa: F401
+    from moe_pipeline.imports import long_lived
 
-    import moe_pipeline.execute.write  # noqa: F401
-    from moe_pipeline.registry.store import import_client
+    with long_lived():  # see moe_pipeline.imports
+        import torch  # noqa: F401
 
-    import_client()
+        import moe_pipeline.execute.write  # noqa: F401
+        from moe_pipeline.registry.store import import_client
+
+        import_client()
     if pipeline is None or tracking_uri is None:
         return
     try:
