@@ -15,18 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import sys
 from typing import Iterator
 
 
 @contextlib.contextmanager
 def long_lived() -> Iterator[None]:
-    """Run the block (a large import, opening a store) with the cyclic collector paused, then
-    freeze every object alive, so later full collections no longer scan them."""
+    """Run the block (a large import, opening a store) with the cyclic collector paused; if it
+    imported anything, freeze every object alive, so later full collections no longer scan them.
+
+    A block that imported nothing new (the libraries were loaded already) freezes nothing: a
+    process that opens many stores (the tests, a server) does not pile up frozen objects."""
     enabled = gc.isenabled()  # a block inside another, or a caller that paused it, leaves it paused
+    modules = len(sys.modules)
     gc.disable()
     try:
         yield
     finally:
-        gc.freeze()
+        if len(sys.modules) > modules:
+            gc.freeze()
         if enabled:
             gc.enable()
