@@ -169,11 +169,20 @@ def run(
 
     uri = resolve_tracking_uri(loaded.pipeline, loaded.path)
     with contextlib.ExitStack() as stack:
+        trainer = None
+        # Something to train, and torch not loaded here yet: a training process loads it while this
+        # process loads mlflow (execute/trainer.py). The read-only plan reads no mlflow.
+        if executor == "local" and "torch" not in sys.modules and \
+                View(loaded).plan(experts or [], downstream=downstream, force=force).steps:
+            from moe_pipeline.execute.trainer import TrainingProcess
+
+            trainer = stack.enter_context(TrainingProcess(loaded.path))
         opening = stack.enter_context(ThreadPoolExecutor(max_workers=1)).submit(open_workspace)
         if executor == "ray":  # the thread has finished (result() below) before Ray can shut down
             stack.enter_context(cluster(address, project_root(loaded.path), len(loaded.pipeline.experts),
                                         loaded.path, uri))
         ws = opening.result()
+        ws.trainer = trainer
         plan = ws.plan(experts or [], downstream=downstream, force=force, verify=True)  # repairs corrupt artifacts
         try:
             with progress_bar(quiet or not sys.stdout.isatty() or executor == "ray") as bar:

@@ -160,13 +160,21 @@ class View:
         """
         from moe_pipeline.data.inputs import build_expert_data
 
+        records = self.upstream_records(expert, upstream_versions)
+        upstream = {up: self.load_outputs(record) for up, record in records.items()}
+        return build_expert_data(expert, self.pipeline.experts[expert], self.store, upstream), consumed(records)
+
+    def upstream_records(self, expert: str, upstream_versions: dict[str, int] | None = None) -> dict[str, Record]:
+        """The versions of its upstream experts whose stored outputs an expert reads (see `expert_data`)."""
         current = self.current()
         if upstream_versions:
             current = {**current, **{u: self.record(u, v) for u, v in upstream_versions.items()}}
-        upstream = {}
         for up in g.upstream(self.graph, expert):
             if current[up] is None:
                 raise SelectionError(f"expert '{expert}' reads '{up}', which has no version; run `moe-pipeline run` first")
-            upstream[up] = self.load_outputs(current[up])
-        consumed = {up: UpstreamRef(current[up].version, current[up].outputs_sha) for up in upstream}
-        return build_expert_data(expert, self.pipeline.experts[expert], self.store, upstream), consumed
+        return {up: current[up] for up in g.upstream(self.graph, expert)}
+
+
+def consumed(records: dict[str, Record]) -> dict[str, UpstreamRef]:
+    """What a version records of the upstream versions it read: their version and outputs."""
+    return {up: UpstreamRef(record.version, record.outputs_sha) for up, record in records.items()}

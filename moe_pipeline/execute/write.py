@@ -29,6 +29,7 @@ class Workspace(View):
     notify: Callable[[str], None] = staticmethod(lambda message: None)  # "waiting for ..." lines
     _lease = None  # the lease of the expert being written, while one is
     _planned: dict[str, int | None] = {}  # each planned expert's current version when the plan was made
+    trainer = None  # `run`'s training process (execute.trainer.TrainingProcess), where it started one
 
     def _registry(self, tracking_uri: str) -> Registry:
         return Registry(tracking_uri, self.pipeline.name)
@@ -85,7 +86,7 @@ class Workspace(View):
                 executor: str = "local", address: str | None = None) -> list[Outcome]:
         """Run the plan, here one expert at a time (`bar` hands out a progress callback per expert),
         or on a Ray cluster (`executor="ray"`, `address` of an existing cluster or None for a local one)."""
-        if plan.steps and executor == "local":
+        if plan.steps and executor == "local" and self.trainer is None:
             with long_lived():  # torch, before the first expert: see moe_pipeline.imports
                 import moe_pipeline.training.train  # noqa: F401
         current = self.current()
@@ -170,7 +171,9 @@ class Workspace(View):
         from moe_pipeline.state import cutoff
         from moe_pipeline.registry.artifacts import PROBE, outputs_sha, read_tensors, write_refreshed_outputs
         from moe_pipeline.state.record import OUTPUTS, VALIDATED_AGAINST, outputs_tag
-        from moe_pipeline.training.train import infer, metrics_of
+
+        with long_lived():  # torch, where the training process has it and this process not yet
+            from moe_pipeline.training.train import infer, metrics_of
 
         started = time.perf_counter()
         record = self.current()[expert]
@@ -218,43 +221,50 @@ class Workspace(View):
         return outcome
 
     def train(self, expert: str, bar=None) -> Outcome:
-        from moe_pipeline.registry.artifacts import outputs_sha, write_version_files
-        from moe_pipeline.state.cutoff import probe_rows
+        """Train a new version, here or in `run`'s training process (`self.trainer`), then log
+        and register its files under the expert's lease."""
+        from moe_pipeline.execute.trainer import TrainingJob, train_into
+        from moe_pipeline.execute.view import consumed
+        from moe_pipeline.registry.artifacts import outputs_file, outputs_sha, seal_version_files
         from moe_pipeline.state.fingerprint import training_seeds
-        from moe_pipeline.training.train import primary_metric, release, train_expert, weakest_class
 
         spec = self.pipeline.experts[expert]
-        with self._located(expert, "target"):
-            data, consumed = self.expert_data(expert)
         fp = self.fingerprint(expert)
-        init_seed, order_seed = training_seeds(fp.spec)
+        job = TrainingJob(expert, fp.spec, *training_seeds(fp.spec), self._probe_size(expert))
+
+        def located(phase: str):
+            return self._located(expert, phase)
+
+        upstream = self.upstream_records(expert)
+        if self.trainer is not None:
+            self.trainer.prepare(expert, {up: {split: str(self.artifact(record, outputs_file(split, record.outputs_dir)))
+                                               for split in SPLITS} for up, record in upstream.items()}, located)
+
+            def train_in(folder, progress):
+                return self.trainer.train(job, folder, located, progress)
+        else:
+            with located("target"):
+                data, _ = self.expert_data(expert)
+
+            def train_in(folder, progress):
+                return train_into(folder, job, self.pipeline, self.store, data, located, progress)
         callback = bar.expert(expert, spec.train.epochs) if bar is not None else None
         run_tags = self._lease.run_tags() if self._lease is not None else None
         with self.registry.training_run(expert, spec.description, run_tags) as run_id:
-            with self._located(expert, "model"):
-                result = train_expert(spec.model, spec.train, self.pipeline.resources_for(expert), data, init_seed,
-                                      callback, order_seed=order_seed)
-            metric = primary_metric(data.task)
             with scratch_dir(expert) as folder:
-                saved_spec = {"spec": fp.spec, "in_shape": list(data.in_shape), "n_outputs": data.n_outputs,
-                              "task": data.task, "blocks": [[b.ref, b.start, b.stop] for b in data.blocks],
-                              "micro_batch": result.micro_batch, "device": result.device,
-                              # what prediction and inspection need to read inputs as training did
-                              "transforms": self._transforms(expert), "feature_names": data.feature_names,
-                              "class_names": data.class_names}
-                probe = probe_rows(len(data.y["val"]), self._probe_size(expert))
-                sha = write_version_files(folder, result.model, result.initial_first_layer, result.outputs, saved_spec,
-                                          probe)
+                trained = train_in(folder, callback)
+                sha = seal_version_files(folder)
                 params = dict(flatten(fp.spec))
-                params.update({"task": data.task, "micro_batch": result.micro_batch, "device": result.device})
-                self.registry.log_training(run_id, params, result.history, result.metrics)
+                params.update({key: trained[key] for key in ("task", "micro_batch", "device")})
+                self.registry.log_training(run_id, params, trained["history"], trained["metrics"])
                 self.registry.log_artifacts(run_id, folder)
+            metric = trained["metric"]
             record = Record(expert=expert, version=0, run_id=run_id, spec=fp.spec, spec_hash=fp.spec_hash,
                             code=fp.code, code_hash=fp.code_hash, data=fp.data, data_hash=fp.data_hash,
-                            upstream=consumed, train_seconds=round(result.seconds, 3),
-                            peak_memory_mb=round(result.peak_memory_mb, 2), metric_name=metric,
-                            val_metric=result.metrics[f"val_{metric}"], sha256=sha, outputs_sha=outputs_sha(sha),
-                            baseline=data.baseline())
+                            upstream=consumed(upstream), train_seconds=round(trained["seconds"], 3),
+                            peak_memory_mb=round(trained["peak_memory_mb"], 2), metric_name=metric,
+                            val_metric=trained["metrics"][f"val_{metric}"], sha256=sha, outputs_sha=outputs_sha(sha),
+                            baseline=trained["baseline"])
             previous = self.current()[expert]
             if self._lease is not None and not self._lease.holds():  # stalled past the lease's expiry
                 raise RegistryError(f"expert '{expert}': this run lost its lease while training (stalled longer "
@@ -263,26 +273,13 @@ class Workspace(View):
         if previous is not None and previous.needs_retrain is not None:  # no stale mark on history
             self.registry.set_tags(expert, previous.version, {NEEDS_RETRAIN: f"superseded by v{record.version}"})
         self._remember(record, source)
-        release()
-        note = f"{result.epochs_run} epochs"
-        if data.task == "classification" and len(data.y["val"]):
-            note += f"; weakest on val: {weakest_class(result.outputs['val']['logits'], data.y['val'], data.class_names)}"
+        note = f"{trained['epochs_run']} epochs"
+        if trained["weakest"]:
+            note += f"; weakest on val: {trained['weakest']}"
         if record.below_baseline:
             note += f"; NOT better than the trivial predictor ({record.baseline_text()})"
         return Outcome(expert, "trained", record.version, metric, record.val_metric, record.train_seconds,
                        record.peak_memory_mb, note)
-
-    def _transforms(self, expert: str) -> dict[str, dict]:
-        """Fitted preprocessing of the source fields this expert reads: {source.field: parameters}."""
-        from moe_pipeline.state.fingerprint import data_refs
-
-        out = {}
-        for ref in data_refs(self.pipeline, expert):
-            owner, _, field = ref.partition(".")
-            params = self.store.source(owner).transforms.get(field)
-            if params:
-                out[ref] = params
-        return out
 
     @contextlib.contextmanager
     def _located(self, expert: str, key: str) -> Iterator[None]:

@@ -1,19 +1,21 @@
 """Write and read a version's files: weights, stored outputs, spec, as safetensors and JSON.
 
 safetensors only: loading never unpickles. Every file's sha256 is computed on write so the
-registry can record it and verify it on read.
+registry can record it and verify it on read. torch is imported by the functions that read or
+write tensors: the names of the files and `outputs_sha` serve a process that never loads torch
+(`run`'s own process, while its experts train in the training process).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from moe_pipeline.data.store import SPLITS
 from moe_pipeline.registry.store import sha256_file
+
+if TYPE_CHECKING:
+    import torch
 
 WEIGHTS = "weights.safetensors"
 INITIAL = "initial.safetensors"  # first layer before training (Neural Feature Ansatz)
@@ -27,11 +29,13 @@ def outputs_file(split: str, folder: str = "outputs") -> str:
 
 def write_version_files(folder: Path, model: torch.nn.Module, initial_first_layer: torch.Tensor,
                         outputs: dict[str, dict[str, torch.Tensor]], spec: dict[str, Any],
-                        probe: torch.Tensor) -> dict[str, str]:
-    """Write every file of a version under `folder`; returns artifact path -> sha256.
+                        probe: torch.Tensor) -> None:
+    """Write the tensors and the spec of a version under `folder` (`seal_version_files` adds the rest).
 
     probe: row indices into the validation split whose outputs are the behaviour reference.
     """
+    from safetensors.torch import save_file
+
     (folder / "outputs").mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS))
@@ -40,14 +44,22 @@ def write_version_files(folder: Path, model: torch.nn.Module, initial_first_laye
     for split in SPLITS:
         write_outputs(folder / outputs_file(split), outputs[split])
     write_outputs(folder / PROBE, {"rows": probe, "probs": outputs["val"]["probs"][probe]})
-    # a real MLflow model too: `mlflow.pyfunc.load_model("models:/<pipeline>.<expert>@current")`
+
+
+def seal_version_files(folder: Path) -> dict[str, str]:
+    """Make the folder `write_version_files` filled a real MLflow model too, and return every
+    file's sha256 (artifact path -> sha256). Needs mlflow, not torch: `run`'s own process does it
+    while the training process, which has torch, writes the tensors."""
     from moe_pipeline.registry.mlmodel import write_expert_mlmodel
 
-    write_expert_mlmodel(folder, spec, {name: sha256_file(folder / name) for name in (SPEC, WEIGHTS)})
+    # `mlflow.pyfunc.load_model("models:/<pipeline>.<expert>@current")`
+    write_expert_mlmodel(folder, read_json(folder / SPEC), {name: sha256_file(folder / name) for name in (SPEC, WEIGHTS)})
     return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def write_outputs(path: Path, outputs: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in outputs.items()}, str(path))
 
@@ -68,6 +80,8 @@ def outputs_sha(sha256: dict[str, str], folder: str = "outputs") -> str:
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     return load_file(str(path))
 
 

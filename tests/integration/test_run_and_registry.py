@@ -62,16 +62,16 @@ def test_downstream_trains_from_stored_outputs_without_upstream_weights(tiny: Pa
     assert cli("run", tiny) == 0
     import moe_pipeline.registry.artifacts as artifacts
 
+    import safetensors.torch
+
     read = []
-    original = artifacts.read_tensors
-    monkeypatch.setattr(artifacts, "read_tensors", lambda path: read.append(Path(path)) or original(path))
+    load_file = safetensors.torch.load_file  # read_tensors' own reader, kept before it is forbidden below
+    monkeypatch.setattr(artifacts, "read_tensors", lambda path: read.append(Path(path)) or load_file(str(path)))
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a downstream expert must not load an upstream model")
 
     monkeypatch.setattr(Workspace, "load_model", forbidden)
-    import safetensors.torch
-
     monkeypatch.setattr(safetensors.torch, "load_file", lambda *a, **k: forbidden())  # any other path to weights
     assert cli("run", tiny, "digit", "--force") == 0
     assert read, "the upstream outputs were never read"

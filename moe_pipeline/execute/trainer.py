@@ -1,0 +1,260 @@
+"""Train one expert into a folder of version files: here, or in `run`'s training process.
+
+`train_into` is the torch half of writing a version: train, then write weights, stored
+outputs, probe and spec into a scratch folder, and summarise what the record needs. The
+write path (`Workspace.train`) logs and registers that folder under the expert's lease.
+
+`run` with something to train starts a training process (`TrainingProcess`) as soon as its
+read-only plan says so. That process imports torch and loads the sources while `run`'s own
+process imports mlflow and opens the registry: on two cores, the two imports (~1 s each)
+overlap. It then builds each expert's data and trains it when asked, reading upstream
+outputs only from the verified artifact files it is handed. Requests and replies are JSON
+lines on its stdin and stdout (its own prints go to stderr): no pickle. It dies with its
+parent (Linux: PR_SET_PDEATHSIG; elsewhere at its next read).
+
+Must not import mlflow or write to the registry: only the process holding the lease does.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from moe_pipeline import errors
+from moe_pipeline.errors import TrainingError
+
+Progress = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass
+class TrainingJob:
+    """What to train, as the process holding the lease decided it (JSON-able)."""
+
+    expert: str
+    spec: dict[str, Any]  # the resolved spec its fingerprint hashed
+    init_seed: int
+    order_seed: int
+    probe_size: int
+
+
+Located = Callable[[str], contextlib.AbstractContextManager]  # phase ("target", "model") -> error context
+
+
+def fitted_transforms(pipeline, store, expert: str) -> dict[str, dict]:
+    """Fitted preprocessing of the source fields this expert reads: {source.field: parameters}."""
+    from moe_pipeline.state.fingerprint import data_refs
+
+    out = {}
+    for ref in data_refs(pipeline, expert):
+        owner, _, field = ref.partition(".")
+        params = store.source(owner).transforms.get(field)
+        if params:
+            out[ref] = params
+    return out
+
+
+def train_into(folder: Path, job: TrainingJob, pipeline, store, data, located: Located,
+               progress: Progress | None = None) -> dict[str, Any]:
+    """Train `job` on `data` and write the version's tensors and spec under `folder`; returns
+    what the record and the run need (JSON-able). What the model's code or training raises is
+    raised inside `located("model")`."""
+    from moe_pipeline.registry.artifacts import write_version_files
+    from moe_pipeline.state.cutoff import probe_rows
+    from moe_pipeline.training.train import primary_metric, release, train_expert, weakest_class
+
+    expert_spec = pipeline.experts[job.expert]
+    with located("model"):
+        result = train_expert(expert_spec.model, expert_spec.train, pipeline.resources_for(job.expert), data,
+                              job.init_seed, progress, order_seed=job.order_seed)
+    transforms = fitted_transforms(pipeline, store, job.expert)
+    saved_spec = {"spec": job.spec, "in_shape": list(data.in_shape), "n_outputs": data.n_outputs, "task": data.task,
+                  "blocks": [[b.ref, b.start, b.stop] for b in data.blocks], "micro_batch": result.micro_batch,
+                  "device": result.device,
+                  # what prediction and inspection need to read inputs as training did
+                  "transforms": transforms, "feature_names": data.feature_names, "class_names": data.class_names}
+    probe = probe_rows(len(data.y["val"]), job.probe_size)
+    write_version_files(folder, result.model, result.initial_first_layer, result.outputs, saved_spec, probe)
+    weakest = (weakest_class(result.outputs["val"]["logits"], data.y["val"], data.class_names)
+               if data.task == "classification" and len(data.y["val"]) else None)
+    summary = {"task": data.task, "metric": primary_metric(data.task), "history": result.history,
+               "metrics": result.metrics, "seconds": result.seconds, "peak_memory_mb": result.peak_memory_mb,
+               "micro_batch": result.micro_batch, "device": result.device, "epochs_run": result.epochs_run,
+               "baseline": data.baseline(), "weakest": weakest}
+    del result
+    release()
+    return summary
+
+
+# ---------------------------------------------------------------- `run`'s side
+
+
+class TrainingProcess:
+    """The training process, seen from `run`: started early, asked to build data and train, stopped."""
+
+    def __init__(self, pipeline_path: Path):
+        self.path = Path(pipeline_path)
+        # the file as `run` read it; the process reads it again and must find the same bytes
+        self.pipeline_sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        self._proc = subprocess.Popen([sys.executable, "-m", "moe_pipeline.execute.trainer", str(self.path)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self._checked = False
+
+    def prepare(self, expert: str, upstream: dict[str, dict[str, str]], located: Located) -> None:
+        """Build the expert's inputs and target there; `upstream`: expert -> split -> verified outputs file."""
+        if not self._checked:
+            ready = self._reply("ready", located)
+            if ready["pipeline_sha256"] != self.pipeline_sha256:
+                raise errors.SelectionError(f"{self.path} changed while this run was starting; run it again")
+            self._checked = True
+        self._send(prepare={"expert": expert, "upstream": upstream})
+        self._reply("prepared", located)
+
+    def train(self, job: TrainingJob, folder: Path, located: Located, progress: Progress | None) -> dict[str, Any]:
+        """Train the prepared expert into `folder`; progress arrives epoch by epoch."""
+        self._send(train={"job": asdict(job), "folder": str(folder), "progress": progress is not None})
+        return self._reply("trained", located, progress)
+
+    def close(self) -> None:
+        """Ask it to end (end of input), and make sure it has."""
+        with contextlib.suppress(OSError):
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def __enter__(self) -> "TrainingProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is not None:  # interrupted or failed: do not wait for an expert to finish training
+            self._proc.kill()
+        self.close()
+
+    def _send(self, **message: Any) -> None:
+        try:
+            self._proc.stdin.write(json.dumps(message) + "\n")
+            self._proc.stdin.flush()
+        except OSError:
+            raise self._died() from None
+
+    def _reply(self, kind: str, located: Located, progress: Progress | None = None) -> Any:
+        for line in self._proc.stdout:
+            message = json.loads(line)
+            if "progress" in message:
+                if progress is not None:
+                    progress(*message["progress"])
+                continue
+            if "error" in message:
+                raise_as_there(message["error"], located)
+            return message[kind]
+        raise self._died()
+
+    def _died(self) -> TrainingError:
+        code = self._proc.wait()
+        return TrainingError(f"the training process ended unexpectedly (exit code {code}); its messages are above")
+
+
+def raise_as_there(error: dict[str, Any], located: Located) -> None:
+    """Raise here the error the training process met, inside the same `located` phase, so the
+    message reads exactly as if training had run in this process."""
+    cls = getattr(errors, error["type"], None) if error["ours"] else None
+    if not (isinstance(cls, type) and issubclass(cls, errors.MoeError)):
+        cls = type(error["type"], (Exception,), {})  # the model's own exception type, by name
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, error["message"])
+    if error["phase"] is None:
+        raise TrainingError(f"the training process failed: {error['type']}: {error['message']}")
+    with located(error["phase"]):
+        raise exc
+
+
+# ---------------------------------------------------------------- the training process
+
+
+def _serve(pipeline_path: str, replies) -> None:
+    from moe_pipeline.imports import long_lived
+
+    with long_lived():  # see moe_pipeline.imports
+        import moe_pipeline.training.train  # noqa: F401
+        from moe_pipeline.data.inputs import build_expert_data
+        from moe_pipeline.data.statcache import StatCache
+        from moe_pipeline.data.store import SPLITS, DataStore
+        from moe_pipeline.pipeline.loader import load_pipeline, make_importable, project_root
+        from moe_pipeline.registry.artifacts import read_tensors
+
+    def send(**message: Any) -> None:
+        replies.write(json.dumps(message) + "\n")
+        replies.flush()
+
+    raw = Path(pipeline_path).read_bytes()
+    loaded = load_pipeline(pipeline_path)
+    make_importable(loaded.path)
+    root = project_root(loaded.path)
+    store = DataStore(loaded.pipeline, root, StatCache(root / ".moe-cache" / "stat-cache.json"))
+    send(ready={"pipeline_sha256": hashlib.sha256(raw).hexdigest()})
+    # `run` is still opening the registry: load the sources meanwhile. A source that fails to load
+    # fails again, with its message, when an expert that reads it is prepared.
+    for name in loaded.pipeline.sources:
+        with contextlib.suppress(Exception):
+            store.source(name)
+    data = None
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            if "prepare" in request:
+                expert, paths = request["prepare"]["expert"], request["prepare"]["upstream"]
+                with _phase("target"):
+                    upstream = {up: {split: read_tensors(Path(by_split[split])) for split in SPLITS}
+                                for up, by_split in paths.items()}
+                    data = build_expert_data(expert, loaded.pipeline.experts[expert], store, upstream)
+                send(prepared={})
+            else:
+                job = TrainingJob(**request["train"]["job"])
+                progress = (lambda epoch, epochs, record: send(progress=[epoch, epochs, record])) \
+                    if request["train"]["progress"] else None
+                summary = train_into(Path(request["train"]["folder"]), job, loaded.pipeline, store, data, _phase,
+                                     progress)
+                data = None
+                send(trained=summary)
+        except Exception as exc:  # noqa: BLE001 - every error goes back to `run`, which reports it
+            send(error={"type": type(exc).__name__, "ours": isinstance(exc, errors.MoeError), "message": str(exc),
+                        "phase": getattr(exc, "moe_phase", None)})
+
+
+@contextlib.contextmanager
+def _phase(name: str):
+    """Mark an error with the phase it happened in: `run` prefixes the same YAML position."""
+    try:
+        yield
+    except Exception as exc:
+        if getattr(exc, "moe_phase", None) is None:
+            exc.moe_phase = name
+        raise
+
+
+def main() -> None:
+    import signal
+
+    if sys.platform.startswith("linux"):  # die with `run`, even when it is killed with SIGKILL
+        import ctypes
+
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    # Ctrl-C reaches the whole process group: `run` handles it and stops this process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    replies = os.fdopen(os.dup(1), "w", buffering=1)  # the protocol keeps the real stdout;
+    os.dup2(2, 1)  # what the sources' and models' own code prints goes to stderr
+    sys.stdout = sys.stderr
+    _serve(sys.argv[1], replies)
+
+
+if __name__ == "__main__":
+    main()
