@@ -37,6 +37,8 @@ def _run(cache: str, *experts: str) -> tuple[float, float, int]:
 # Run in a fresh process: `moe-pipeline run` with each step (lease, training run, training,
 # artifacts, registration, lease given back) and each training timed, so the cost per expert is
 # read off each expert directly instead of as a difference of two noisy process wall times.
+# Importing the trainer here loads torch, so this `run` trains in its own process, where each
+# training can be timed (a `run` started fresh trains in its training process, execute/trainer.py).
 STEP_TIMER = """
 import json, sys, time
 import moe_pipeline.execute.write as write

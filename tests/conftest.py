@@ -76,6 +76,25 @@ def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry_uri: str, req
     return path
 
 
+def client_once_created(registry_uri: str, timeout: float = 120.0):
+    """An MLflow client of an sqlite store that a `run` in another process is creating, made
+    once the store is whole: MLflow's client opens (and would create and migrate) the store as
+    soon as it is made, so one made earlier races with the run's own creation of it. The run
+    creates it under the store's creation lock; taking that lock waits until it is done."""
+    import time
+
+    from filelock import FileLock
+    from mlflow.tracking import MlflowClient
+
+    db = Path(registry_uri[len("sqlite:///"):])
+    deadline = time.monotonic() + timeout
+    while not db.exists():
+        assert time.monotonic() < deadline, f"no store at {db} after {timeout:.0f} s"
+        time.sleep(0.1)
+    with FileLock(str(db) + ".lock", timeout=timeout):
+        return MlflowClient(registry_uri, registry_uri)
+
+
 def cli(*args: str) -> int:
     return run_cli([str(a) for a in args])
 

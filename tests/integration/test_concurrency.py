@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, cli, client_once_created
 
 EXPERTS = ("has_loop", "is_even", "digit")
 
@@ -77,12 +77,10 @@ def test_kill_9_of_a_lease_holder_then_the_next_run_proceeds_and_marks_its_run_f
     slow = tiny.read_text().replace("epochs: 3,", "epochs: 5000,", 1)  # has_loop trains until killed
     tiny.write_text(slow)
     holder = start_run(tiny, tmp_path, registry_uri)
-    client = MlflowClient(registry_uri, registry_uri)
+    client = client_once_created(registry_uri)
 
     def run_under_lease():
         """has_loop's lease, and the run training under it (the run carries the lease's token)."""
-        if not Path(registry_uri[len("sqlite:///"):]).exists():
-            return None
         leases = client.search_registered_models("name LIKE 'moe-lease.tiny.has_loop.%'")
         experiment = client.get_experiment_by_name("tiny")
         if not leases or experiment is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, cli, client_once_created
 
 # Runs the CLI in a real process that kills itself (SIGKILL: nothing unwinds) at one registry
 # call: before it (`before`) or right after it (`after`), the n-th time it happens.
@@ -125,17 +125,17 @@ def test_a_signal_during_training_says_what_stopped_and_registers_nothing(tiny: 
     tiny.write_text(slow)
     proc = subprocess.Popen([sys.executable, "-m", "moe_pipeline", "run", str(tiny), "--quiet"],
                             env=env_for(tmp_path, registry_uri), stderr=subprocess.PIPE, text=True)
-    client = MlflowClient(registry_uri, registry_uri)
+    client = client_once_created(registry_uri)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait for has_loop's training run to exist
-        experiment = Path(registry_uri[len("sqlite:///"):]).exists() and client.get_experiment_by_name("tiny")
+        experiment = client.get_experiment_by_name("tiny")
         if experiment and client.search_runs([experiment.experiment_id]):
             break
         time.sleep(0.2)
     time.sleep(1.0)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == code
+    assert proc.returncode == code, err
     assert "interrupted: has_loop was training; nothing registered for it" in err
     assert "Traceback" not in err
     assert client.search_model_versions("name LIKE 'tiny.%'") == []

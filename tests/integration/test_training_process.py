@@ -74,6 +74,21 @@ def test_a_fresh_run_trains_in_a_second_process_and_registers_the_same_bits(tiny
     assert current_files(there) == current_files(registry_uri)
 
 
+def test_the_training_process_imports_what_run_would(tiny: Path, tmp_path: Path, registry_uri: str):
+    """The target functions' module is only on the calling process's sys.path (as in a caller
+    that added it), not on PYTHONPATH: the training process must find it too."""
+    with_who(tiny, tmp_path)
+    who = tmp_path / "who.txt"
+    script = (f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+              "from moe_pipeline.cli.app import run_cli\n"
+              f"sys.exit(run_cli(['run', {str(tiny)!r}, 'is_even', '--quiet']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "MLFLOW_TRACKING_URI": registry_uri, "MOE_TEST_WHO": str(who)})
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert int(who.read_text()) != proc.pid  # built in the training process, by the module on the caller's sys.path
+
+
 @pytest.mark.parametrize("edit", [
     "{kind: custom, class: 'faulty:BadForward'}",  # the model's own exception, by its name
     "{kind: custom, class: 'faulty:Exploding'}",  # a TrainingError
@@ -126,10 +141,15 @@ def _alive(pid: int) -> bool:
 
 
 # The training process on its own: one expert through the protocol, then the end of its input;
-# at exit it says whether anything loaded mlflow.
+# as it ends it says whether anything loaded mlflow.
 ALONE = """
-import atexit, runpy, sys
-atexit.register(lambda: sys.stderr.write("\\nmlflow loaded: %s\\n" % ("mlflow" in sys.modules)))
+import os, runpy, sys
+end = os._exit  # how it ends, once its input has ended
+def _exit(code):
+    sys.stderr.write("\\nmlflow loaded: %s\\n" % ("mlflow" in sys.modules))
+    sys.stderr.flush()
+    end(code)
+os._exit = _exit
 sys.argv = ["trainer", sys.argv[1]]
 runpy.run_module("moe_pipeline.execute.trainer", run_name="__main__")
 """
