@@ -168,13 +168,14 @@ def raise_as_there(error: dict[str, Any], located: Located) -> None:
     """Raise here the error the training process met, inside the same `located` phase, so the
     message reads exactly as if training had run in this process."""
     cls = getattr(errors, error["type"], None) if error["ours"] else None
-    if not (isinstance(cls, type) and issubclass(cls, errors.MoeError)):
+    ours = isinstance(cls, type) and issubclass(cls, errors.MoeError)
+    if error["phase"] is None and not ours:  # not the model's or the data's: our own failure there
+        raise TrainingError(f"the training process failed: {error['type']}: {error['message']}")
+    if not ours:
         cls = type(error["type"], (Exception,), {})  # the model's own exception type, by name
     exc = cls.__new__(cls)
     Exception.__init__(exc, error["message"])
-    if error["phase"] is None:
-        raise TrainingError(f"the training process failed: {error['type']}: {error['message']}")
-    with located(error["phase"]):
+    with located(error["phase"]) if error["phase"] else contextlib.nullcontext():
         raise exc
 
 
@@ -196,11 +197,19 @@ def _serve(pipeline_path: str, replies) -> None:
         replies.write(json.dumps(message) + "\n")
         replies.flush()
 
-    raw = Path(pipeline_path).read_bytes()
-    loaded = load_pipeline(pipeline_path)
-    make_importable(loaded.path)
-    root = project_root(loaded.path)
-    store = DataStore(loaded.pipeline, root, StatCache(root / ".moe-cache" / "stat-cache.json"))
+    def send_error(exc: Exception) -> None:
+        send(error={"type": type(exc).__name__, "ours": isinstance(exc, errors.MoeError), "message": str(exc),
+                    "phase": getattr(exc, "moe_phase", None)})
+
+    try:
+        raw = Path(pipeline_path).read_bytes()
+        loaded = load_pipeline(pipeline_path)
+        make_importable(loaded.path)
+        root = project_root(loaded.path)
+        store = DataStore(loaded.pipeline, root, StatCache(root / ".moe-cache" / "stat-cache.json"))
+    except Exception as exc:  # noqa: BLE001 - the file changed since `run` read it, or vanished
+        send_error(exc)
+        return
     send(ready={"pipeline_sha256": hashlib.sha256(raw).hexdigest()})
     # `run` is still opening the registry: load the sources meanwhile. A source that fails to load
     # fails again, with its message, when an expert that reads it is prepared.
@@ -227,8 +236,7 @@ def _serve(pipeline_path: str, replies) -> None:
                 data = None
                 send(trained=summary)
         except Exception as exc:  # noqa: BLE001 - every error goes back to `run`, which reports it
-            send(error={"type": type(exc).__name__, "ours": isinstance(exc, errors.MoeError), "message": str(exc),
-                        "phase": getattr(exc, "moe_phase", None)})
+            send_error(exc)
 
 
 @contextlib.contextmanager
