@@ -2,7 +2,9 @@
 
 `train_into` is the torch half of writing a version: train, then write weights, stored
 outputs, probe and spec into a scratch folder, and summarise what the record needs. The
-write path (`Workspace.train`) logs and registers that folder under the expert's lease.
+write path (`Workspace.train`) logs and registers that folder under the expert's lease. It
+asks a trainer to `prepare` an expert (build its data from the verified upstream outputs
+files) and to `train` it: `TrainingHere` in its own process, or `TrainingProcess`.
 
 `run` with something to train starts a training process (`TrainingProcess`) as soon as its
 read-only plan says so. That process imports torch and loads the sources while `run`'s own
@@ -89,6 +91,29 @@ def train_into(folder: Path, job: TrainingJob, pipeline, store, data, located: L
     del result
     release()
     return summary
+
+
+class TrainingHere:
+    """Training in this process, behind the two calls the training process answers."""
+
+    def __init__(self, pipeline, store):
+        self.pipeline, self.store = pipeline, store
+        self._data = None
+
+    def prepare(self, expert: str, upstream: dict[str, dict[str, str]], located: Located) -> None:
+        """Build the expert's inputs and target; `upstream`: expert -> split -> verified outputs file."""
+        from moe_pipeline.data.inputs import build_expert_data
+        from moe_pipeline.data.store import SPLITS
+        from moe_pipeline.registry.artifacts import read_tensors
+
+        with located("target"):
+            outputs = {up: {split: read_tensors(Path(files[split])) for split in SPLITS} for up, files in upstream.items()}
+            self._data = build_expert_data(expert, self.pipeline.experts[expert], self.store, outputs)
+
+    def train(self, job: TrainingJob, folder: Path, located: Located, progress: Progress | None) -> dict[str, Any]:
+        """Train the prepared expert into `folder`."""
+        data, self._data = self._data, None  # freed with this call: peak memory is one expert's
+        return train_into(folder, job, self.pipeline, self.store, data, located, progress)
 
 
 # ---------------------------------------------------------------- `run`'s side
@@ -187,11 +212,9 @@ def _serve(pipeline_path: str, replies) -> None:
 
     with long_lived():  # see moe_pipeline.imports
         import moe_pipeline.training.train  # noqa: F401
-        from moe_pipeline.data.inputs import build_expert_data
         from moe_pipeline.data.statcache import StatCache
-        from moe_pipeline.data.store import SPLITS, DataStore
+        from moe_pipeline.data.store import DataStore
         from moe_pipeline.pipeline.loader import load_pipeline, make_importable, project_root
-        from moe_pipeline.registry.artifacts import read_tensors
 
     def send(**message: Any) -> None:
         replies.write(json.dumps(message) + "\n")
@@ -216,25 +239,18 @@ def _serve(pipeline_path: str, replies) -> None:
     for name in loaded.pipeline.sources:
         with contextlib.suppress(Exception):
             store.source(name)
-    data = None
+    here = TrainingHere(loaded.pipeline, store)
     for line in sys.stdin:
         request = json.loads(line)
         try:
             if "prepare" in request:
-                expert, paths = request["prepare"]["expert"], request["prepare"]["upstream"]
-                with _phase("target"):
-                    upstream = {up: {split: read_tensors(Path(by_split[split])) for split in SPLITS}
-                                for up, by_split in paths.items()}
-                    data = build_expert_data(expert, loaded.pipeline.experts[expert], store, upstream)
+                here.prepare(request["prepare"]["expert"], request["prepare"]["upstream"], _phase)
                 send(prepared={})
             else:
                 job = TrainingJob(**request["train"]["job"])
                 progress = (lambda epoch, epochs, record: send(progress=[epoch, epochs, record])) \
                     if request["train"]["progress"] else None
-                summary = train_into(Path(request["train"]["folder"]), job, loaded.pipeline, store, data, _phase,
-                                     progress)
-                data = None
-                send(trained=summary)
+                send(trained=here.train(job, Path(request["train"]["folder"]), _phase, progress))
         except Exception as exc:  # noqa: BLE001 - every error goes back to `run`, which reports it
             send_error(exc)
 

@@ -223,7 +223,7 @@ class Workspace(View):
     def train(self, expert: str, bar=None) -> Outcome:
         """Train a new version, here or in `run`'s training process (`self.trainer`), then log
         and register its files under the expert's lease."""
-        from moe_pipeline.execute.trainer import TrainingJob, train_into
+        from moe_pipeline.execute.trainer import TrainingHere, TrainingJob
         from moe_pipeline.execute.view import consumed
         from moe_pipeline.registry.artifacts import outputs_file, outputs_sha, seal_version_files
         from moe_pipeline.state.fingerprint import training_seeds
@@ -236,23 +236,14 @@ class Workspace(View):
             return self._located(expert, phase)
 
         upstream = self.upstream_records(expert)
-        if self.trainer is not None:
-            self.trainer.prepare(expert, {up: {split: str(self.artifact(record, outputs_file(split, record.outputs_dir)))
-                                               for split in SPLITS} for up, record in upstream.items()}, located)
-
-            def train_in(folder, progress):
-                return self.trainer.train(job, folder, located, progress)
-        else:
-            with located("target"):
-                data, _ = self.expert_data(expert)
-
-            def train_in(folder, progress):
-                return train_into(folder, job, self.pipeline, self.store, data, located, progress)
+        trainer = self.trainer or TrainingHere(self.pipeline, self.store)
+        trainer.prepare(expert, {up: {split: str(self.artifact(record, outputs_file(split, record.outputs_dir)))
+                                      for split in SPLITS} for up, record in upstream.items()}, located)
         callback = bar.expert(expert, spec.train.epochs) if bar is not None else None
         run_tags = self._lease.run_tags() if self._lease is not None else None
         with self.registry.training_run(expert, spec.description, run_tags) as run_id:
             with scratch_dir(expert) as folder:
-                trained = train_in(folder, callback)
+                trained = trainer.train(job, folder, located, callback)
                 sha = seal_version_files(folder)
                 params = dict(flatten(fp.spec))
                 params.update({key: trained[key] for key in ("task", "micro_batch", "device")})
