@@ -132,10 +132,16 @@ class View:
         source = self.snapshot()[record.expert].sources[record.version]
         return self.registry.verified_path(record, source, path)
 
-    def load_outputs(self, record: Record) -> dict[str, dict]:
-        from moe_pipeline.registry.artifacts import outputs_file, read_tensors
+    def outputs_files(self, record: Record) -> dict[str, Path]:
+        """Verified local paths of one version's stored outputs, per split."""
+        from moe_pipeline.registry.artifacts import outputs_file
 
-        return {split: read_tensors(self.artifact(record, outputs_file(split, record.outputs_dir))) for split in SPLITS}
+        return {split: self.artifact(record, outputs_file(split, record.outputs_dir)) for split in SPLITS}
+
+    def load_outputs(self, record: Record) -> dict[str, dict]:
+        from moe_pipeline.registry.artifacts import read_tensors
+
+        return {split: read_tensors(path) for split, path in self.outputs_files(record).items()}
 
     def load_model(self, record: Record):
         """Rebuild one expert version's model from its verified safetensors weights."""

@@ -225,7 +225,7 @@ class Workspace(View):
         and register its files under the expert's lease."""
         from moe_pipeline.execute.trainer import TrainingHere, TrainingJob
         from moe_pipeline.execute.view import consumed
-        from moe_pipeline.registry.artifacts import outputs_file, outputs_sha, seal_version_files
+        from moe_pipeline.registry.artifacts import outputs_sha, seal_version_files
         from moe_pipeline.state.fingerprint import training_seeds
 
         spec = self.pipeline.experts[expert]
@@ -237,8 +237,8 @@ class Workspace(View):
 
         upstream = self.upstream_records(expert)
         trainer = self.trainer or TrainingHere(self.pipeline, self.store)
-        trainer.prepare(expert, {up: {split: str(self.artifact(record, outputs_file(split, record.outputs_dir)))
-                                      for split in SPLITS} for up, record in upstream.items()}, located)
+        trainer.prepare(expert, {up: {split: str(path) for split, path in self.outputs_files(record).items()}
+                                 for up, record in upstream.items()}, located)
         callback = bar.expert(expert, spec.train.epochs) if bar is not None else None
         run_tags = self._lease.run_tags() if self._lease is not None else None
         with self.registry.training_run(expert, spec.description, run_tags) as run_id:
