@@ -172,11 +172,12 @@ def run(
         trainer = None
         # Something to train, and torch not loaded here yet: a training process loads it while this
         # process loads mlflow (execute/trainer.py). The read-only plan reads no mlflow.
-        if executor == "local" and "torch" not in sys.modules and \
-                View(loaded).plan(experts or [], downstream=downstream, force=force).steps:
-            from moe_pipeline.execute.trainer import TrainingProcess
+        if executor == "local" and "torch" not in sys.modules:
+            planned = [str(s.expert) for s in View(loaded).plan(experts or [], downstream=downstream, force=force).steps]
+            if planned:
+                from moe_pipeline.execute.trainer import TrainingProcess
 
-            trainer = stack.enter_context(TrainingProcess(loaded.path))
+                trainer = stack.enter_context(TrainingProcess(loaded.path, planned))
         opening = stack.enter_context(ThreadPoolExecutor(max_workers=1)).submit(open_workspace)
         if executor == "ray":  # the thread has finished (result() below) before Ray can shut down
             stack.enter_context(cluster(address, project_root(loaded.path), len(loaded.pipeline.experts),

@@ -122,13 +122,14 @@ class TrainingHere:
 class TrainingProcess:
     """The training process, seen from `run`: started early, asked to build data and train, stopped."""
 
-    def __init__(self, pipeline_path: Path):
+    def __init__(self, pipeline_path: Path, experts: list[str]):
+        """`experts`: those the plan will train; the process loads their sources while it waits."""
         self.path = Path(pipeline_path)
         # the file as `run` read it; the process reads it again and must find the same bytes
         self.pipeline_sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
         # it imports what `run` would: this very package, the project's code, what a caller added to sys.path
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
-        self._proc = subprocess.Popen([sys.executable, "-m", "moe_pipeline.execute.trainer", str(self.path)],
+        self._proc = subprocess.Popen([sys.executable, "-m", "moe_pipeline.execute.trainer", str(self.path), *experts],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         self._checked = False
 
@@ -207,7 +208,7 @@ def raise_as_there(error: dict[str, Any], located: Located) -> None:
 # ---------------------------------------------------------------- the training process
 
 
-def _serve(pipeline_path: str, replies) -> None:
+def _serve(pipeline_path: str, experts: list[str], replies) -> None:
     from moe_pipeline.imports import long_lived
 
     with long_lived():  # see moe_pipeline.imports
@@ -234,9 +235,12 @@ def _serve(pipeline_path: str, replies) -> None:
         send_error(exc)
         return
     send(ready={"pipeline_sha256": hashlib.sha256(raw).hexdigest()})
-    # `run` is still opening the registry: load the sources meanwhile. A source that fails to load
-    # fails again, with its message, when an expert that reads it is prepared.
-    for name in loaded.pipeline.sources:
+    # `run` is still opening the registry: load the sources of the experts to train meanwhile. A
+    # source that fails to load fails again, with its message, when an expert reading it is prepared.
+    from moe_pipeline.state.fingerprint import data_refs
+
+    for name in sorted({ref.partition(".")[0] for expert in experts if expert in loaded.pipeline.experts
+                        for ref in data_refs(loaded.pipeline, expert)}):
         with contextlib.suppress(Exception):
             store.source(name)
     here = TrainingHere(loaded.pipeline, store)
@@ -279,7 +283,7 @@ def main() -> None:
     replies = os.fdopen(os.dup(1), "w", buffering=1)  # the protocol keeps the real stdout;
     os.dup2(2, 1)  # what the sources' and models' own code prints goes to stderr
     sys.stdout = sys.stderr
-    _serve(sys.argv[1], replies)
+    _serve(sys.argv[1], sys.argv[2:], replies)
     # The end of its input: everything it wrote is in `run`'s folders. Skip the interpreter's
     # teardown of torch (0.3 s or more, which `run` would wait for), as the CLI does.
     replies.close()

@@ -150,7 +150,7 @@ def _exit(code):
     sys.stderr.flush()
     end(code)
 os._exit = _exit
-sys.argv = ["trainer", sys.argv[1]]
+sys.argv = ["trainer", sys.argv[1], "is_even"]
 runpy.run_module("moe_pipeline.execute.trainer", run_name="__main__")
 """
 
