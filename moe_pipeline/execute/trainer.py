@@ -216,6 +216,7 @@ def _serve(pipeline_path: str, experts: list[str], replies) -> None:
         from moe_pipeline.data.statcache import StatCache
         from moe_pipeline.data.store import DataStore
         from moe_pipeline.pipeline.loader import load_pipeline, make_importable, project_root
+        from moe_pipeline.state.fingerprint import data_refs
 
     def send(**message: Any) -> None:
         replies.write(json.dumps(message) + "\n")
@@ -237,8 +238,6 @@ def _serve(pipeline_path: str, experts: list[str], replies) -> None:
     send(ready={"pipeline_sha256": hashlib.sha256(raw).hexdigest()})
     # `run` is still opening the registry: load the sources of the experts to train meanwhile. A
     # source that fails to load fails again, with its message, when an expert reading it is prepared.
-    from moe_pipeline.state.fingerprint import data_refs
-
     for name in sorted({ref.partition(".")[0] for expert in experts if expert in loaded.pipeline.experts
                         for ref in data_refs(loaded.pipeline, expert)}):
         with contextlib.suppress(Exception):
