@@ -4,27 +4,54 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench gpu-check postgres clean
+.PHONY: setup lock install-check demo test bench gpu-check postgres clean
 
 setup: $(STAMP)
 
+# The lock (requirements.lock, made by `make lock`) pins every package of the project's own set-up,
+# with hashes; pyproject.toml keeps ranges for the package's users.
 # torch goes in first, without an index, so a CPU-only machine with a local CPU wheel
 # never downloads the CUDA build; only when no local wheel exists do we ask the index.
-# An installed torch is never upgraded: the project's `torch>=2.4` is then already met.
-$(STAMP): pyproject.toml
+# An installed torch is never upgraded. The lock leaves torch out (its CPU and CUDA builds are
+# different files) and holds everything else, torch's own dependencies included: installed with
+# --no-deps and --require-hashes, the venv gets exactly the lock, and `pip check` proves it whole.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null \
 	  || $(PY) -m pip install -q --no-index --no-deps torch \
-	  || $(PY) -m pip install -q torch
-	$(PY) -m pip install -q -e '.[dev]'
+	  || $(PY) -m pip install -q --no-deps torch
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	$(PY) -c "import torch, mlflow, captum, safetensors; print('torch', torch.__version__)"
 	touch $(STAMP)
+
+# Refresh the lock from pyproject.toml's ranges: uv resolves for CPython 3.11 on x86-64 Linux
+# without installing anything, against the local CPU torch wheel (its dependencies, not CUDA's).
+# uv itself lives apart from the project's packages, so the venv stays equal to the lock.
+UV_VERSION := 0.13.9
+UV := $(VENV)/uv/bin/uv
+TORCH_CPU := torch==2.13.0+cpu
+lock:
+	test -x $(UV) || $(PYTHON) -m pip install -q --target $(VENV)/uv uv==$(UV_VERSION)
+	echo '$(TORCH_CPU)' > $(VENV)/torch-override.txt
+	$(UV) pip compile pyproject.toml --extra dev --generate-hashes --no-header \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --index-url https://pypi.org/simple --find-links /opt/wheels \
+	  --override $(VENV)/torch-override.txt --no-emit-package torch -o $(VENV)/lock.body
+	$(PYTHON) tools/lockfile.py header > requirements.lock
+	cat $(VENV)/lock.body >> requirements.lock
 
 demo: $(STAMP)
 	$(VENV)/bin/moe-pipeline run pipelines/digits.yaml
 
 test: $(STAMP) postgres
-	$(PY) -m pytest tests
+	$(PY) tools/lockfile.py check
+	$(PY) -m pytest tests --ignore=tests/install
+
+# The wheel in a clean venv outside the repo, from the lock's runtime pins (.ci/run runs it once).
+install-check: $(STAMP)
+	$(PY) -m pytest tests/install
 
 # The team-mode tests start a real PostgreSQL: its binaries come from apt where missing, and
 # as root the database runs as the `postgres` user (initdb refuses root).

@@ -69,8 +69,13 @@ def export(
 
         registry = Registry(view.registry.tracking_uri, view.pipeline.name)
         version = registry.register_system(out, pinned, f"the {view.pipeline.name} system: {pinned}")
-        typer.echo(f"registered model '{view.pipeline.name}' v{version} (alias current): "
-                   f"mlflow models serve -m models:/{view.pipeline.name}@current --env-manager local")
+        import shlex
+
+        # the command names the store: `models:/` is looked up in MLFLOW_TRACKING_URI, which a
+        # shell in another folder (or none at all) would not point at this pipeline's registry
+        typer.echo(f"registered model '{view.pipeline.name}' v{version} (alias current); serve it from any folder:\n"
+                   f"  MLFLOW_TRACKING_URI={shlex.quote(view.registry.tracking_uri)} mlflow models serve "
+                   f"-m {shlex.quote(f'models:/{view.pipeline.name}@current')} --env-manager local")
 
 
 def _columns(system) -> list[tuple[str, str]]:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from moe_pipeline.pipeline import spec as spec_module
 from moe_pipeline.errors import PipelineError, Problem
 from moe_pipeline.pipeline.graph import GraphIssue, check_graph
+from moe_pipeline.pipeline.wording import constraint_message
 
 Loc = tuple[Any, ...]
 
@@ -183,8 +184,12 @@ def _read_yaml(text: str, filename: str) -> tuple[Any, dict[Loc, tuple[int, int]
         return None, {}, [Problem(filename, line, col, "", f"YAML syntax: {exc.problem or exc.context}")]
     except yaml.YAMLError as exc:  # a reader error: a control character or a stray byte order mark
         line, col = _line_col(text, getattr(exc, "position", 0))
-        return None, {}, [Problem(filename, line, col, "", f"YAML: {getattr(exc, 'reason', exc)} "
-                                  f"(character {getattr(exc, 'character', '?')!r}); remove it")]
+        character = getattr(exc, "character", None)
+        # libyaml gives the code point, the pure-Python reader the character
+        code = ord(character) if isinstance(character, str) and len(character) == 1 else character
+        shown = f"U+{code:04X}" if isinstance(code, int) else repr(code)
+        return None, {}, [Problem(filename, line, col, "", f"control character {shown} is not allowed "
+                                  "in a YAML file; remove it")]
     if node is None:
         return None, {}, [Problem(filename, 1, 1, "", "the file is empty")]
     positions: dict[Loc, tuple[int, int]] = {(): (node.start_mark.line + 1, node.start_mark.column + 1)}
@@ -204,9 +209,24 @@ def _line_col(text: str, index: int) -> tuple[int, int]:
 
 
 def _too_deep(text: str, loader, filename: str) -> Problem | None:
-    """Nesting depth from the event stream (no recursion, no values built)."""
+    """Nesting depth from the event stream (no recursion, no values built).
+
+    libyaml's scanner reads ahead and, from PyYAML 6.0.4 on, stops at a nesting limit of its
+    own before our count sees the 65th level; its error is then not taken as the answer: the
+    pure-Python parser, which emits events as it reads, counts again, so the limit and the
+    message are ours whatever the library's version. A real syntax error still raises there.
+    """
+    try:
+        return _depth_problem(yaml.parse(text, Loader=loader), filename)
+    except yaml.YAMLError:
+        if loader is yaml.SafeLoader:
+            raise
+        return _depth_problem(yaml.parse(text, Loader=yaml.SafeLoader), filename)
+
+
+def _depth_problem(events, filename: str) -> Problem | None:
     depth = 0
-    for event in yaml.parse(text, Loader=loader):
+    for event in events:
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
@@ -313,7 +333,7 @@ def _schema_problem(err: dict, positions: dict, filename: str) -> Problem:
         return Problem(filename, line, col, _dotted(found), f"unknown key '{key}'{hint}{listing}")
     if kind == "missing":
         return Problem(filename, line, col, _dotted(found), f"missing required key '{loc[-1]}'")
-    message = err["msg"]
+    message = constraint_message(kind, err.get("ctx") or {}) or err["msg"]
     if kind == "union_tag_invalid":
         ctx = {k: str(v).strip("'") for k, v in err["ctx"].items()}
         return Problem(filename, line, col, _dotted(found),

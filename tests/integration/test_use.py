@@ -105,7 +105,9 @@ def test_export_refuses_while_an_expert_is_stale_unless_allowed(trained: Path, t
 def test_the_registered_system_and_each_expert_version_load_as_pyfunc_in_a_fresh_process_and_serve_over_http(
         trained: Path, tmp_path: Path, registry_uri: str, capsys):
     assert cli("export", trained, "--out", tmp_path / "exp", "--register") == 0
-    assert "registered model 'tiny' v1 (alias current)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "registered model 'tiny' v1 (alias current)" in printed
+    serve_hint = next(line.strip() for line in printed.splitlines() if "mlflow models serve" in line)
     assert cli("predict", trained, "--split", "test", "--out", tmp_path / "pred.csv") == 0
     expected = pd.read_csv(tmp_path / "pred.csv")
     from moe_pipeline.execute.view import View
@@ -134,11 +136,14 @@ json.dump(out, open({str(tmp_path / 'experts.json')!r}, "w"))
     for expert in experts:
         assert np.abs(np.array(experts[expert]) - stored_test_outputs(trained, expert).numpy()).max() <= 1e-6
 
+    # the hint export printed, run as printed from another folder by a shell that knows no store
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/tiny@current",
-                               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env_for(tmp_path, registry_uri), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, start_new_session=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shell_env = {k: v for k, v in env_for(tmp_path, registry_uri).items() if k != "MLFLOW_TRACKING_URI"}
+    server = subprocess.Popen(["bash", "-c", f"{serve_hint} --host 127.0.0.1 --port {port}"], cwd=elsewhere,
+                              env=shell_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)
     try:
         body = json.dumps({"inputs": {"digits.image": images[:20].tolist()}}).encode()
         deadline, answer = time.monotonic() + 180, None
@@ -155,6 +160,7 @@ json.dump(out, open({str(tmp_path / 'experts.json')!r}, "w"))
         if server.poll() is None:
             os.killpg(server.pid, 15)
         server.wait(timeout=30)
+    assert not (elsewhere / "mlflow.db").exists() and not (elsewhere / "mlruns").exists()  # no stray store
     served = pd.DataFrame(answer["predictions"])
     assert np.abs(served[numeric].to_numpy(dtype=float) - expected[numeric].to_numpy()[:20]).max() <= 1e-6
     assert [str(v) for v in served["digit.class"]] == [str(v) for v in expected["digit.class"][:20]]
