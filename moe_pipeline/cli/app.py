@@ -142,12 +142,22 @@ def run(
     from moe_pipeline.pipeline.loader import load_pipeline
 
     loaded = load_pipeline(pipeline)
+    view = View(loaded)
+    statuses = view.statuses()
+    first_plan = view.plan(experts or [], downstream=downstream, force=force, statuses=statuses)
     if dry_run:
-        tables.print_plan(View(loaded).plan(experts or [], downstream=downstream, force=force))
+        tables.print_plan(first_plan)
         return
     executor = executor or loaded.pipeline.resources.executor
     if executor not in ("local", "ray"):
         raise typer.BadParameter(f"--executor must be local or ray, not {executor!r}")
+    if not first_plan.steps and view.settled(statuses):
+        # nothing to train and nothing to write: a no-op run reads, as `status` does (no mlflow, no torch)
+        from moe_pipeline.registry.scratch import remove_dead_scratch
+
+        remove_dead_scratch()
+        tables.print_outcomes([])
+        return
     import contextlib
 
     from moe_pipeline.execute.ray_runner import StepsFailed, cluster
@@ -173,7 +183,7 @@ def run(
         # Something to train, and torch not loaded here yet: a training process loads it while this
         # process loads mlflow (execute/trainer.py). The read-only plan reads no mlflow.
         if executor == "local" and "torch" not in sys.modules:
-            planned = [str(s.expert) for s in View(loaded).plan(experts or [], downstream=downstream, force=force).steps]
+            planned = [str(s.expert) for s in first_plan.steps]
             if planned:
                 from moe_pipeline.execute.trainer import TrainingProcess
 

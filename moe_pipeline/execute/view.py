@@ -8,6 +8,7 @@ path (train, check, record) is `execute.write.Workspace`. Never parses argv or p
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -22,7 +23,23 @@ from moe_pipeline.state.record import Record, UpstreamRef
 from moe_pipeline.registry.store import ExpertVersions, RegistryReader, resolve_tracking_uri
 
 
+@dataclass(frozen=True)
+class TagChange:
+    """One staleness tag that does not say what status says: on version `version` of `expert`
+    (`moe.needs_retrain`), or on its registered model when `version` is None (`moe.status`).
+    `value` None deletes the tag."""
+    expert: str
+    version: int | None
+    key: str
+    value: str | None
+
+
 class View:
+    """The read-only view of one pipeline: what its registry, code and data say, never a write.
+
+    Holds the loaded pipeline, its expert graph, its data store and a `RegistryReader`; reads
+    the registry once (`snapshot`) and computes fingerprints, statuses, plans and impact from it.
+    """
     registry: RegistryReader
 
     def __init__(self, loaded: LoadedPipeline, tracking_uri: str | None = None):
@@ -75,6 +92,35 @@ class View:
         fps = {name: self.fingerprint(name) for name in self.pipeline.experts if current[name] is not None}
         return planner.statuses(self.graph, fps, current, self.integrity() if verify else None)
 
+    def tag_changes(self, statuses: dict[str, planner.Status]) -> list[TagChange]:
+        """The staleness tags to write so that the registry says what `statuses` say: every current
+        version's `moe.needs_retrain`, every registered model's `moe.status`. Empty when they agree."""
+        from moe_pipeline.state.record import MODEL_STATUS, NEEDS_RETRAIN
+
+        snap, current = self.snapshot(), self.current()
+        state = self.pipeline_state() if any(s.status in (planner.STALE, planner.PENDING)
+                                             for s in statuses.values()) else None
+        changes = []
+        for name, status in statuses.items():
+            record = current[name]
+            if record is None:
+                continue
+            wanted = (f"{status.status}: {status.summary()} (pipeline state {state})"
+                      if status.status in (planner.STALE, planner.PENDING) else None)
+            if record.needs_retrain != wanted:
+                changes.append(TagChange(name, record.version, NEEDS_RETRAIN, wanted))
+            short = f"v{record.version} {status.status}" + (f": {status.reasons[0]}"[:80] if status.reasons else "")
+            if snap[name].model_tags.get(MODEL_STATUS) != short:
+                changes.append(TagChange(name, None, MODEL_STATUS, short))
+        return changes
+
+    def settled(self, statuses: dict[str, planner.Status]) -> bool:
+        """Whether a `run` with nothing to train would write nothing: no debris of a killed run
+        to recover, every current artifact whole, every staleness tag already right. Only a
+        store that can answer without the MLflow client (sqlite) is ever settled."""
+        return (self.registry.left_debris() is False and not self.integrity()
+                and not self.tag_changes(statuses))
+
     def integrity(self) -> dict[str, str]:
         """Expert -> what is wrong with its current version's artifacts, for those with a problem."""
         snap, problems = self.snapshot(), {}
@@ -106,10 +152,11 @@ class View:
         return {name: spec.cutoff != "off" for name, spec in self.pipeline.experts.items()}
 
     def plan(self, names: list[str], downstream: str | None = None, force: bool = False,
-             verify: bool = False) -> planner.Plan:
+             verify: bool = False, statuses: dict[str, planner.Status] | None = None) -> planner.Plan:
+        """What `run` would train or check, in order; `statuses` when the caller has them already."""
         self._check_names([*names, *([downstream] if downstream else [])])
-        return planner.plan(self.graph, self.statuses(verify), self.estimates(), names, downstream, force,
-                            self.cutoff_enabled())
+        return planner.plan(self.graph, statuses if statuses is not None else self.statuses(verify),
+                            self.estimates(), names, downstream, force, self.cutoff_enabled())
 
     def impact(self, expert: str) -> planner.Plan:
         self._check_names([expert])

@@ -19,7 +19,7 @@ from moe_pipeline.registry.store import ExpertVersions
 from moe_pipeline.registry.writes import Registry
 from moe_pipeline.state import planner
 from moe_pipeline.state.fingerprint import flatten
-from moe_pipeline.state.record import MODEL_STATUS, NEEDS_RETRAIN, RETRAINED_BECAUSE, Record
+from moe_pipeline.state.record import NEEDS_RETRAIN, RETRAINED_BECAUSE, Record
 
 
 class Workspace(View):
@@ -65,20 +65,13 @@ class Workspace(View):
         """Make the `moe.needs_retrain` tag of every current version, and the `moe.status` tag of
         its registered model (the MLflow UI's model list), say what status says. Writes only what differs."""
         snap = self.snapshot()
-        state = self.pipeline_state()
-        for name, status in result.items():
-            record = current[name]
-            if record is None:
-                continue
-            wanted = (f"{status.status}: {status.summary()} (pipeline state {state})"
-                      if status.status in (planner.STALE, planner.PENDING) else None)
-            if record.needs_retrain != wanted:
-                self.registry.mark_needs_retrain(name, record.version, wanted)
-                record.needs_retrain = wanted
-            short = f"v{record.version} {status.status}" + (f": {status.reasons[0]}"[:80] if status.reasons else "")
-            if snap[name].model_tags.get(MODEL_STATUS) != short:
-                self.registry.set_model_tag(name, MODEL_STATUS, short)
-                snap[name].model_tags[MODEL_STATUS] = short
+        for change in self.tag_changes(result):
+            if change.version is None:
+                self.registry.set_model_tag(change.expert, change.key, change.value)
+                snap[change.expert].model_tags[change.key] = change.value
+            else:
+                self.registry.mark_needs_retrain(change.expert, change.version, change.value)
+                current[change.expert].needs_retrain = change.value
 
     # ------------------------------------------------------------ training
 

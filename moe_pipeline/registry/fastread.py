@@ -62,3 +62,22 @@ def _workspace_clause(conn: sqlite3.Connection) -> str:
     """Stores written by an MLflow with workspaces keep every row in workspace 'default'."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(model_versions)")}
     return " AND workspace = 'default'" if "workspace" in columns else ""
+
+
+def running_runs(db: Path, experiment: str) -> list[tuple[str, str | None, str | None]] | None:
+    """(run id, `moe.host`, `moe.pid`) of every RUNNING run of one experiment, or None when the
+    schema is not the one this code knows (the caller then asks the MLflow client)."""
+    from moe_pipeline.registry.store import HOST, PID
+
+    try:
+        with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30) as conn:
+            rows = conn.execute(
+                "SELECT r.run_uuid, "
+                "(SELECT value FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = ?), "
+                "(SELECT value FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = ?) "
+                "FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
+                "WHERE e.name = ? AND r.status = 'RUNNING' AND r.lifecycle_stage = 'active'",
+                (HOST, PID, experiment)).fetchall()
+    except sqlite3.Error:
+        return None
+    return [(run_id, host, pid) for run_id, host, pid in rows]

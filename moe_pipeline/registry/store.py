@@ -217,6 +217,25 @@ class RegistryReader:
             if not token:
                 return
 
+    def left_debris(self) -> bool | None:
+        """Whether a killed `run` on this host left a run RUNNING whose process is gone (what the
+        write path's recovery would mark FAILED); None where only the MLflow client can tell."""
+        import socket
+
+        from moe_pipeline.registry import fastread
+        from moe_pipeline.registry.scratch import pid_alive
+
+        path = sqlite_path(self.tracking_uri)
+        if path is None:
+            return None
+        if not path.exists():
+            return False
+        runs = fastread.running_runs(path, self.pipeline_name)
+        if runs is None:
+            return None
+        host = socket.gethostname()
+        return any(h == host and not pid_alive(int(pid or 0)) for _, h, pid in runs)
+
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """(step, value) of one metric of a run, by step."""
         history = self._call("metric history", self.client.get_metric_history, run_id, key)
