@@ -2,7 +2,8 @@
 
 A registry is written through the project's own `run`, then `status`, `dag`, `impact`,
 `run --dry-run` and `validate` are timed with everything fresh and after a change (an lr
-edit), each in a new interpreter, with its peak memory (GNU time's maximum RSS).
+edit), each in a new interpreter, with its peak memory (GNU time's maximum RSS); and a `run`
+with nothing to do against `status`, interleaved.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def run() -> list[dict]:
                "PYTHONPATH": str(ROOT)}
         subprocess.run([sys.executable, "-m", "moe_pipeline", "run", str(pipeline), "--quiet"], env=env, cwd=ROOT,
                        check=True, capture_output=True)
+        rows.append(_noop_run_vs_status(pipeline, env))
         for case in ("all fresh", "after an lr change"):
             if case != "all fresh":
                 pipeline.write_text(pipeline.read_text().replace("lr: 3.0e-3", "lr: 1.0e-3", 1))
@@ -61,6 +63,20 @@ def run() -> list[dict]:
                              "goal": f"<= {goal_s} s" + (f", <= {goal_mb} MB" if goal_mb else ""), "met": met,
                              "note": f"peak RSS {rss:.0f} MB" if rss is not None else "peak RSS not measured"})
     return rows
+
+
+def _noop_run_vs_status(pipeline: Path, env: dict) -> dict:
+    """`run` with nothing to train against `status`, interleaved in 7 rounds (the machine's drift
+    hits both alike); the goal is on the ratio of the medians."""
+    runs, statuses = [], []
+    for _ in range(7):
+        runs.append(_time(["run", str(pipeline)], env)[0])
+        statuses.append(_time(["status", str(pipeline)], env)[0])
+    run_s, status_s = statistics.median(runs), statistics.median(statuses)
+    ratio = run_s / status_s
+    return {"benchmark": "no-op `run` on the demo vs `status` (fresh processes, interleaved, median of 7)",
+            "value": round(ratio, 2), "unit": "x", "goal": "<= 1.2x", "met": ratio <= 1.2,
+            "note": f"run {run_s:.2f} s, status {status_s:.2f} s"}
 
 
 if __name__ == "__main__":
