@@ -161,7 +161,7 @@ def run(
     import contextlib
 
     from moe_pipeline.execute.ray_runner import StepsFailed, cluster
-    from moe_pipeline.pipeline.loader import project_root
+    from moe_pipeline.pipeline.paths import project_root
     from moe_pipeline.registry.store import resolve_tracking_uri
 
     # Ray first: its workers start (and import) while this process reads the registry and plans.
@@ -255,10 +255,10 @@ def inspect(
     out: Optional[Path] = typer.Option(None, "--out", help="default: reports/<pipeline>/<expert>/v<N>/"),
 ) -> None:
     """Inspect one expert version: metrics, confusion, AGOP, collapse, attributions, opacity."""
-    from moe_pipeline.imports import long_lived
+    from moe_pipeline.longlived import long_lived
     from moe_pipeline.pipeline.loader import load_pipeline
 
-    with long_lived():  # torch: see moe_pipeline.imports
+    with long_lived():  # torch: see moe_pipeline.longlived
         from moe_pipeline.inspect.report import inspect_expert
 
     modes = [m.strip() for m in opacity.split(",") if m.strip()] if opacity else []
@@ -277,10 +277,10 @@ def report(
                                     help="recommend dropping an input whose ablation costs at most this much metric"),
 ) -> None:
     """One overview page: the graph by status, each expert's report, and the dependency table (drop or keep)."""
-    from moe_pipeline.imports import long_lived
+    from moe_pipeline.longlived import long_lived
     from moe_pipeline.pipeline.loader import load_pipeline
 
-    with long_lived():  # torch: see moe_pipeline.imports
+    with long_lived():  # torch: see moe_pipeline.longlived
         from moe_pipeline.inspect.overview import pipeline_report
 
     pipeline_report(load_pipeline(pipeline), out=out, weak=weak, tolerance=tolerance)

@@ -18,10 +18,10 @@ PipelineArg = typer.Argument(..., help="pipeline YAML file, e.g. pipelines/digit
 
 def _system(pipeline: Path, experts: list[str] | None, allow_stale: bool):
     from moe_pipeline.execute.view import View
-    from moe_pipeline.imports import long_lived
+    from moe_pipeline.longlived import long_lived
     from moe_pipeline.pipeline.loader import load_pipeline
 
-    with long_lived():  # torch: see moe_pipeline.imports
+    with long_lived():  # torch: see moe_pipeline.longlived
         from moe_pipeline.serve.system import System
 
     view = View(load_pipeline(pipeline))
@@ -46,7 +46,7 @@ def export(
     allow_stale: bool = typer.Option(False, "--allow-stale", help="export even while experts are stale or pending"),
 ) -> None:
     """Write the whole graph as one MLflow pyfunc model: pinned expert versions, the DAG, preprocessing."""
-    from moe_pipeline.pipeline.loader import project_root
+    from moe_pipeline.pipeline.paths import project_root
     from moe_pipeline.registry.mlmodel import write_system_mlmodel
 
     view, system = _system(pipeline, None, allow_stale)

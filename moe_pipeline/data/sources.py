@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from moe_pipeline.errors import DataError, MoeError, UserCodeError
-from moe_pipeline.data.store import resolve_path
+from moe_pipeline.pipeline.paths import source_path
 from moe_pipeline.pipeline.spec import FILE_LOADERS
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ def load_source(name: str, source: Any, pipeline_seed: int, root: Path | None = 
     elif source.loader in FILE_LOADERS:
         from moe_pipeline.data import files
 
-        path = resolve_path(root, source.path)
+        path = source_path(root, source.path)
         data = files.read(source, path, name)
         fields = {f: torch.from_numpy(np.ascontiguousarray(a)) for f, a in data.fields.items()}
         fields = {f: t.float() if t.dtype.is_floating_point else t.long() for f, t in fields.items()}

@@ -7,10 +7,11 @@ Must not import torch or mlflow.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
+
+from moe_pipeline.hashing import sha256_file
 
 
 class StatCache:
@@ -37,14 +38,11 @@ class StatCache:
         if entry and entry["stat"] == signature:
             self.hits += 1
             return entry["sha256"]
-        digest = hashlib.sha256()
-        with open(file, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        digest = sha256_file(file)
         self.hashed += 1
-        self._entries[key] = {"stat": signature, "sha256": digest.hexdigest()}
+        self._entries[key] = {"stat": signature, "sha256": digest}
         self._dirty = True
-        return digest.hexdigest()
+        return digest
 
     def derived(self, key: str) -> str | None:
         """A hash derived from settings and code (not from a file), stored by `put_derived`."""

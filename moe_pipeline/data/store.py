@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from moe_pipeline.pipeline.paths import source_path
 from moe_pipeline.pipeline.spec import FILE_LOADERS
 
 if TYPE_CHECKING:
@@ -22,11 +23,6 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "val", "test")
 BUILTIN_LOADERS = ("sklearn.digits", "synthetic.planted")
-
-
-def resolve_path(root: Path | None, path: str) -> Path:
-    given = Path(path).expanduser()
-    return given if given.is_absolute() or root is None else root / given
 
 
 @functools.lru_cache(maxsize=1)
@@ -104,7 +100,7 @@ class DataStore:
         return found
 
     def _file_hash(self, source: Any, field: str) -> str:
-        path = resolve_path(self.root, source.path)
+        path = source_path(self.root, source.path)
         if source.loader == "imagefolder":
             from moe_pipeline.data.files import image_files
 

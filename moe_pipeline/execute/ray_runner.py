@@ -22,7 +22,7 @@ import networkx as nx
 
 from moe_pipeline.errors import MoeError
 from moe_pipeline.execute.runner import Outcome
-from moe_pipeline.pipeline.loader import project_root
+from moe_pipeline.pipeline.paths import project_root
 from moe_pipeline.state.planner import Plan, Step
 
 SHIP_EXCLUDES = [".git", ".venv", "registry", ".moe-cache", "reports", "__pycache__", "*.pyc", "mlruns"]
@@ -89,9 +89,9 @@ def cluster(address: str | None, root: Path, experts: int, pipeline: Path | None
 def _warm_up(root: str | None, pipeline: str | None, tracking_uri: str | None) -> None:
     """In a worker: the imports every expert's step needs, then the pipeline's Workspace with
     its sources loaded and fingerprints computed, kept for this worker's steps."""
-    from moe_pipeline.imports import long_lived
+    from moe_pipeline.longlived import long_lived
 
-    with long_lived():  # see moe_pipeline.imports
+    with long_lived():  # see moe_pipeline.longlived
         import torch  # noqa: F401
 
         import moe_pipeline.execute.write  # noqa: F401

@@ -209,13 +209,14 @@ def raise_as_there(error: dict[str, Any], located: Located) -> None:
 
 
 def _serve(pipeline_path: str, experts: list[str], replies) -> None:
-    from moe_pipeline.imports import long_lived
+    from moe_pipeline.longlived import long_lived
 
-    with long_lived():  # see moe_pipeline.imports
+    with long_lived():  # see moe_pipeline.longlived
         import moe_pipeline.training.train  # noqa: F401
         from moe_pipeline.data.statcache import StatCache
         from moe_pipeline.data.store import DataStore
-        from moe_pipeline.pipeline.loader import load_pipeline, make_importable, project_root
+        from moe_pipeline.pipeline.loader import load_pipeline, make_importable
+        from moe_pipeline.pipeline.paths import project_root
         from moe_pipeline.state.fingerprint import data_refs
 
     def send(**message: Any) -> None:

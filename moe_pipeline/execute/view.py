@@ -18,9 +18,11 @@ from moe_pipeline.data.store import SPLITS, DataStore
 from moe_pipeline.errors import SelectionError
 from moe_pipeline.state.fingerprint import Fingerprint, fingerprint
 from moe_pipeline.data.statcache import StatCache
-from moe_pipeline.pipeline.loader import LoadedPipeline, make_importable, project_root
+from moe_pipeline.pipeline.loader import LoadedPipeline, make_importable
+from moe_pipeline.pipeline.paths import project_root
 from moe_pipeline.state.record import Record, UpstreamRef
-from moe_pipeline.registry.store import ExpertVersions, RegistryReader, resolve_tracking_uri
+from moe_pipeline.registry.store import RegistryReader, resolve_tracking_uri
+from moe_pipeline.registry.versions import ExpertVersions
 
 
 @dataclass(frozen=True)

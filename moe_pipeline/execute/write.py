@@ -13,9 +13,9 @@ from moe_pipeline.data.store import SPLITS
 from moe_pipeline.errors import DataError, MoeError, RegistryError, TrainingError, UserCodeError
 from moe_pipeline.execute.runner import Outcome, run_plan
 from moe_pipeline.execute.view import View
-from moe_pipeline.imports import long_lived
+from moe_pipeline.longlived import long_lived
 from moe_pipeline.registry.scratch import remove_dead_scratch, scratch_dir
-from moe_pipeline.registry.store import ExpertVersions
+from moe_pipeline.registry.versions import ExpertVersions
 from moe_pipeline.registry.writes import Registry
 from moe_pipeline.state import planner
 from moe_pipeline.state.fingerprint import flatten
@@ -80,7 +80,7 @@ class Workspace(View):
         """Run the plan, here one expert at a time (`bar` hands out a progress callback per expert),
         or on a Ray cluster (`executor="ray"`, `address` of an existing cluster or None for a local one)."""
         if plan.steps and executor == "local" and self.trainer is None:
-            with long_lived():  # torch, before the first expert: see moe_pipeline.imports
+            with long_lived():  # torch, before the first expert: see moe_pipeline.longlived
                 import moe_pipeline.training.train  # noqa: F401
         current = self.current()
         self._planned = {str(s.expert): current[s.expert].version if current[s.expert] else None for s in plan.steps}

@@ -159,7 +159,7 @@ def pipeline_report(loaded, out: Path | None = None, weak: float = WEAK, toleran
     from moe_pipeline.execute.write import Workspace
     from moe_pipeline.inspect.report import inspect_expert
     from moe_pipeline.pipeline.dagview import layered_svg
-    from moe_pipeline.pipeline.loader import project_root
+    from moe_pipeline.pipeline.paths import project_root
 
     started = time.perf_counter()
     ws = Workspace(loaded)

@@ -71,7 +71,7 @@ def inspect_expert(loaded, expert: str, version: int | None = None, methods: lis
     record = ws.record(expert, version)
     model, saved = ws.load_model(record)
     data = ws.expert_data(expert, upstream_versions={u: r.version for u, r in record.upstream.items()})[0]
-    from moe_pipeline.pipeline.loader import project_root
+    from moe_pipeline.pipeline.paths import project_root
 
     # under the project root, like the registry: the same place wherever the command runs from
     out = out or project_root(loaded.path) / "reports" / ws.pipeline.name / expert / f"v{record.version}"

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from moe_pipeline.pipeline import spec as spec_module
 from moe_pipeline.errors import PipelineError, Problem
 from moe_pipeline.pipeline.graph import GraphIssue, check_graph
+from moe_pipeline.pipeline.paths import project_root, source_path
 from moe_pipeline.pipeline.wording import constraint_message
 
 Loc = tuple[Any, ...]
@@ -45,15 +46,6 @@ class LoadedPipeline:
         """A problem found after loading (e.g. code that cannot be found), placed at its key."""
         _, (line, col) = _locate(loc, self.positions)
         return Problem(str(self.path), line, col, _dotted(loc), message)
-
-
-def project_root(pipeline_path: Path) -> Path:
-    """The nearest folder above the pipeline file holding pyproject.toml or .git."""
-    start = pipeline_path.resolve().parent
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").exists() or (folder / ".git").exists():
-            return folder
-    return start
 
 
 def make_importable(pipeline_path: Path) -> None:
@@ -123,12 +115,6 @@ def _parse(text: str, filename: str) -> tuple[spec_module.Pipeline, dict[Loc, tu
 # ---------------------------------------------------------------- data files
 
 
-def data_path(pipeline_path: Path, path: str) -> Path:
-    """A source's `path`: absolute as written, else under the project root."""
-    given = Path(path).expanduser()
-    return given if given.is_absolute() else project_root(pipeline_path) / given
-
-
 def _check_files(pipeline: spec_module.Pipeline, pipeline_path: Path, positions: dict,
                  filename: str) -> tuple[spec_module.Pipeline, list[Problem]]:
     """Every file source's path exists (of the right kind); npz sources learn their arrays from
@@ -145,7 +131,7 @@ def _check_files(pipeline: spec_module.Pipeline, pipeline_path: Path, positions:
     for name, source in pipeline.sources.items():
         if source.loader not in spec_module.FILE_LOADERS:
             continue
-        path = data_path(pipeline_path, source.path)
+        path = source_path(project_root(pipeline_path), source.path)
         want_dir = source.loader == "imagefolder"
         if not path.exists() or path.is_dir() != want_dir:
             kind = "folder" if want_dir else "file"

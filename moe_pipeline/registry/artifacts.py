@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moe_pipeline.data.store import SPLITS
-from moe_pipeline.registry.store import sha256_file
+from moe_pipeline.hashing import sha256_file
 
 if TYPE_CHECKING:
     import torch

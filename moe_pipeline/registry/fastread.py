@@ -19,7 +19,7 @@ DELETED = "Deleted_Internal"  # MLflow's mark on a deleted model version (kept a
 
 def snapshot(db: Path, pipeline_name: str, current_alias: str) -> dict | None:
     """{expert: ExpertVersions}, exactly as `RegistryReader.snapshot` builds it, or None."""
-    from moe_pipeline.registry.store import ExpertVersions
+    from moe_pipeline.registry.versions import ExpertVersions
 
     prefix = f"{pipeline_name}."
     try:
@@ -67,7 +67,7 @@ def _workspace_clause(conn: sqlite3.Connection) -> str:
 def running_runs(db: Path, experiment: str) -> list[tuple[str, str | None, str | None]] | None:
     """(run id, `moe.host`, `moe.pid`) of every RUNNING run of one experiment, or None when the
     schema is not the one this code knows (the caller then asks the MLflow client)."""
-    from moe_pipeline.registry.store import HOST, PID
+    from moe_pipeline.registry.versions import HOST, PID
 
     try:
         with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30) as conn:

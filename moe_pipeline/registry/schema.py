@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from moe_pipeline.registry.store import sha256_file
+from moe_pipeline.hashing import sha256_file
 
 
 def cache_dir() -> Path:

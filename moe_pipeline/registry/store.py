@@ -9,31 +9,29 @@ Artifacts are verified against their recorded sha256 on every load. Nothing here
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 from urllib.parse import unquote, urlparse
 
 from moe_pipeline.errors import IntegrityError, RegistryError
-from moe_pipeline.imports import long_lived
-from moe_pipeline.pipeline.loader import project_root
+from moe_pipeline.hashing import sha256_file
+from moe_pipeline.longlived import long_lived
+from moe_pipeline.pipeline.paths import project_root
+from moe_pipeline.registry.versions import CURRENT, HOST, PID, ExpertVersions
 from moe_pipeline.state.record import Record, from_tags
 
 if TYPE_CHECKING:
     from moe_pipeline.pipeline.spec import Pipeline
 
-CURRENT = "current"
 # Two runs writing one registry collide: sqlite's writer lock, and MLflow's tag upserts (read,
 # then insert) racing into a unique key. Both leave nothing written, so the request is retried.
 _TRANSIENT = re.compile(r"database is locked|UNIQUE constraint failed|duplicate key value|could not serialize|"
                         r"deadlock detected", re.IGNORECASE)
 RETRIES = 6
-HOST, PID = "moe.host", "moe.pid"  # who trains a run: the next run marks runs of dead processes FAILED
 DEFAULT_URI = "sqlite:///registry/mlflow.db"
 
 
@@ -58,29 +56,6 @@ def import_client() -> None:
 
 def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@dataclass
-class ExpertVersions:
-    """Every registered version of one expert, and which one is `current`."""
-
-    name: str
-    current: int | None = None
-    records: dict[int, Record] = field(default_factory=dict)
-    sources: dict[int, str] = field(default_factory=dict)  # version -> artifact URI
-    model_tags: dict[str, str] = field(default_factory=dict)  # tags of the registered model itself
-
-    @property
-    def current_record(self) -> Record | None:
-        return self.records.get(self.current) if self.current is not None else None
 
 
 class RegistryReader:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from moe_pipeline.errors import RegistryError
-from moe_pipeline.registry.store import CURRENT, HOST, PID, RegistryReader, _short
+from moe_pipeline.registry.store import RegistryReader, _short
+from moe_pipeline.registry.versions import CURRENT, HOST, PID
 from moe_pipeline.state.record import NEEDS_RETRAIN, Record, to_tags
 
 

@@ -8,7 +8,6 @@ folder (`load`), and written as an MLflow pyfunc model (`save`). Never trains.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from moe_pipeline.errors import IntegrityError, SelectionError
+from moe_pipeline.hashing import sha256_file
 
 SYSTEM_JSON = "system.json"
 BATCH = 4096  # rows per forward pass: bounds memory on long inputs
@@ -101,7 +101,7 @@ class System:
             target.mkdir(parents=True, exist_ok=True)
             (target / SPEC).write_text(json.dumps(p.saved, indent=2, sort_keys=True))
             save_file({k: v.detach().cpu().contiguous() for k, v in p.model.state_dict().items()}, str(target / WEIGHTS))
-            p.sha256 = {SPEC: _sha256(target / SPEC), WEIGHTS: _sha256(target / WEIGHTS)}
+            p.sha256 = {SPEC: sha256_file(target / SPEC), WEIGHTS: sha256_file(target / WEIGHTS)}
         meta = {"pipeline": self.pipeline, "order": self.order, "sinks": self.sinks, "fields": self.fields,
                 "experts": {n: {"version": p.version, "sha256": p.sha256} for n, p in self.experts.items()}}
         (folder / SYSTEM_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -118,7 +118,7 @@ class System:
             entry = meta["experts"][name]
             base = folder / "experts" / name
             for file in (SPEC, WEIGHTS):
-                if _sha256(base / file) != entry["sha256"][file]:
+                if sha256_file(base / file) != entry["sha256"][file]:
                     raise IntegrityError(f"exported system {folder}: experts/{name}/{file} does not match its sha256 "
                                          "in system.json (modified); export again")
             saved = json.loads((base / SPEC).read_text())
@@ -219,11 +219,3 @@ def _build(saved: dict[str, Any], weights: Path) -> torch.nn.Module:
                         saved["n_outputs"])
     model.load_state_dict(load_file(str(weights)))
     return model.eval()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -3,8 +3,7 @@
 Importing torch and mlflow creates about half a million objects (modules, functions, classes)
 that live as long as the process. Python 3.11's cyclic garbage collector runs a full
 collection each time the surviving objects have grown by a quarter, and each one scans all of
-them: measured on the demo, 8 full collections, ~1 s of a 5.5 s `run`, and 0.4 s of a 1.9 s
-`run` with nothing to do, freeing a few hundred objects in all. So those imports run with the
+them, to free almost nothing (`bench_demo` measures what this costs a `run`). So those imports run with the
 collector paused, and what they created is frozen afterwards (`gc.freeze`): later collections
 skip it. Frozen objects are still freed by reference counting when dropped; only a reference
 cycle among them is never collected, and modules are not dropped.

@@ -4,7 +4,7 @@ import gc
 import importlib
 import sys
 
-from moe_pipeline.imports import long_lived
+from moe_pipeline.longlived import long_lived
 
 
 class _Node:
