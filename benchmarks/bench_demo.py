@@ -38,10 +38,10 @@ def _run(cache: str, *experts: str) -> tuple[float, float, int]:
 # artifacts, registration, lease given back) and each training timed, so the cost per expert is
 # read off each expert directly instead of as a difference of two noisy process wall times.
 # Importing the trainer here loads torch, so this `run` trains in its own process, where each
-# training can be timed (a `run` started fresh trains in its training process, execute/trainer.py).
+# training can be timed (a `run` started fresh trains in its training process, execute/training_process.py).
 STEP_TIMER = """
 import json, sys, time
-import moe_pipeline.execute.write as write
+import moe_pipeline.execute.run as run_module
 import moe_pipeline.training.train as train
 
 steps, trainings, publish = [], [], []
@@ -55,9 +55,9 @@ def timed(fn, into):
             into.append(time.perf_counter() - started)
     return inner
 
-write.Workspace._execute = timed(write.Workspace._execute, steps)
-train.train_expert = timed(train.train_expert, trainings)  # write.py imports it at call time
-write.Workspace._publish = timed(write.Workspace._publish, publish)  # the statuses as tags, once a run
+run_module.Run.step = timed(run_module.Run.step, steps)
+train.train_expert = timed(train.train_expert, trainings)  # the training step imports it at call time
+run_module.Run.publish = timed(run_module.Run.publish, publish)  # the statuses as tags, once a run
 from moe_pipeline.cli.app import run_cli
 try:
     run_cli(["run", "pipelines/digits.yaml", "--quiet"])

@@ -31,16 +31,16 @@ def pipeline_yaml(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fill_registry(ws, client) -> None:
+def fill_registry(run, client) -> None:
     from moe_pipeline.state.record import Record, UpstreamRef, to_tags
 
-    exp = ws.registry.experiment_id()
+    exp = run.registry.experiment_id()
     run_id = client.create_run(exp).info.run_id
-    for name in ws.pipeline.experts:
-        fp = ws.fingerprint(name)
+    for name in run.view.pipeline.experts:
+        fp = run.view.fingerprint(name)
         client.create_registered_model(f"big.{name}")
         for version in range(1, VERSIONS + 1):
-            ups = {u: UpstreamRef(VERSIONS, f"o-{u}") for u in ws.graph.predecessors(name)}
+            ups = {u: UpstreamRef(VERSIONS, f"o-{u}") for u in run.view.graph.predecessors(name)}
             record = Record(name, version, run_id, fp.spec, fp.spec_hash, fp.code, fp.code_hash, fp.data,
                             fp.data_hash, ups, 1.0, 1.0, "accuracy", 0.9, {}, outputs_sha=f"o-{name}")
             client.create_model_version(f"big.{name}", "file:///nowhere", run_id=run_id, tags=to_tags(record))
@@ -53,20 +53,21 @@ def run() -> list[dict]:
     from mlflow.tracking import MlflowClient
 
     from moe_pipeline.pipeline.loader import load_pipeline
-    from moe_pipeline.execute.write import Workspace
+    from moe_pipeline.execute.run import Run
+    from moe_pipeline.execute.view import View
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "big.yaml"
         path.write_text(pipeline_yaml(N_EXPERTS))
         uri = f"sqlite:///{tmp}/mlflow.db"
         os.environ["MLFLOW_TRACKING_URI"] = uri
-        ws = Workspace(load_pipeline(path))
+        run = Run(load_pipeline(path))
         started = time.perf_counter()
-        fill_registry(ws, MlflowClient(uri, uri))
+        fill_registry(run, MlflowClient(uri, uri))
         fill_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        fresh = Workspace(load_pipeline(path))  # the client path, in this process
+        fresh = View(load_pipeline(path), fast_reads=False)  # the client path, in this process
         statuses = fresh.statuses()
         in_process = time.perf_counter() - started
         assert all(s.status == "fresh" for s in statuses.values()), "benchmark registry is inconsistent"

@@ -72,6 +72,18 @@ class UserCodeError(MoeError):
     """Code the pipeline references (a loader, a target function, a model) raised or returned nonsense."""
 
 
+class ExecutorError(MoeError):
+    """The Ray executor cannot run this plan (Ray missing, a request no node can meet)."""
+
+
+class StepsFailed(MoeError):
+    """Some experts failed on the cluster; the rest finished. Carries what finished (`outcomes`)."""
+
+    def __init__(self, message: str, outcomes: list):
+        super().__init__(message)
+        self.outcomes = outcomes
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM during a command. A BaseException, so no `except Exception` swallows it
     and every context manager on the way out (a training run marked FAILED) still runs."""

@@ -1,6 +1,7 @@
 """Shared fixtures: a temporary sqlite registry and small pipelines written to tmp_path."""
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -65,12 +66,26 @@ def registry_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return uri
 
 
+def unique_module(prefix: str, request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str = "") -> str:
+    """A module of tmp_path, importable, named for this test alone (tests edit their modules, and
+    Python keeps a module once imported under a name); returns its name."""
+    name = f"{prefix}_{abs(hash(request.node.nodeid))}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(text))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def status_entries(path: Path, capsys, *options: str) -> dict[str, dict]:
+    """`status --json` of a pipeline (exit 0 asserted): expert name -> its entry."""
+    capsys.readouterr()
+    assert cli("status", path, "--json", *options) == 0
+    return {e["name"]: e for e in json.loads(capsys.readouterr().out)["experts"]}
+
+
 @pytest.fixture
 def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry_uri: str, request) -> Path:
     """A three-expert digits pipeline whose target functions live in a module of tmp_path."""
-    module = f"tiny_targets_{abs(hash(request.node.nodeid))}"  # unique: tests may edit it
-    (tmp_path / f"{module}.py").write_text(textwrap.dedent(TARGETS))
-    monkeypatch.syspath_prepend(str(tmp_path))
+    module = unique_module("tiny_targets", request, tmp_path, monkeypatch, TARGETS)
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_DIGITS.replace("TARGETS", module))
     return path

@@ -104,11 +104,10 @@ def dag(
     loaded = load_pipeline(pipeline)
     statuses = None
     if status:
-        from moe_pipeline.registry.store import resolve_tracking_uri
-        from moe_pipeline.registry.writes import Registry
+        from moe_pipeline.registry.store import RegistryReader, resolve_tracking_uri
 
         # Only a store that exists has statuses; checking costs no torch or mlflow import.
-        if Registry(resolve_tracking_uri(loaded.pipeline, loaded.path), loaded.pipeline.name).exists():
+        if RegistryReader(resolve_tracking_uri(loaded.pipeline, loaded.path), loaded.pipeline.name).exists():
             from moe_pipeline.execute.view import View
 
             statuses = {s.name: s.status for s in View(loaded).statuses().values()}
@@ -138,7 +137,6 @@ def run(
     from moe_pipeline.cli import tables
     from moe_pipeline.cli.progress import progress_bar
     from moe_pipeline.execute.view import View
-    from moe_pipeline.execute.write import Workspace
     from moe_pipeline.pipeline.loader import load_pipeline
 
     loaded = load_pipeline(pipeline)
@@ -159,45 +157,48 @@ def run(
         tables.print_outcomes([])
         return
     import contextlib
+    import os
+    from concurrent.futures import ThreadPoolExecutor
 
-    from moe_pipeline.execute.ray_runner import StepsFailed, cluster
+    from moe_pipeline.errors import StepsFailed
+    from moe_pipeline.execute.run import RemoteStep, Run
     from moe_pipeline.pipeline.paths import project_root
     from moe_pipeline.registry.store import resolve_tracking_uri
 
-    # Ray first: its workers start (and import) while this process reads the registry and plans.
-    # Opening the registry (importing mlflow, connecting, marking dead runs FAILED: ~2.5 s) needs
-    # none of Ray, and starting a local cluster is mostly waiting for its processes, so a thread
-    # opens the registry meanwhile.
-    from concurrent.futures import ThreadPoolExecutor
-
-    def open_workspace() -> Workspace:
-        ws = Workspace(loaded)
-        ws.wait = wait
-        ws.notify = lambda message: typer.echo(message, err=True)
-        ws.clean_up_debris()
-        return ws
+    def open_run(trainer) -> Run:
+        the_run = Run(loaded, wait=wait, notify=lambda message: typer.echo(message, err=True), trainer=trainer)
+        the_run.recover()
+        return the_run
 
     uri = resolve_tracking_uri(loaded.pipeline, loaded.path)
+    root = project_root(loaded.path)
+    remote = RemoteStep(None if address else str(root), os.path.relpath(loaded.path.resolve(), root), uri, wait)
     with contextlib.ExitStack() as stack:
         trainer = None
         # Something to train, and torch not loaded here yet: a training process loads it while this
-        # process loads mlflow (execute/trainer.py). The read-only plan reads no mlflow.
-        if executor == "local" and "torch" not in sys.modules:
-            planned = [str(s.expert) for s in first_plan.steps]
-            if planned:
-                from moe_pipeline.execute.trainer import TrainingProcess
+        # process loads mlflow (execute/training_process.py). The read-only plan reads no mlflow.
+        if executor == "local" and "torch" not in sys.modules and first_plan.steps:
+            from moe_pipeline.execute.training_process import TrainingProcess
 
-                trainer = stack.enter_context(TrainingProcess(loaded.path, planned))
-        opening = stack.enter_context(ThreadPoolExecutor(max_workers=1)).submit(open_workspace)
+            trainer = stack.enter_context(TrainingProcess(loaded.path, [str(s.expert) for s in first_plan.steps]))
+        # Ray first: its workers start (and import) while this process reads the registry and plans.
+        # Opening the registry (importing mlflow, connecting, recovering dead runs) needs none of
+        # Ray, and starting a local cluster is mostly waiting for its processes, so a thread opens
+        # the registry meanwhile.
+        opening = stack.enter_context(ThreadPoolExecutor(max_workers=1)).submit(open_run, trainer)
+        runner = None
         if executor == "ray":  # the thread has finished (result() below) before Ray can shut down
-            stack.enter_context(cluster(address, project_root(loaded.path), len(loaded.pipeline.experts),
-                                        loaded.path, uri))
-        ws = opening.result()
-        ws.trainer = trainer
-        plan = ws.plan(experts or [], downstream=downstream, force=force, verify=True)  # repairs corrupt artifacts
+            from moe_pipeline.execute.ray_runner import RayRunner, cluster
+
+            stack.enter_context(cluster(address, root, len(loaded.pipeline.experts), remote.warm_up))
+        the_run = opening.result()
+        if executor == "ray":
+            runner = RayRunner(remote, the_run.view.graph, the_run.resources_of,
+                               lambda expert: loaded.where("experts", expert), address)
+        plan = the_run.plan(experts or [], downstream=downstream, force=force)  # repairs corrupt artifacts
         try:
             with progress_bar(quiet or not sys.stdout.isatty() or executor == "ray") as bar:
-                outcomes = ws.execute(plan, bar, executor=executor, address=address)
+                outcomes = the_run.execute(plan, bar, runner=runner)
         except StepsFailed as exc:  # what finished is registered: show it, then the failures (exit 2)
             tables.print_outcomes(exc.outcomes)
             raise
@@ -216,18 +217,24 @@ def status(
     """Which experts are missing, stale, pending or fresh, and why. Read-only unless --record."""
     from moe_pipeline.cli import tables
     from moe_pipeline.execute.view import View
-    from moe_pipeline.execute.write import Workspace
     from moe_pipeline.pipeline.loader import load_pipeline
 
     loaded = load_pipeline(pipeline)
-    ws = Workspace(loaded) if record else View(loaded)
-    statuses = ws.record_statuses(verify) if isinstance(ws, Workspace) else ws.statuses(verify)
     if record:
-        typer.echo(f"recorded {ws.registry.tag_writes} tag(s) in the registry", err=True)
-    if as_json:
-        _echo(tables.status_json(ws.pipeline.name, statuses, ws.cutoff_enabled()))
+        from moe_pipeline.execute.publish import publish_statuses
+        from moe_pipeline.registry.writes import Registry
+
+        view = View(loaded, fast_reads=False)
+        registry = Registry.over(view.registry)
+        statuses = publish_statuses(view, registry, verify)
+        typer.echo(f"recorded {registry.tag_writes} tag(s) in the registry", err=True)
     else:
-        tables.print_status(ws.pipeline.name, statuses, ws.cutoff_enabled())
+        view = View(loaded)
+        statuses = view.statuses(verify)
+    if as_json:
+        _echo(tables.status_json(view.pipeline.name, statuses, view.cutoff_enabled()))
+    else:
+        tables.print_status(view.pipeline.name, statuses, view.cutoff_enabled())
     if check and any(s.status != "fresh" for s in statuses.values()):
         raise typer.Exit(1)
 

@@ -3,7 +3,8 @@
 The glue between the pure parts (graph, fingerprint, planner) and what they read (data,
 registry). Everything here only reads: `status`, `dag`, `impact` and `run --dry-run` get a
 `View`, which holds a `RegistryReader` and so cannot reach a method that writes. The write
-path (train, check, record) is `execute.write.Workspace`. Never parses argv or prints tables.
+path (`execute.run.Run`) holds a View for its reads and a `Registry` beside it for its writes.
+Never parses argv or prints tables.
 """
 from __future__ import annotations
 
@@ -44,23 +45,21 @@ class View:
     """
     registry: RegistryReader
 
-    def __init__(self, loaded: LoadedPipeline, tracking_uri: str | None = None):
+    def __init__(self, loaded: LoadedPipeline, tracking_uri: str | None = None, *, fast_reads: bool = True):
+        """`fast_reads`: read an sqlite store without mlflow (`registry.fastread`); the write path
+        passes False, to read through the client it writes with."""
+        self.fast_reads = fast_reads
         make_importable(loaded.path)
         self.loaded = loaded
         self.pipeline = loaded.pipeline
         self.graph = g.expert_graph(self.pipeline)
         root = project_root(loaded.path)
         self.store = DataStore(self.pipeline, root, StatCache(root / ".moe-cache" / "stat-cache.json"))
-        self.registry = self._registry(tracking_uri or resolve_tracking_uri(self.pipeline, loaded.path))
+        self.registry = RegistryReader(tracking_uri or resolve_tracking_uri(self.pipeline, loaded.path), self.pipeline.name)
         self._snapshot: dict[str, ExpertVersions] | None = None
         self._fingerprints: dict[str, Fingerprint] = {}
 
-    def _registry(self, tracking_uri: str) -> RegistryReader:
-        return RegistryReader(tracking_uri, self.pipeline.name)
-
     # ------------------------------------------------------------ reading state
-
-    fast_reads = True  # the write path reads through the client it writes with
 
     def snapshot(self, refresh: bool = False) -> dict[str, ExpertVersions]:
         """The registry's state, read once; `refresh` reads it again (the write path does, under a lease,
@@ -72,6 +71,16 @@ class View:
     def current(self) -> dict[str, Record | None]:
         snap = self.snapshot()
         return {name: snap[name].current_record if name in snap else None for name in self.pipeline.experts}
+
+    def remember(self, record: Record, source: str | None = None) -> None:
+        """Put a version the write path just registered or updated into the snapshot read
+        earlier, instead of searching the registry again (`source`: its artifact URI, when new)."""
+        snap = self.snapshot()
+        versions = snap.setdefault(record.expert, ExpertVersions(record.expert))
+        versions.records[record.version] = record
+        versions.current = record.version
+        if source is not None:
+            versions.sources[record.version] = source
 
     def fingerprint(self, expert: str) -> Fingerprint:
         if expert not in self._fingerprints:
@@ -193,19 +202,14 @@ class View:
         return {split: read_tensors(path) for split, path in self.outputs_files(record).items()}
 
     def load_model(self, record: Record):
-        """Rebuild one expert version's model from its verified safetensors weights."""
-        from moe_pipeline.registry.artifacts import SPEC, WEIGHTS, read_json, read_tensors
-        from moe_pipeline.training.models import build_model
+        """One expert version's model, rebuilt from its verified spec and safetensors weights,
+        and its `VersionSpec`."""
+        from moe_pipeline.registry.artifacts import SPEC, WEIGHTS
+        from moe_pipeline.state.version_spec import VersionSpec
+        from moe_pipeline.training.rebuild import load_version_model
 
-        saved = read_json(self.artifact(record, SPEC))
-        from pydantic import TypeAdapter
-
-        from moe_pipeline.pipeline.spec import ModelSpec
-
-        model_spec = TypeAdapter(ModelSpec).validate_python(saved["spec"]["model"])
-        model = build_model(model_spec, saved["in_shape"], saved["n_outputs"])
-        model.load_state_dict(read_tensors(self.artifact(record, WEIGHTS)))
-        return model.eval(), saved
+        saved = VersionSpec.read(self.artifact(record, SPEC))
+        return load_version_model(saved, self.artifact(record, WEIGHTS)), saved
 
     def expert_data(self, expert: str, upstream_versions: dict[str, int] | None = None):
         """Inputs and target of one expert; upstream inputs come from stored outputs.

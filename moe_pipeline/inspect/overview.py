@@ -61,27 +61,27 @@ def without_input(data, ref: str):
     return dataclasses.replace(data, x=x, blocks=blocks, feature_names=names)
 
 
-def _ablate(ws, expert: str, record, data, ref: str) -> float:
+def _ablate(view, expert: str, record, data, ref: str) -> float:
     from moe_pipeline.state.fingerprint import training_seeds
     from moe_pipeline.training.train import train_expert
 
-    spec = ws.pipeline.experts[expert]
+    spec = view.pipeline.experts[expert]
     init_seed, order_seed = training_seeds(record.spec)
-    result = train_expert(spec.model, spec.train, ws.pipeline.resources_for(expert), without_input(data, ref),
+    result = train_expert(spec.model, spec.train, view.pipeline.resources_for(expert), without_input(data, ref),
                           init_seed, order_seed=order_seed)
     return result.metrics[f"val_{record.metric_name}"]
 
 
-def dependency_table(ws, reliance: dict[str, list[dict[str, Any]]], weak: float = WEAK,
+def dependency_table(view, reliance: dict[str, list[dict[str, Any]]], weak: float = WEAK,
                      tolerance: float = TOLERANCE) -> list[Edge]:
     """One Edge per input of every expert with a current version, ablating the weak ones."""
     from moe_pipeline.pipeline.graph import downstream
 
-    current = ws.current()
+    current = view.current()
     edges = []
     for expert, shares in reliance.items():
         record = current[expert]
-        exposed = [expert, *downstream(ws.graph, expert)]
+        exposed = [expert, *downstream(view.graph, expert)]
         seconds = sum(current[e].train_seconds for e in exposed if current[e] is not None)
         data = None  # the expert's inputs, read once for all its ablations
         for row in shares:
@@ -92,8 +92,8 @@ def dependency_table(ws, reliance: dict[str, list[dict[str, Any]]], weak: float 
                 edge.why = f"strong reliance (share ≥ {weak:.0%})"
             else:
                 if data is None:
-                    data = ws.expert_data(expert, upstream_versions={u: r.version for u, r in record.upstream.items()})[0]
-                edge.metric_without = _ablate(ws, expert, record, data, row["input"])
+                    data = view.expert_data(expert, upstream_versions={u: r.version for u, r in record.upstream.items()})[0]
+                edge.metric_without = _ablate(view, expert, record, data, row["input"])
                 change = edge.metric_change
                 edge.recommendation = "drop" if change >= -tolerance else "keep"
                 edge.why = (f"without it val {record.metric_name} changes by {change:+.4f} "
@@ -102,16 +102,16 @@ def dependency_table(ws, reliance: dict[str, list[dict[str, Any]]], weak: float 
     return edges
 
 
-def _boxes(ws, statuses, reliance: dict[str, list[dict[str, Any]]], links: dict[str, str]):
+def _boxes(view, statuses, reliance: dict[str, list[dict[str, Any]]], links: dict[str, str]):
     from moe_pipeline.pipeline.dagview import Arrow, Box
 
-    current = ws.current()
+    current = view.current()
     boxes, arrows = {}, []
-    for expert, spec in ws.pipeline.experts.items():
+    for expert, spec in view.pipeline.experts.items():
         for ref in spec.inputs:
-            if ref.partition(".")[0] in ws.pipeline.sources:
+            if ref.partition(".")[0] in view.pipeline.sources:
                 boxes.setdefault(ref, Box([ref, "source field"]))
-    for expert in ws.pipeline.experts:
+    for expert in view.pipeline.experts:
         status = statuses[expert].status
         record = current[expert]
         lines = [expert, f"v{record.version} · {status}" if record else status]
@@ -119,9 +119,9 @@ def _boxes(ws, statuses, reliance: dict[str, list[dict[str, Any]]], links: dict[
             lines.append(f"val {record.metric_name} {record.val_metric:.3f}")
         boxes[expert] = Box(lines, FILLS.get(status, "#eeeeee"), links.get(expert))
         shares = {r["input"]: r["share"] for r in reliance.get(expert, [])}
-        for ref in ws.pipeline.experts[expert].inputs:
+        for ref in view.pipeline.experts[expert].inputs:
             owner = ref.partition(".")[0]
-            start = ref if owner in ws.pipeline.sources else owner  # a source field's own box, or the expert's
+            start = ref if owner in view.pipeline.sources else owner  # a source field's own box, or the expert's
             share = shares.get(ref)
             label = f"{share:.0%}" if share is not None else "?"
             if start != ref:
@@ -156,35 +156,36 @@ def _page(title: str, svg: str, edges: list[Edge], weak: float, tolerance: float
 
 def pipeline_report(loaded, out: Path | None = None, weak: float = WEAK, tolerance: float = TOLERANCE,
                     quiet: bool = False) -> Path:
-    from moe_pipeline.execute.write import Workspace
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.registry.writes import Registry
     from moe_pipeline.inspect.report import inspect_expert
     from moe_pipeline.pipeline.dagview import layered_svg
     from moe_pipeline.pipeline.paths import project_root
 
     started = time.perf_counter()
-    ws = Workspace(loaded)
-    out = out or project_root(loaded.path) / "reports" / ws.pipeline.name / "overview"
+    view = View(loaded)
+    out = out or project_root(loaded.path) / "reports" / view.pipeline.name / "overview"
     out.mkdir(parents=True, exist_ok=True)
-    statuses, current = ws.statuses(), ws.current()
+    statuses, current = view.statuses(), view.current()
     reliance, links = {}, {}
-    for expert in ws.pipeline.experts:
+    for expert in view.pipeline.experts:
         if current[expert] is None:
             continue
-        rep = inspect_expert(loaded, expert, out=out / "experts" / expert, quiet=True, ws=ws)
+        rep = inspect_expert(loaded, expert, out=out / "experts" / expert, quiet=True, view=view)
         reliance[expert] = rep.summary["agop"]["reliance"]
         links[expert] = f"experts/{expert}/report.html"
-    edges = dependency_table(ws, reliance, weak, tolerance)
-    boxes, arrows = _boxes(ws, statuses, reliance, links)
-    title = f"{ws.pipeline.name}: pipeline overview"
+    edges = dependency_table(view, reliance, weak, tolerance)
+    boxes, arrows = _boxes(view, statuses, reliance, links)
+    title = f"{view.pipeline.name}: pipeline overview"
     seconds = time.perf_counter() - started
     page = out / "overview.html"
     page.write_text(_page(title, layered_svg(boxes, arrows), edges, weak, tolerance, seconds))
     summary = out / "overview.json"
     summary.write_text(json.dumps({
-        "pipeline": ws.pipeline.name, "weak": weak, "tolerance": tolerance, "seconds": round(seconds, 2),
+        "pipeline": view.pipeline.name, "weak": weak, "tolerance": tolerance, "seconds": round(seconds, 2),
         "statuses": {n: s.status for n, s in statuses.items()},
         "edges": [{**dataclasses.asdict(e), "metric_change": e.metric_change} for e in edges]}, indent=2))
-    ws.registry.log_report([page, summary], "overview")
+    Registry.over(view.registry).log_report([page, summary], "overview")
     if not quiet:
         from rich.console import Console
         from rich.markup import escape

@@ -31,11 +31,11 @@ def _planted(pipeline, expert: str) -> list[int] | None:
 # ---------------------------------------------------------------- writing
 
 
-def _header(ws, expert: str, record) -> tuple[str, dict[str, Any]]:
+def _header(view, expert: str, record) -> tuple[str, dict[str, Any]]:
     """The version's status now (its own reasons included) and the upstream versions it read."""
-    current = ws.current()[expert]
+    current = view.current()[expert]
     if current is not None and current.version == record.version:
-        status = ws.statuses()[expert]
+        status = view.statuses()[expert]
         state, why = status.status, status.summary()
     else:
         state = "not current"
@@ -50,10 +50,12 @@ def _header(ws, expert: str, record) -> tuple[str, dict[str, Any]]:
 
 def inspect_expert(loaded, expert: str, version: int | None = None, methods: list[str] | None = None,
                    opacity: list[str] | None = None, runs: int = 3, out: Path | None = None,
-                   quiet: bool = False, ws=None) -> Report:
-    """`ws`: a Workspace to reuse (the overview inspects every expert through one)."""
+                   quiet: bool = False, view=None) -> Report:
+    """`view`: a View to reuse (the overview inspects every expert through one); the report's
+    files are uploaded to the version's run, the only write."""
     from moe_pipeline.registry.artifacts import INITIAL, read_tensors
-    from moe_pipeline.execute.write import Workspace
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.registry.writes import Registry
     from moe_pipeline.inspect.opacity import MODES
 
     methods = list(methods or METHODS)
@@ -67,39 +69,39 @@ def inspect_expert(loaded, expert: str, version: int | None = None, methods: lis
     if opacity and runs < 2:
         raise SelectionError(f"--runs must be at least 2 to compare runs; got {runs}")
     started = time.perf_counter()
-    ws = ws or Workspace(loaded)
-    record = ws.record(expert, version)
-    model, saved = ws.load_model(record)
-    data = ws.expert_data(expert, upstream_versions={u: r.version for u, r in record.upstream.items()})[0]
+    view = view or View(loaded)
+    record = view.record(expert, version)
+    model, saved = view.load_model(record)
+    data = view.expert_data(expert, upstream_versions={u: r.version for u, r in record.upstream.items()})[0]
     from moe_pipeline.pipeline.paths import project_root
 
     # under the project root, like the registry: the same place wherever the command runs from
-    out = out or project_root(loaded.path) / "reports" / ws.pipeline.name / expert / f"v{record.version}"
+    out = out or project_root(loaded.path) / "reports" / view.pipeline.name / expert / f"v{record.version}"
     out.mkdir(parents=True, exist_ok=True)
-    rep = Report(f"{ws.pipeline.name}.{expert} v{record.version}: {ws.pipeline.experts[expert].description or expert}", out)
-    rep.header, state = _header(ws, expert, record)
-    rep.summary.update({"pipeline": ws.pipeline.name, "expert": expert, "version": record.version, "task": data.task,
-                        **state, "inputs": ws.pipeline.experts[expert].inputs,
+    rep = Report(f"{view.pipeline.name}.{expert} v{record.version}: {view.pipeline.experts[expert].description or expert}", out)
+    rep.header, state = _header(view, expert, record)
+    rep.summary.update({"pipeline": view.pipeline.name, "expert": expert, "version": record.version, "task": data.task,
+                        **state, "inputs": view.pipeline.experts[expert].inputs,
                         "upstream": {u: r.version for u, r in record.upstream.items()},
                         "class_names": saved_class_names(data)})
-    initial = read_tensors(ws.artifact(record, INITIAL))["first_layer"]
+    initial = read_tensors(view.artifact(record, INITIAL))["first_layer"]
     if "metrics" in methods:
         section_metrics(rep, model, data, record)
     if "agop" in methods:
-        section_agop(rep, model, data, saved, initial, _planted(ws.pipeline, expert))
+        section_agop(rep, model, data, saved, initial, _planted(view.pipeline, expert))
     if "collapse" in methods:
         section_collapse(rep, model, data)
     if "attribution" in methods:
         section_attribution(rep, model, data, saved)
-    section_dynamics(rep, ws, record)
+    section_dynamics(rep, view, record)
     if opacity:
-        section_opacity(rep, ws, expert, data, record, opacity, runs)
+        section_opacity(rep, view, expert, data, record, opacity, runs)
     rep.summary["seconds"] = round(time.perf_counter() - started, 2)
     (out / "summary.json").write_text(json.dumps(rep.summary, indent=2, default=float))
     html_path = write_html(rep)
     # only what this report wrote: --out may name a folder holding anything else
     written = [html_path, out / "summary.json", *(f for _, _, figs in rep.sections for f in figs)]
-    ws.registry.log_files(record.run_id, written, "inspect")
+    Registry.over(view.registry).log_files(record.run_id, written, "inspect")
     if not quiet:
         _print_summary(rep, html_path)
     return rep

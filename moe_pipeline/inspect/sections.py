@@ -98,7 +98,7 @@ def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | 
     started = time.perf_counter()
     res = A.compute(model, x, k=6, dense_limit=A.DENSE_LIMIT)
     seconds = time.perf_counter() - started
-    in_shape = saved["in_shape"]
+    in_shape = saved.in_shape
     diag = res.diagonal
     top = diag.argsort(descending=True)[:10].tolist()
     names = feature_names(data, in_shape)
@@ -111,7 +111,7 @@ def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | 
                             "eigenvalues": res.eigenvalues.tolist(), "effective_rank": res.rank95,
                             "dense": res.matrix is not None, "eigenpairs_exact": exact,
                             "eigen_residuals": None if exact else res.residuals.tolist()}
-    blocks = [tuple(b) for b in saved["blocks"]]
+    blocks = [tuple(b) for b in saved.blocks]
     info["reliance"] = A.reliance(diag, blocks)
     if planted:
         info["planted_coordinates"] = planted
@@ -203,14 +203,14 @@ def section_attribution(rep: Report, model, data, saved) -> None:
     from moe_pipeline.inspect.attribution import class_averaged, integrated_gradients, saliency, training_mean_baseline
 
     x, y = data.x["val"][:ATTRIBUTION_ROWS], data.y["val"][:ATTRIBUTION_ROWS]
-    in_shape = saved["in_shape"]
+    in_shape = saved.in_shape
     image = _image_shape(in_shape) is not None
     target = y if data.task == "classification" else torch.zeros_like(y, dtype=torch.long)
     n_classes = data.n_outputs if data.task == "classification" else 1
     labels = y if data.task == "classification" else torch.zeros(len(y), dtype=torch.long)
     classes = class_labels(data) if data.task == "classification" else ["output"]
     names = feature_names(data, in_shape)
-    baseline = training_mean_baseline(data.x["train"], [tuple(b) for b in saved["blocks"]], image)
+    baseline = training_mean_baseline(data.x["train"], [tuple(b) for b in saved.blocks], image)
     ig = integrated_gradients(model, x, target, baseline)
     maps = {"integrated_gradients": ig.attributions, "saliency": saliency(model, x, target)}
     info: dict[str, Any] = {"rows": len(x), "ig_steps": ig.steps, "ig_completeness_gap": ig.gap_relative,
@@ -252,9 +252,9 @@ def section_attribution(rep: Report, model, data, saved) -> None:
                 "|gradient| at the row. The charts show mean |attribution|: size, not sign.")
 
 
-def section_dynamics(rep: Report, ws, record) -> None:
-    series = {key: ws.registry.metric_history(record.run_id, key) for key in ("train_loss", "val_loss", "grad_norm")}
-    best = ws.registry.metric_history(record.run_id, "final_best_epoch")
+def section_dynamics(rep: Report, view, record) -> None:
+    series = {key: view.registry.metric_history(record.run_id, key) for key in ("train_loss", "val_loss", "grad_norm")}
+    best = view.registry.metric_history(record.run_id, "final_best_epoch")
     best_epoch = int(best[-1][1]) if best else None
     rep.summary["dynamics"] = {**{k: [v for _, v in pts] for k, pts in series.items()}, "best_epoch": best_epoch}
     rep.add("Training dynamics (from MLflow)", "", [plots.training_curves(
@@ -263,12 +263,12 @@ def section_dynamics(rep: Report, ws, record) -> None:
             "validation loss).")
 
 
-def section_opacity(rep: Report, ws, expert, data, record, modes: list[str], runs: int) -> None:
+def section_opacity(rep: Report, view, expert, data, record, modes: list[str], runs: int) -> None:
     from moe_pipeline.inspect.opacity import sensitivity
     from moe_pipeline.state.fingerprint import training_seeds
 
-    spec = ws.pipeline.experts[expert]
-    result = sensitivity(spec, ws.pipeline.resources_for(expert), data, *training_seeds(record.spec), modes, runs)
+    spec = view.pipeline.experts[expert]
+    result = sensitivity(spec, view.pipeline.resources_for(expert), data, *training_seeds(record.spec), modes, runs)
     rep.summary["opacity"] = result
     skip = ("verdict", "digests", "shared", "varied")
     rows = [{"source": mode, "what varied": vals["varied"],

@@ -7,12 +7,12 @@ write tensors: the names of the files and `outputs_sha` serve a process that nev
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from moe_pipeline.data.store import SPLITS
 from moe_pipeline.hashing import sha256_file
+from moe_pipeline.state.version_spec import VersionSpec
 
 if TYPE_CHECKING:
     import torch
@@ -28,7 +28,7 @@ def outputs_file(split: str, folder: str = "outputs") -> str:
 
 
 def write_version_files(folder: Path, model: torch.nn.Module, initial_first_layer: torch.Tensor,
-                        outputs: dict[str, dict[str, torch.Tensor]], spec: dict[str, Any],
+                        outputs: dict[str, dict[str, torch.Tensor]], spec: VersionSpec,
                         probe: torch.Tensor) -> None:
     """Write the tensors and the spec of a version under `folder` (`seal_version_files` adds the rest).
 
@@ -40,7 +40,7 @@ def write_version_files(folder: Path, model: torch.nn.Module, initial_first_laye
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS))
     save_file({"first_layer": initial_first_layer.contiguous()}, str(folder / INITIAL))
-    (folder / SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True))
+    (folder / SPEC).write_text(spec.to_json())
     for split in SPLITS:
         write_outputs(folder / outputs_file(split), outputs[split])
     write_outputs(folder / PROBE, {"rows": probe, "probs": outputs["val"]["probs"][probe]})
@@ -53,7 +53,7 @@ def seal_version_files(folder: Path) -> dict[str, str]:
     from moe_pipeline.registry.mlmodel import write_expert_mlmodel
 
     # `mlflow.pyfunc.load_model("models:/<pipeline>.<expert>@current")`
-    write_expert_mlmodel(folder, read_json(folder / SPEC), {name: sha256_file(folder / name) for name in (SPEC, WEIGHTS)})
+    write_expert_mlmodel(folder, VersionSpec.read(folder / SPEC), {name: sha256_file(folder / name) for name in (SPEC, WEIGHTS)})
     return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
@@ -85,5 +85,3 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())

@@ -11,9 +11,10 @@ import functools
 import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from moe_pipeline.state.version_spec import VersionSpec
 
 LOADER = "moe_pipeline.serve.pyfunc"
 REQUIREMENTS = ("torch", "safetensors", "numpy", "pydantic", "mlflow", "networkx", "pyyaml", "moe-pipeline")
@@ -35,13 +36,13 @@ def requirements() -> list[str]:
     return list(_pins())
 
 
-def write_expert_mlmodel(folder: Path, saved: dict[str, Any], files_sha256: dict[str, str]) -> None:
+def write_expert_mlmodel(folder: Path, saved: VersionSpec, files_sha256: dict[str, str]) -> None:
     """MLmodel for one expert version: input (n, *in_shape) float32, output (n, n_outputs) float32."""
     from mlflow.types.schema import Schema, TensorSpec
 
     (folder / "sha256.json").write_text(json.dumps(files_sha256, indent=2, sort_keys=True))
-    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *saved["in_shape"]))])
-    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, saved["n_outputs"]))])
+    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *saved.in_shape))])
+    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, saved.n_outputs))])
     _write(folder, inputs, outputs, None)
 
 

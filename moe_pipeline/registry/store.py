@@ -21,7 +21,7 @@ from moe_pipeline.errors import IntegrityError, RegistryError
 from moe_pipeline.hashing import sha256_file
 from moe_pipeline.longlived import long_lived
 from moe_pipeline.pipeline.paths import project_root
-from moe_pipeline.registry.versions import CURRENT, HOST, PID, ExpertVersions
+from moe_pipeline.registry.versions import CURRENT, ExpertVersions
 from moe_pipeline.state.record import Record, from_tags
 
 if TYPE_CHECKING:
@@ -65,11 +65,8 @@ class RegistryReader:
         self.tracking_uri = tracking_uri
         self.pipeline_name = pipeline_name
         self.requests = 0  # registry calls made; the benchmarks report it
-        self.tag_writes = 0  # tags set or deleted; `status --record` reports it
         self._client = None
-        self._experiment_id: str | None = None
         self._downloads: dict[tuple[str, str], Path] = {}  # artifacts of a remote store, fetched once
-        self._artifact_uris: dict[str, str] = {}  # run id -> artifact URI, of the runs this process created
 
     # ------------------------------------------------------------ connection
 

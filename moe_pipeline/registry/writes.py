@@ -1,6 +1,8 @@
 """The registry's write path: runs, their metrics and artifacts, model versions, tags, the
-`current` alias. `RegistryReader` (store.py) reads; only the write path (`execute.write`,
-`status --record`) holds a `Registry`. Must not decide what is stale or train.
+`current` alias. `RegistryReader` (store.py) reads; a `Registry` writes through the reader's
+connection (it holds one, it is not one), so a process that writes reads and writes with one
+client. Only the write path (`execute/`'s steps, `status --record`, `export --register`,
+inspection's uploads) holds a `Registry`. Must not decide what is stale or train.
 """
 from __future__ import annotations
 
@@ -17,8 +19,44 @@ from moe_pipeline.registry.versions import CURRENT, HOST, PID
 from moe_pipeline.state.record import NEEDS_RETRAIN, Record, to_tags
 
 
-class Registry(RegistryReader):
-    """The store, with the writes: runs, artifacts, model versions, tags, the `current` alias."""
+class Registry:
+    """The store's writes: runs, artifacts, model versions, tags, the `current` alias.
+
+    Built over a `RegistryReader` (given, or one of its own for `tracking_uri`): every request
+    goes through that reader's client and is counted in its `requests`."""
+
+    def __init__(self, tracking_uri: str, pipeline_name: str, reader: RegistryReader | None = None):
+        self.reader = reader or RegistryReader(tracking_uri, pipeline_name)
+        self.tracking_uri, self.pipeline_name = self.reader.tracking_uri, self.reader.pipeline_name
+        self.tag_writes = 0  # tags set or deleted; `status --record` reports it
+        self._experiment_id: str | None = None
+        self._artifact_uris: dict[str, str] = {}  # run id -> artifact URI, of the runs this process created
+
+    @classmethod
+    def over(cls, reader: RegistryReader) -> "Registry":
+        """The writes of the store `reader` reads, through its connection."""
+        return cls(reader.tracking_uri, reader.pipeline_name, reader)
+
+    @property
+    def client(self):
+        return self.reader.client
+
+    @property
+    def requests(self) -> int:
+        return self.reader.requests
+
+    @requests.setter
+    def requests(self, value: int) -> None:
+        self.reader.requests = value
+
+    def model_name(self, expert: str) -> str:
+        return self.reader.model_name(expert)
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        return self.reader._call(what, fn, *args, **kwargs)
+
+    def _pages(self, what: str, search, filter_string: str, page_size: int) -> Iterator:
+        return self.reader._pages(what, search, filter_string, page_size)
 
     def experiment_id(self) -> str:
         if self._experiment_id is None:
@@ -28,7 +66,7 @@ class Registry(RegistryReader):
             if experiment is not None:
                 self._experiment_id = experiment.experiment_id
                 return self._experiment_id
-            root = self.artifact_root()
+            root = self.reader.artifact_root()
             try:
                 self.requests += 1
                 self._experiment_id = self.client.create_experiment(

@@ -53,7 +53,7 @@ def explain(system, fields: dict[str, np.ndarray], row: int) -> list[Answer]:
 
 
 def _label(p, probs: torch.Tensor) -> tuple[str, float | None, int | None]:
-    if p.saved["task"] != "classification":
+    if p.saved.task != "classification":
         return ", ".join(f"{v:.4g}" for v in probs[0].tolist()), None, None
     k = int(probs[0].argmax())
     names = p.class_names or [str(i) for i in range(probs.shape[1])]
@@ -72,7 +72,7 @@ def _answer(system, name: str, one: dict[str, np.ndarray], done: dict) -> Answer
     gap, steps = result.gap, result.steps
     flat = result.attributions.reshape(-1).double()
     total = float(flat.abs().sum()) or 1.0
-    for ref, start, stop in p.saved["blocks"]:
+    for ref, start, stop in p.saved.blocks:
         block = flat[start:stop]
         owner = ref.partition(".")[0]
         upstream = None

@@ -69,7 +69,7 @@ def _csv(path: Path, system) -> np.ndarray:
 
     table = pacsv.read_csv(path)
     ref = next(iter(system.fields))
-    names = next((p.saved.get("feature_names") for p in system.experts.values() if ref in p.inputs
+    names = next((p.saved.feature_names for p in system.experts.values() if ref in p.inputs
                   and len(p.inputs) == 1), None)
     columns = table.column_names
     if names and set(names) <= set(columns):

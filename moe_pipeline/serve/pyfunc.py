@@ -33,22 +33,24 @@ class ExpertModel:
     def __init__(self, folder: Path):
         from moe_pipeline.errors import IntegrityError
         from moe_pipeline.registry.artifacts import SPEC, WEIGHTS
-        from moe_pipeline.serve.system import _build, _sha256
+        from moe_pipeline.hashing import sha256_file
+        from moe_pipeline.state.version_spec import VersionSpec
+        from moe_pipeline.training.rebuild import load_version_model
 
         expected = json.loads((folder / MANIFEST).read_text())
         for file in (SPEC, WEIGHTS):
-            if _sha256(folder / file) != expected[file]:
+            if sha256_file(folder / file) != expected[file]:
                 raise IntegrityError(f"{folder / file} does not match its sha256 in {MANIFEST} (modified)")
-        self.saved = json.loads((folder / SPEC).read_text())
-        self.model = _build(self.saved, folder / WEIGHTS)
+        self.saved = VersionSpec.read(folder / SPEC)
+        self.model = load_version_model(self.saved, folder / WEIGHTS)
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
         import torch
 
         from moe_pipeline.training.train import infer
 
-        x = torch.as_tensor(np.asarray(model_input, dtype=np.float32)).reshape(-1, *self.saved["in_shape"])
-        return infer(self.model, x, self.saved["task"])["probs"].numpy()
+        x = torch.as_tensor(np.asarray(model_input, dtype=np.float32)).reshape(-1, *self.saved.in_shape)
+        return infer(self.model, x, self.saved.task)["probs"].numpy()
 
 
 class SystemModel:

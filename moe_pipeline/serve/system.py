@@ -18,6 +18,8 @@ import torch
 
 from moe_pipeline.errors import IntegrityError, SelectionError
 from moe_pipeline.hashing import sha256_file
+from moe_pipeline.state.version_spec import VersionSpec
+from moe_pipeline.training.rebuild import load_version_model
 
 SYSTEM_JSON = "system.json"
 BATCH = 4096  # rows per forward pass: bounds memory on long inputs
@@ -29,17 +31,17 @@ class Pinned:
 
     name: str
     version: int
-    saved: dict[str, Any]  # its spec.json: spec, in_shape, n_outputs, task, transforms, class names
+    saved: VersionSpec  # its spec.json
     model: torch.nn.Module
     sha256: dict[str, str]  # spec.json and weights.safetensors
 
     @property
     def inputs(self) -> list[str]:
-        return [b[0] for b in self.saved["blocks"]]
+        return self.saved.inputs
 
     @property
     def class_names(self) -> list[str] | None:
-        return self.saved.get("class_names")
+        return self.saved.class_names
 
 
 class System:
@@ -99,7 +101,7 @@ class System:
         for name, p in self.experts.items():
             target = folder / "experts" / name
             target.mkdir(parents=True, exist_ok=True)
-            (target / SPEC).write_text(json.dumps(p.saved, indent=2, sort_keys=True))
+            (target / SPEC).write_text(p.saved.to_json())
             save_file({k: v.detach().cpu().contiguous() for k, v in p.model.state_dict().items()}, str(target / WEIGHTS))
             p.sha256 = {SPEC: sha256_file(target / SPEC), WEIGHTS: sha256_file(target / WEIGHTS)}
         meta = {"pipeline": self.pipeline, "order": self.order, "sinks": self.sinks, "fields": self.fields,
@@ -121,8 +123,9 @@ class System:
                 if sha256_file(base / file) != entry["sha256"][file]:
                     raise IntegrityError(f"exported system {folder}: experts/{name}/{file} does not match its sha256 "
                                          "in system.json (modified); export again")
-            saved = json.loads((base / SPEC).read_text())
-            pinned[name] = Pinned(name, entry["version"], saved, _build(saved, base / WEIGHTS), entry["sha256"])
+            saved = VersionSpec.read(base / SPEC)
+            pinned[name] = Pinned(name, entry["version"], saved, load_version_model(saved, base / WEIGHTS),
+                                  entry["sha256"])
         return cls(meta["pipeline"], pinned, meta["order"], meta["fields"])
 
     # ------------------------------------------------------------ applying
@@ -169,7 +172,7 @@ class System:
         for name in self.order:
             p = self.experts[name]
             x = self.expert_input(p, batch, done)
-            done[name] = infer(p.model, x, p.saved["task"])
+            done[name] = infer(p.model, x, p.saved.task)
         return done
 
     def expert_input(self, p: Pinned, batch: dict[str, np.ndarray], done: dict[str, dict[str, torch.Tensor]]):
@@ -182,7 +185,7 @@ class System:
             owner, _, output = ref.partition(".")
             if ref in self.fields:  # a source field: the version's fitted transform, then float32
                 value = np.asarray(batch[ref])
-                params = (p.saved.get("transforms") or {}).get(ref)
+                params = p.saved.transforms.get(ref)
                 value = apply(params, value) if params else value
                 parts.append(torch.as_tensor(np.ascontiguousarray(value)).float())
             else:
@@ -197,7 +200,7 @@ class System:
         for name, out in outputs.items():
             p = self.experts[name]
             probs = out["probs"].numpy()
-            if p.saved["task"] == "classification":
+            if p.saved.task == "classification":
                 names = p.class_names or [str(k) for k in range(probs.shape[1])]
                 for k, label in enumerate(names):
                     columns[f"{name}.p[{label}]"] = probs[:, k]
@@ -206,16 +209,3 @@ class System:
                 for k in range(probs.shape[1]):
                     columns[f"{name}.value[{k}]" if probs.shape[1] > 1 else f"{name}.value"] = probs[:, k]
         return pd.DataFrame(columns)
-
-
-def _build(saved: dict[str, Any], weights: Path) -> torch.nn.Module:
-    from pydantic import TypeAdapter
-    from safetensors.torch import load_file
-
-    from moe_pipeline.pipeline.spec import ModelSpec
-    from moe_pipeline.training.models import build_model
-
-    model = build_model(TypeAdapter(ModelSpec).validate_python(saved["spec"]["model"]), saved["in_shape"],
-                        saved["n_outputs"])
-    model.load_state_dict(load_file(str(weights)))
-    return model.eval()

@@ -30,6 +30,14 @@ class UpstreamRef:
 
 @dataclass
 class Record:
+    """What one expert version was trained from and how it did: spec, code, data and upstream
+    fingerprints, its files' sha256, its metric; and what changed since (refreshed outputs,
+    a staleness mark, the last cutoff validation).
+
+    `upstream` is what the version consumes *now* (a cutoff check that kept it moves it to the
+    new upstream versions); `trained_upstream` is what it was trained on, and never moves.
+    """
+
     expert: str
     version: int
     run_id: str
@@ -52,6 +60,18 @@ class Record:
     validated: dict[str, Any] | None = None  # last cutoff check: upstreams validated against, deltas
     trained_upstream: dict[str, UpstreamRef] | None = None  # what it was trained on; `upstream` may move on
     baseline: float | None = None  # validation metric of the trivial predictor (majority class / mean)
+
+    @classmethod
+    def from_training(cls, expert: str, run_id: str, fp, upstream: dict[str, UpstreamRef], trained,
+                      sha256: dict[str, str], outputs_sha: str) -> "Record":
+        """The record of a version just trained (number 0 until the registry gives it one), from
+        its fingerprint (`state.fingerprint.Fingerprint`) and the training's summary
+        (`execute.training_process.TrainingSummary`)."""
+        return cls(expert=expert, version=0, run_id=run_id, spec=fp.spec, spec_hash=fp.spec_hash, code=fp.code,
+                   code_hash=fp.code_hash, data=fp.data, data_hash=fp.data_hash, upstream=upstream,
+                   train_seconds=round(trained.seconds, 3), peak_memory_mb=round(trained.peak_memory_mb, 2),
+                   metric_name=trained.metric, val_metric=trained.metrics[f"val_{trained.metric}"], sha256=sha256,
+                   outputs_sha=outputs_sha, baseline=trained.baseline)
 
     def __post_init__(self) -> None:
         if self.trained_upstream is None:

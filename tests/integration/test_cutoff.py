@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from moe_pipeline.state.cutoff import measure
 from moe_pipeline.pipeline.loader import load_pipeline
-from moe_pipeline.execute.write import Workspace
-from tests.conftest import cli
+from moe_pipeline.execute.view import View
+from tests.conftest import cli, unique_module
 
 MODULE = '''
 import torch
@@ -65,9 +64,7 @@ LOOSE = "{agreement: 0.965, max_abs: 1.0, mean_abs: 1.0, metric_drop: 1.0, probe
 
 @pytest.fixture
 def cut(tmp_path: Path, monkeypatch, registry_uri: str, request):
-    module = f"cut_{abs(hash(request.node.nodeid))}"
-    (tmp_path / f"{module}.py").write_text(textwrap.dedent(MODULE))
-    monkeypatch.syspath_prepend(str(tmp_path))
+    module = unique_module("cut", request, tmp_path, monkeypatch, MODULE)
     path = tmp_path / "cut.yaml"
 
     def write(cutoff: str = LOOSE, offset: float | None = None, extra: str = "") -> Path:
@@ -139,7 +136,7 @@ def test_drifts_are_compared_with_the_training_reference_not_chained(cut, capsys
         actions.append(outcomes(capsys)["d"][0])
     assert actions == ["kept", "kept", "retrained"]
     # The last drift alone is small: d v1 on u v4's outputs vs d v1 on u v3's outputs agrees within tolerance.
-    ws = Workspace(load_pipeline(path))
+    ws = View(load_pipeline(path), fast_reads=False)
     snap = ws.snapshot()
     model, _ = ws.load_model(snap["d"].records[1])
     val = {v: ws.load_outputs(snap["u"].records[v])["val"]["probs"] for v in (3, 4)}

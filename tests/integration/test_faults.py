@@ -145,11 +145,11 @@ def test_a_signal_during_training_says_what_stopped_and_registers_nothing(tiny: 
 
 def test_corrupt_or_deleted_artifact_is_stale_integrity_and_run_repairs_it(tiny: Path, registry_uri: str,
                                                                             capsys):
-    from moe_pipeline.execute.write import Workspace
+    from moe_pipeline.execute.view import View
     from moe_pipeline.pipeline.loader import load_pipeline
 
     assert cli("run", tiny) == 0
-    ws = Workspace(load_pipeline(tiny))
+    ws = View(load_pipeline(tiny), fast_reads=False)
     weights = ws.artifact(ws.record("is_even"), "weights.safetensors")
     outputs = ws.artifact(ws.record("has_loop"), "outputs/val.safetensors")
     weights.write_bytes(weights.read_bytes()[:-3] + b"xyz")

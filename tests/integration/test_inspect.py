@@ -7,7 +7,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from moe_pipeline.pipeline.loader import load_pipeline
-from moe_pipeline.execute.write import Workspace
+from moe_pipeline.execute.view import View
 from tests.conftest import cli
 
 
@@ -20,7 +20,7 @@ def test_inspect_image_expert_writes_every_section(tiny: Path, registry_uri: str
     assert "AGOP: top features" in printed and str(out / "report.html") in printed
     summary = json.loads((out / "summary.json").read_text())
     assert {"metrics", "confusion", "agop", "collapse", "attribution", "dynamics"} <= set(summary)
-    assert sum(map(sum, summary["confusion"])) == len(Workspace(load_pipeline(tiny)).store.source("digits").splits["test"])
+    assert sum(map(sum, summary["confusion"])) == len(View(load_pipeline(tiny), fast_reads=False).store.source("digits").splits["test"])
     assert summary["agop"]["input_dim"] == 64 and summary["agop"]["dense"]
     assert len(summary["dynamics"]["train_loss"]) == 3
     for png in ("confusion_counts.png", "agop.png", "agop_eigenvectors.png", "integrated_gradients_per_class.png",
@@ -36,13 +36,13 @@ def test_inspect_image_expert_writes_every_section(tiny: Path, registry_uri: str
 def test_inspect_downstream_expert_shows_reliance_without_upstream_weights(tiny: Path, tmp_path: Path, monkeypatch):
     assert cli("run", tiny) == 0
     loaded_models = []
-    original = Workspace.load_model
+    original = View.load_model
 
     def spy(self, record):
         loaded_models.append(record.expert)
         return original(self, record)
 
-    monkeypatch.setattr(Workspace, "load_model", spy)
+    monkeypatch.setattr(View, "load_model", spy)
     out = tmp_path / "digit"
     assert cli("inspect", tiny, "digit", "--out", out, "--methods", "agop") == 0
     assert loaded_models == ["digit"]

@@ -19,6 +19,6 @@ def test_every_param_and_metric_is_logged_in_the_fewest_requests(tmp_path: Path)
     run = registry.client.get_run(run_id)
     assert run.data.params == {k: str(v) for k, v in params.items()}
     for k in range(9):
-        steps = registry.metric_history(run_id, f"m{k}")
+        steps = registry.reader.metric_history(run_id, f"m{k}")
         assert steps == [(e, e * 10.0 + k) for e in range(1, 201)]
     assert run.data.metrics["final_val_accuracy"] == 0.5

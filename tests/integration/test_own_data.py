@@ -5,7 +5,6 @@ the train split and stored with each version, and bad data is one clear error, n
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import cli, store_bytes
+from tests.conftest import cli, status_entries, store_bytes
 
 WINE = """
 name: wine
@@ -92,34 +91,32 @@ def wine(tmp_path: Path, registry_uri: str) -> Path:
     return path
 
 
-def statuses(path: Path, capsys) -> dict:
-    capsys.readouterr()
-    assert cli("status", path, "--json") == 0
-    return {e["name"]: e for e in json.loads(capsys.readouterr().out)["experts"]}
+statuses = status_entries
 
 
 def test_wine_csv_trains_names_flow_and_the_final_expert_beats_ninety_percent(wine: Path, registry_uri: str,
                                                                               capsys):
-    from moe_pipeline.execute.write import Workspace
+    from moe_pipeline.execute.view import View
     from moe_pipeline.pipeline.loader import load_pipeline
-    from moe_pipeline.registry.artifacts import SPEC, read_json
+    from moe_pipeline.registry.artifacts import SPEC
+    from moe_pipeline.state.version_spec import VersionSpec
 
     capsys.readouterr()
     assert cli("run", wine) == 0
     table = capsys.readouterr().out
     assert "weakest on val: class_" in table  # the run table names classes by the label column's values
     assert {e["status"] for e in statuses(wine, capsys).values()} == {"fresh"}
-    ws = Workspace(load_pipeline(wine))
+    ws = View(load_pipeline(wine), fast_reads=False)
     record = ws.record("cultivar")
     data, _ = ws.expert_data("cultivar")
     test_probs = ws.load_outputs(record)["test"]["probs"]
     accuracy = float((test_probs.argmax(1) == data.y["test"]).double().mean())
     assert accuracy >= 0.9, accuracy
     assert data.class_names == ["class_0", "class_1", "class_2"]
-    saved = read_json(ws.artifact(ws.record("is_first"), SPEC))
-    assert saved["feature_names"][:2] == ["alcohol", "malic_acid"]
+    saved = VersionSpec.read(ws.artifact(ws.record("is_first"), SPEC))
+    assert saved.feature_names[:2] == ["alcohol", "malic_acid"]
     # the standardisation stored with the version was fitted on the train rows only
-    params = saved["transforms"]["wine.features"]
+    params = saved.transforms["wine.features"]
     raw = np.loadtxt(wine.parent / "data" / "wine.csv", delimiter=",", skiprows=1, usecols=range(13))
     train_rows = ws.store.source("wine").splits["train"].numpy()
     assert np.allclose(params["mean"], raw[train_rows].mean(axis=0), rtol=1e-5)

@@ -10,7 +10,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from moe_pipeline.pipeline.loader import load_pipeline
-from moe_pipeline.execute.write import Workspace
+from moe_pipeline.execute.view import View
 from tests.conftest import cli
 
 
@@ -51,7 +51,7 @@ def test_run_registers_every_expert_with_record_and_alias(tiny: Path, registry_u
 def test_same_spec_and_seed_give_bitwise_identical_weights(tiny: Path, registry_uri: str):
     assert cli("run", tiny, "is_even") == 0
     assert cli("run", tiny, "is_even", "--force") == 0
-    ws = Workspace(load_pipeline(tiny))
+    ws = View(load_pipeline(tiny), fast_reads=False)
     records = ws.snapshot()["is_even"].records
     assert set(records) == {1, 2}
     assert records[1].sha256["weights.safetensors"] == records[2].sha256["weights.safetensors"]
@@ -71,7 +71,7 @@ def test_downstream_trains_from_stored_outputs_without_upstream_weights(tiny: Pa
     def forbidden(*args, **kwargs):
         raise AssertionError("a downstream expert must not load an upstream model")
 
-    monkeypatch.setattr(Workspace, "load_model", forbidden)
+    monkeypatch.setattr(View, "load_model", forbidden)
     monkeypatch.setattr(safetensors.torch, "load_file", lambda *a, **k: forbidden())  # any other path to weights
     assert cli("run", tiny, "digit", "--force") == 0
     assert read, "the upstream outputs were never read"
@@ -81,7 +81,7 @@ def test_downstream_trains_from_stored_outputs_without_upstream_weights(tiny: Pa
 
 def test_checksum_mismatch_is_a_clear_error(tiny: Path, registry_uri: str, capsys, tmp_path: Path):
     assert cli("run", tiny) == 0
-    ws = Workspace(load_pipeline(tiny))
+    ws = View(load_pipeline(tiny), fast_reads=False)
     record = ws.record("has_loop")
     path = ws.artifact(record, "outputs/train.safetensors")
     path.write_bytes(path.read_bytes()[:-1] + b"\x00")
@@ -119,7 +119,7 @@ def test_memory_budget_accumulates_to_the_same_effective_batch(tiny: Path):
 
     from moe_pipeline.training.train import train_expert
 
-    ws = Workspace(load_pipeline(tiny))
+    ws = View(load_pipeline(tiny), fast_reads=False)
     data, _ = ws.expert_data("is_even")
     spec = ws.pipeline.experts["is_even"]
     resources = ws.pipeline.resources.model_copy(update={"max_memory_gb": 1.0})

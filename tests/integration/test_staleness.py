@@ -1,7 +1,6 @@
 """Staleness scenarios on a real sqlite registry, driven through the CLI."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -9,15 +8,11 @@ from mlflow.tracking import MlflowClient
 
 from moe_pipeline.pipeline.loader import load_pipeline
 from moe_pipeline.state.record import NEEDS_RETRAIN
-from moe_pipeline.execute.write import Workspace
-from tests.conftest import cli, store_bytes
+from moe_pipeline.execute.view import View
+from tests.conftest import cli, status_entries, store_bytes
 
 
-def status_of(path: Path, capsys, *options: str) -> dict:
-    capsys.readouterr()
-    assert cli("status", path, "--json", *options) == 0
-    data = json.loads(capsys.readouterr().out)
-    return {e["name"]: e for e in data["experts"]}
+status_of = status_entries
 
 
 def assert_tags_agree_with_status(path: Path, registry_uri: str, capsys) -> None:
@@ -149,7 +144,7 @@ def test_unreachable_registry_is_a_clear_error_and_writes_nothing(tiny: Path, mo
 
 def test_status_queries_the_registry_a_fixed_number_of_times(tiny: Path, registry_uri: str):
     assert cli("run", tiny) == 0
-    ws = Workspace(load_pipeline(tiny))
+    ws = View(load_pipeline(tiny), fast_reads=False)
     ws.statuses()
     assert ws.registry.requests == 3  # connect + registered models + model versions, for any number of experts
 

@@ -151,12 +151,12 @@ def _exit(code):
     end(code)
 os._exit = _exit
 sys.argv = ["trainer", sys.argv[1], "is_even"]
-runpy.run_module("moe_pipeline.execute.trainer", run_name="__main__")
+runpy.run_module("moe_pipeline.execute.training_process", run_name="__main__")
 """
 
 
 def test_the_training_process_speaks_json_lines_and_never_loads_mlflow(tiny: Path, tmp_path: Path):
-    from moe_pipeline.execute.trainer import TrainingJob
+    from moe_pipeline.execute.training_process import TrainingJob
     from moe_pipeline.pipeline.loader import load_pipeline
     from moe_pipeline.state.fingerprint import fingerprint, training_seeds
     from moe_pipeline.data.store import DataStore

@@ -89,3 +89,30 @@ def test_no_module_is_past_four_hundred_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 400}
     assert long == {}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_circles_between_the_modules_even_through_lazy_imports():
+    """A circle means a helper lives in the wrong place: every import counts, also one inside a
+    function (those are how circles hide)."""
+    import networkx as nx
+
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py") if "templates" not in p.parts}
+    graph = nx.DiGraph()
+    for name, path in modules.items():
+        graph.add_node(name)
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            for target in targets:
+                # a package's own __init__ is not an edge back from its modules
+                if target in modules and target != name and not name.startswith(target + "."):
+                    graph.add_edge(name, target)
+    assert sorted(" -> ".join(c) for c in nx.simple_cycles(graph)) == []

@@ -5,7 +5,7 @@ import contextlib
 import pytest
 
 from moe_pipeline.errors import DataError, RegistryError, TrainingError
-from moe_pipeline.execute.trainer import raise_as_there
+from moe_pipeline.execute.training_process import raise_as_there
 
 
 def _located(seen: list):

@@ -1,15 +1,15 @@
 """Train one expert into a folder of version files: here, or in `run`'s training process.
 
 `train_into` is the torch half of writing a version: train, then write weights, stored
-outputs, probe and spec into a scratch folder, and summarise what the record needs. The
-write path (`Workspace.train`) logs and registers that folder under the expert's lease. It
+outputs, probe and spec into a scratch folder, and summarise what the record needs
+(`TrainingSummary`). The write path (`execute.new_version`) logs and registers that folder
+under the expert's lease. It
 asks a trainer to `prepare` an expert (build its data from the verified upstream outputs
 files) and to `train` it: `TrainingHere` in its own process, or `TrainingProcess`.
 
 `run` with something to train starts a training process (`TrainingProcess`) as soon as its
 read-only plan says so. That process imports torch and loads the sources while `run`'s own
-process imports mlflow and opens the registry: on two cores, the two imports (~1 s each)
-overlap. It then builds each expert's data and trains it when asked, reading upstream
+process imports mlflow and opens the registry: on two cores, the two imports overlap. It then builds each expert's data and trains it when asked, reading upstream
 outputs only from the verified artifact files it is handed. Requests and replies are JSON
 lines on its stdin and stdout (its own prints go to stderr): no pickle. It dies with its
 parent (Linux: PR_SET_PDEATHSIG; elsewhere at its next read).
@@ -36,13 +36,46 @@ Progress = Callable[[int, int, dict[str, float]], None]
 
 @dataclass
 class TrainingJob:
-    """What to train, as the process holding the lease decided it (JSON-able)."""
+    """What to train, as the process holding the lease decided it; goes to the training
+    process as JSON (`to_json`/`from_json`, here only)."""
 
     expert: str
     spec: dict[str, Any]  # the resolved spec its fingerprint hashed
     init_seed: int
     order_seed: int
     probe_size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TrainingJob":
+        return cls(**data)
+
+
+@dataclass
+class TrainingSummary:
+    """What training one version tells the write path, from this process or the training
+    process alike (comes back as JSON: `to_json`/`from_json`, here only)."""
+
+    task: str  # classification | regression
+    metric: str  # the primary metric's name: accuracy | r2
+    history: list[dict[str, float]]  # one row per epoch run
+    metrics: dict[str, float]  # final metrics of the kept (best-epoch) weights, `val_<metric>` among them
+    seconds: float
+    peak_memory_mb: float
+    micro_batch: int  # the batch that fit the memory budget (gradients accumulate to the spec's)
+    device: str
+    epochs_run: int
+    baseline: float  # the trivial predictor's validation metric
+    weakest: str | None  # the class with the lowest validation recall, for classification
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TrainingSummary":
+        return cls(**data)
 
 
 Located = Callable[[str], contextlib.AbstractContextManager]  # phase ("target", "model") -> error context
@@ -62,12 +95,13 @@ def fitted_transforms(pipeline, store, expert: str) -> dict[str, dict]:
 
 
 def train_into(folder: Path, job: TrainingJob, pipeline, store, data, located: Located,
-               progress: Progress | None = None) -> dict[str, Any]:
+               progress: Progress | None = None) -> TrainingSummary:
     """Train `job` on `data` and write the version's tensors and spec under `folder`; returns
-    what the record and the run need (JSON-able). What the model's code or training raises is
-    raised inside `located("model")`."""
+    what the record and the run need. What the model's code or training raises is raised
+    inside `located("model")`."""
     from moe_pipeline.registry.artifacts import write_version_files
     from moe_pipeline.state.cutoff import probe_rows
+    from moe_pipeline.state.version_spec import VersionSpec
     from moe_pipeline.training.train import primary_metric, release, train_expert, weakest_class
 
     expert_spec = pipeline.experts[job.expert]
@@ -75,19 +109,18 @@ def train_into(folder: Path, job: TrainingJob, pipeline, store, data, located: L
         result = train_expert(expert_spec.model, expert_spec.train, pipeline.resources_for(job.expert), data,
                               job.init_seed, progress, order_seed=job.order_seed)
     transforms = fitted_transforms(pipeline, store, job.expert)
-    saved_spec = {"spec": job.spec, "in_shape": list(data.in_shape), "n_outputs": data.n_outputs, "task": data.task,
-                  "blocks": [[b.ref, b.start, b.stop] for b in data.blocks], "micro_batch": result.micro_batch,
-                  "device": result.device,
-                  # what prediction and inspection need to read inputs as training did
-                  "transforms": transforms, "feature_names": data.feature_names, "class_names": data.class_names}
+    saved_spec = VersionSpec(spec=job.spec, in_shape=list(data.in_shape), n_outputs=data.n_outputs, task=data.task,
+                             blocks=[(b.ref, b.start, b.stop) for b in data.blocks], micro_batch=result.micro_batch,
+                             device=result.device, transforms=transforms, feature_names=data.feature_names,
+                             class_names=data.class_names)
     probe = probe_rows(len(data.y["val"]), job.probe_size)
     write_version_files(folder, result.model, result.initial_first_layer, result.outputs, saved_spec, probe)
     weakest = (weakest_class(result.outputs["val"]["logits"], data.y["val"], data.class_names)
                if data.task == "classification" and len(data.y["val"]) else None)
-    summary = {"task": data.task, "metric": primary_metric(data.task), "history": result.history,
-               "metrics": result.metrics, "seconds": result.seconds, "peak_memory_mb": result.peak_memory_mb,
-               "micro_batch": result.micro_batch, "device": result.device, "epochs_run": result.epochs_run,
-               "baseline": data.baseline(), "weakest": weakest}
+    summary = TrainingSummary(task=data.task, metric=primary_metric(data.task), history=result.history,
+                              metrics=result.metrics, seconds=result.seconds, peak_memory_mb=result.peak_memory_mb,
+                              micro_batch=result.micro_batch, device=result.device, epochs_run=result.epochs_run,
+                              baseline=data.baseline(), weakest=weakest)
     del result
     release()
     return summary
@@ -110,7 +143,7 @@ class TrainingHere:
             outputs = {up: {split: read_tensors(Path(files[split])) for split in SPLITS} for up, files in upstream.items()}
             self._data = build_expert_data(expert, self.pipeline.experts[expert], self.store, outputs)
 
-    def train(self, job: TrainingJob, folder: Path, located: Located, progress: Progress | None) -> dict[str, Any]:
+    def train(self, job: TrainingJob, folder: Path, located: Located, progress: Progress | None) -> TrainingSummary:
         """Train the prepared expert into `folder`."""
         data, self._data = self._data, None  # freed with this call: peak memory is one expert's
         return train_into(folder, job, self.pipeline, self.store, data, located, progress)
@@ -129,7 +162,7 @@ class TrainingProcess:
         self.pipeline_sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
         # it imports what `run` would: this very package, the project's code, what a caller added to sys.path
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
-        self._proc = subprocess.Popen([sys.executable, "-m", "moe_pipeline.execute.trainer", str(self.path), *experts],
+        self._proc = subprocess.Popen([sys.executable, "-m", "moe_pipeline.execute.training_process", str(self.path), *experts],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         self._checked = False
 
@@ -143,10 +176,10 @@ class TrainingProcess:
         self._send(prepare={"expert": expert, "upstream": upstream})
         self._reply("prepared", located)
 
-    def train(self, job: TrainingJob, folder: Path, located: Located, progress: Progress | None) -> dict[str, Any]:
+    def train(self, job: TrainingJob, folder: Path, located: Located, progress: Progress | None) -> TrainingSummary:
         """Train the prepared expert into `folder`; progress arrives epoch by epoch."""
-        self._send(train={"job": asdict(job), "folder": str(folder), "progress": progress is not None})
-        return self._reply("trained", located, progress)
+        self._send(train={"job": job.to_json(), "folder": str(folder), "progress": progress is not None})
+        return TrainingSummary.from_json(self._reply("trained", located, progress))
 
     def close(self) -> None:
         """Ask it to end (end of input), and make sure it has."""
@@ -251,10 +284,10 @@ def _serve(pipeline_path: str, experts: list[str], replies) -> None:
                 here.prepare(request["prepare"]["expert"], request["prepare"]["upstream"], _phase)
                 send(prepared={})
             else:
-                job = TrainingJob(**request["train"]["job"])
+                job = TrainingJob.from_json(request["train"]["job"])
                 progress = (lambda epoch, epochs, record: send(progress=[epoch, epochs, record])) \
                     if request["train"]["progress"] else None
-                send(trained=here.train(job, Path(request["train"]["folder"]), _phase, progress))
+                send(trained=here.train(job, Path(request["train"]["folder"]), _phase, progress).to_json())
         except Exception as exc:  # noqa: BLE001 - every error goes back to `run`, which reports it
             send_error(exc)
 
