@@ -50,18 +50,9 @@ def export(
     from moe_pipeline.registry.mlmodel import write_system_mlmodel
 
     view, system = _system(pipeline, None, allow_stale)
-    from moe_pipeline.errors import SelectionError
-    from moe_pipeline.serve.system import SYSTEM_JSON
-
     out = out or project_root(view.loaded.path) / "exports" / view.pipeline.name
-    if out.exists() and any(out.iterdir()):
-        if not (out / SYSTEM_JSON).exists():  # never delete a folder that is not an earlier export
-            raise SelectionError(f"--out {out} holds files that are not an export; choose an empty or new folder")
-        import shutil
-
-        shutil.rmtree(out)  # an earlier export is replaced whole: never half old, half new
-    system.save(out)
-    write_system_mlmodel(out, system.fields, _columns(system))
+    replace_export(out, lambda folder: (system.save(folder),
+                                        write_system_mlmodel(folder, system.fields, _columns(system))))
     pinned = ", ".join(f"{n} v{p.version}" for n, p in system.experts.items())
     typer.echo(f"exported {view.pipeline.name} ({pinned}) to {out}")
     if register:
@@ -76,6 +67,62 @@ def export(
         typer.echo(f"registered model '{view.pipeline.name}' v{version} (alias current); serve it from any folder:\n"
                    f"  MLFLOW_TRACKING_URI={shlex.quote(view.registry.tracking_uri)} mlflow models serve "
                    f"-m {shlex.quote(f'models:/{view.pipeline.name}@current')} --env-manager local")
+
+
+EXPORT_MARKER = ".moe-export.json"  # the files an export wrote: all it may ever delete again
+
+
+def replace_export(out: Path, write) -> None:
+    """Write an export into a new folder beside `out` (`write(folder)`), then put it in place:
+    where `out` is absent or empty, or holds exactly an earlier export's files (its marker lists
+    them). Anything else in `out` is never deleted: exit 2, naming it. Never half old, half new."""
+    import json
+    import shutil
+    import tempfile
+
+    from moe_pipeline.errors import SelectionError
+
+    foreign = _not_exported(out)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise SelectionError(f"--out {out} holds files that are not an export ({shown}); choose an empty or "
+                             "new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    try:
+        write(fresh)
+        files = sorted(str(p.relative_to(fresh)) for p in fresh.rglob("*") if p.is_file())
+        (fresh / EXPORT_MARKER).write_text(json.dumps({"files": files}, indent=2))
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.rename(old / "export")  # out is now absent: the new one goes in with one rename
+            fresh.rename(out)
+            shutil.rmtree(old)
+        else:
+            fresh.rename(out)
+    finally:
+        if fresh.exists():
+            shutil.rmtree(fresh)
+
+
+def _not_exported(out: Path) -> list[str]:
+    """Files and folders in `out` that no earlier export wrote (its marker), sorted; [] when
+    `out` is absent, empty, or exactly an earlier export."""
+    import json
+
+    if not out.exists():
+        return []
+    if not out.is_dir():
+        return [str(out)]
+    present = sorted(str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir())
+    try:
+        written = set(json.loads((out / EXPORT_MARKER).read_text())["files"]) | {EXPORT_MARKER}
+    except (OSError, ValueError, KeyError, TypeError):
+        written = set()
+    folders = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_dir())
+    empty_foreign = [f for f in folders if not any(w.startswith(f + "/") for w in written)
+                     and not any(x.startswith(f + "/") for x in present)]
+    return [p for p in present if p not in written] + empty_foreign
 
 
 def _columns(system) -> list[tuple[str, str]]:

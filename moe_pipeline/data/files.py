@@ -7,9 +7,6 @@ never a traceback. Must not import torch or mlflow, and must not touch the regis
 """
 from __future__ import annotations
 
-import csv
-import io
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,84 +34,28 @@ def read(source: Any, path: Path, name: str) -> FileData:
 
 
 def _csv(source: Any, path: Path, name: str) -> FileData:
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"{path}: the file is empty; expected a header row and one row per sample")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as "
-                        "UTF-8") from None
-    rows = list(csv.reader(io.StringIO(text), delimiter=source.delimiter))
-    header, body = rows[0], [r for r in rows[1:] if r]
-    if len(header) < 2:
-        raise DataError(f"{path}: found one column ({header[0][:60]!r}) with delimiter {source.delimiter!r}; "
-                        "set `delimiter:` to the file's separator")
-    if not body:
-        raise DataError(f"{path}: the file has a header but no rows")
-    for number, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path}: row {number} has {len(row)} cells, the header {len(header)}")
-    columns = {col: [row[i] for row in body] for i, col in enumerate(header)}
-    return _table(source, path, columns, first_row=2)
+    from moe_pipeline.data.tables import read_csv, to_fields
+
+    groups, columns = read_csv(source, path)
+    return FileData(*to_fields(groups, columns, path, first_row=2))
 
 
 def _parquet(source: Any, path: Path, name: str) -> FileData:
-    import pyarrow.parquet as pq
+    from moe_pipeline.data.tables import read_parquet, to_fields
 
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several types for a broken file; the user needs the reason
-        raise DataError(f"{path}: cannot read parquet: {exc}") from None
-    if table.num_rows == 0:
-        raise DataError(f"{path}: the file has no rows")
-    return _table(source, path, {col: table.column(col).to_pylist() for col in table.column_names}, first_row=0)
+    groups, columns = read_parquet(source, path)
+    return FileData(*to_fields(groups, columns, path, first_row=0))
 
 
-def _table(source: Any, path: Path, columns: dict[str, list], first_row: int) -> FileData:
-    """Feature columns to float32 (row/column of the first bad cell in errors), the label to class ids."""
-    for wanted in ([source.label] if source.label else []) + list(source.columns or []):
-        if wanted not in columns:
-            raise DataError(f"{path}: no column {wanted!r}; columns: {', '.join(list(columns)[:30])}")
-    features = list(source.columns or [c for c in columns if c != source.label])
-    matrix = np.empty((len(next(iter(columns.values()))), len(features)), dtype=np.float32)
-    for j, col in enumerate(features):
-        for i, cell in enumerate(columns[col]):
-            value = _number(cell)
-            if value is None or not math.isfinite(value):
-                where = f"row {i + first_row}" if first_row else f"row {i}"
-                what = "NaN or inf" if value is not None else f"{cell!r}, not a number"
-                raise DataError(f"{path}: {where}, column {col!r}: {what}; feature columns must hold finite numbers "
-                                f"(choose columns with `columns:` or clean the file)")
-            matrix[i, j] = value
-    out = FileData(fields={"features": matrix}, names={"features": features})
-    if source.label:
-        ids, classes = class_ids(columns[source.label])
-        out.fields["label"], out.classes["label"] = ids, classes
-    return out
-
-
-def _number(cell: Any) -> float | None:
-    if isinstance(cell, bool) or cell is None:
-        return None
-    if isinstance(cell, (int, float)):
-        return float(cell)
-    try:
-        return float(str(cell).strip())
-    except ValueError:
-        return None
-
-
-def class_ids(values: list) -> tuple[np.ndarray, list[str]]:
+def class_ids(values: list[str]) -> tuple[np.ndarray, list[str]]:
     """Class names are the values, sorted (numerically when they are all numbers); ids index them."""
-    text = [str(v).strip() for v in values]
-    distinct = sorted(set(text))
-    numbers = [_number(v) for v in distinct]
-    if all(n is not None for n in numbers):
-        distinct = [d for _, d in sorted(zip(numbers, distinct))]
+    distinct = sorted(set(values))
+    try:
+        distinct = sorted(distinct, key=float)
+    except ValueError:
+        pass
     index = {name: i for i, name in enumerate(distinct)}
-    return np.array([index[t] for t in text], dtype=np.int64), distinct
+    return np.array([index[v] for v in values], dtype=np.int64), distinct
 
 
 # ---------------------------------------------------------------- arrays

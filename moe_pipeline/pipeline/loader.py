@@ -1,11 +1,11 @@
 """Read a pipeline YAML file into a validated `Pipeline` and its expert graph.
 
-The only module that reads YAML. It safe-loads, rejects duplicate keys, keeps the line and
-column of every key so that each error reads `FILE:LINE:COL: key.path: message`, and
-collects all errors of a file before raising one `PipelineError`. A hostile file (binary,
-huge, deeply nested, an alias bomb, tags or complex keys) gets the same kind of message,
-never a traceback: the limits below are checked on the event stream, before anything is
-built. It does no training and no registry calls.
+The only module that reads pipeline files (through `yamltree`, its YAML reader). It keeps
+the line and column of every key so that each error reads `FILE:LINE:COL: key.path: message`,
+and collects all errors of a file before raising one `PipelineError`. A hostile file
+(binary, huge, deeply nested, an alias bomb or a recursive one, tags or complex keys, a
+5,000-digit number) gets the same kind of message, never a traceback. It does no training
+and no registry calls.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from moe_pipeline.pipeline import spec as spec_module
@@ -22,12 +21,10 @@ from moe_pipeline.errors import PipelineError, Problem
 from moe_pipeline.pipeline.graph import GraphIssue, check_graph
 from moe_pipeline.pipeline.paths import project_root, source_path
 from moe_pipeline.pipeline.wording import constraint_message
+from moe_pipeline.pipeline.yamltree import Loc, dotted as _dotted, read_yaml
 
-Loc = tuple[Any, ...]
 
 MAX_BYTES = 1 << 20  # a pipeline file is a page of YAML; 1 MiB is generous
-MAX_DEPTH = 64  # the schema nests 5 deep; libyaml's composer recurses on nesting
-MAX_VALUES = 100_000  # values after alias expansion: stops a "billion laughs" file
 MAX_SCHEMA_PROBLEMS = 50  # then "and N more": each problem costs a schema walk
 
 
@@ -89,7 +86,7 @@ def parse_pipeline(text: str, filename: str = "<pipeline>") -> spec_module.Pipel
 
 
 def _parse(text: str, filename: str) -> tuple[spec_module.Pipeline, dict[Loc, tuple[int, int]]]:
-    data, positions, problems = _read_yaml(text, filename)
+    data, positions, problems = read_yaml(text, filename)
     if data is None and problems:  # a syntax error: nothing further can be checked
         raise PipelineError(problems)
     if not isinstance(data, dict):
@@ -146,6 +143,12 @@ def _check_files(pipeline: spec_module.Pipeline, pipeline_path: Path, positions:
                 problem(("sources", name, "path"), f"{path} is not an npz file: {exc}")
                 continue
             source = sources[name] = source.model_copy(update={"arrays": arrays})
+        if source.loader == "csv":
+            mistake = _header_mistake(source, path)
+            if mistake:
+                key = "fields" if source.groups is not None else ("columns" if source.columns else "label")
+                problem(("sources", name, key), mistake)
+                continue
         fields = pipeline.source_fields(name) if source.loader != "npz" else tuple(source.arrays or ())
         for wanted in source.transform:
             if wanted not in fields:
@@ -154,145 +157,31 @@ def _check_files(pipeline: spec_module.Pipeline, pipeline_path: Path, positions:
     return pipeline.model_copy(update={"sources": sources}), problems
 
 
-# ---------------------------------------------------------------- YAML with positions
+def _header_mistake(source, path: Path) -> str | None:
+    """What is wrong with a CSV source's columns, read from its first line alone (`validate` stays
+    cheap): a column or pattern the header lacks, a duplicated name, a column in two fields."""
+    import csv
+    import io
 
+    from moe_pipeline.errors import DataError
+    from moe_pipeline.pipeline.columns import groups_of
 
-def _read_yaml(text: str, filename: str) -> tuple[Any, dict[Loc, tuple[int, int]], list[Problem]]:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
     try:
-        too_deep = _too_deep(text, loader, filename)
-        if too_deep:
-            return None, {}, [too_deep]
-        node = yaml.compose(text, Loader=loader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        return None, {}, [Problem(filename, line, col, "", f"YAML syntax: {exc.problem or exc.context}")]
-    except yaml.YAMLError as exc:  # a reader error: a control character or a stray byte order mark
-        line, col = _line_col(text, getattr(exc, "position", 0))
-        character = getattr(exc, "character", None)
-        # libyaml gives the code point, the pure-Python reader the character
-        code = ord(character) if isinstance(character, str) and len(character) == 1 else character
-        shown = f"U+{code:04X}" if isinstance(code, int) else repr(code)
-        return None, {}, [Problem(filename, line, col, "", f"control character {shown} is not allowed "
-                                  "in a YAML file; remove it")]
-    if node is None:
-        return None, {}, [Problem(filename, 1, 1, "", "the file is empty")]
-    positions: dict[Loc, tuple[int, int]] = {(): (node.start_mark.line + 1, node.start_mark.column + 1)}
-    problems: list[Problem] = []
-    builder = _Builder(filename, positions, problems)
+        with open(path, "rb") as fh:
+            first = fh.readline(1 << 20).decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return None  # reading the data says what is wrong, with the row
+    header = next(csv.reader(io.StringIO(first), delimiter=source.delimiter), [])
+    if len(header) < 2 or len(set(header)) != len(header):
+        return None  # one column (a wrong delimiter) or a duplicated name: the reader's message names it
     try:
-        data = builder.build(node, ())
-    except _TooLarge:
-        return None, {}, [Problem(filename, 1, 1, "", f"the file holds more than {MAX_VALUES} values once "
-                                  "aliases are expanded; a pipeline file holds a few hundred")]
-    return data, positions, problems
-
-
-def _line_col(text: str, index: int) -> tuple[int, int]:
-    before = text[:index]
-    return before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
-
-
-def _too_deep(text: str, loader, filename: str) -> Problem | None:
-    """Nesting depth from the event stream (no recursion, no values built).
-
-    libyaml's scanner reads ahead and, from PyYAML 6.0.4 on, stops at a nesting limit of its
-    own before our count sees the 65th level; its error is then not taken as the answer: the
-    pure-Python parser, which emits events as it reads, counts again, so the limit and the
-    message are ours whatever the library's version. A real syntax error still raises there.
-    """
-    try:
-        return _depth_problem(yaml.parse(text, Loader=loader), filename)
-    except yaml.YAMLError:
-        if loader is yaml.SafeLoader:
-            raise
-        return _depth_problem(yaml.parse(text, Loader=yaml.SafeLoader), filename)
-
-
-def _depth_problem(events, filename: str) -> Problem | None:
-    depth = 0
-    for event in events:
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            depth += 1
-            if depth > MAX_DEPTH:
-                mark = event.start_mark
-                return Problem(filename, mark.line + 1, mark.column + 1, "",
-                               f"nested more than {MAX_DEPTH} levels deep; a pipeline file nests about 5")
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            depth -= 1
+        groups_of(source, header, path)
+    except DataError as exc:
+        return str(exc)
     return None
 
 
-class _TooLarge(Exception):
-    """Alias expansion passed MAX_VALUES."""
-
-
-_PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:str", "tag:yaml.org,2002:int",
-               "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"}
-
-
-_SCALAR_KEY_TAGS = {"tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
-                    "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"}
-
-
-class _Builder:
-    """Plain Python values from a composed node tree, with the position of every key."""
-
-    def __init__(self, filename: str, positions: dict, problems: list):
-        self.filename, self.positions, self.problems = filename, positions, problems
-        self.constructor = yaml.SafeLoader("")  # used only to construct scalars the safe way
-        self.values = 0
-
-    def problem(self, node: yaml.Node, loc: Loc, message: str) -> None:
-        self.problems.append(Problem(self.filename, node.start_mark.line + 1, node.start_mark.column + 1,
-                                     _dotted(loc), message))
-
-    def build(self, node: yaml.Node, loc: Loc) -> Any:
-        self.values += 1
-        if self.values > MAX_VALUES:
-            raise _TooLarge
-        if node.tag not in _PLAIN_TAGS:  # never construct python/... or custom tags: pipeline files are plain data
-            self.problem(node, loc, f"YAML tag '{node.tag}' is not allowed; pipeline files hold plain values")
-            return None
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, loc)
-        if isinstance(node, yaml.SequenceNode):
-            items = []
-            for index, item in enumerate(node.value):
-                self.positions[loc + (index,)] = (item.start_mark.line + 1, item.start_mark.column + 1)
-                items.append(self.build(item, loc + (index,)))
-            return items
-        return self.constructor.construct_object(node, deep=True)
-
-    def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict:
-        out: dict[Any, Any] = {}
-        seen: dict[str, tuple[int, int]] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _SCALAR_KEY_TAGS:
-                self.problem(key_node, loc, "keys must be plain names (no `? [complex]` keys, no tags on keys)")
-                continue
-            key = self.constructor.construct_object(key_node, deep=True)
-            if not isinstance(key, str):  # YAML reads `1:` as an int and `on:` as a bool; 1 == True in a dict
-                self.problem(key_node, loc, f"key {key_node.value!r} is read as a {type(key).__name__}; keys are "
-                             f"names: quote it ('{key_node.value}') or rename it")
-                continue
-            where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            if key in seen:
-                self.problem(key_node, loc + (key,), f"duplicate key '{key}' (first defined at line {seen[key][0]}); "
-                             "remove one")
-                continue
-            seen[key] = where
-            self.positions[loc + (key,)] = where
-            out[key] = self.build(value_node, loc + (key,))
-        return out
-
-
-def _dotted(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+# ---------------------------------------------------------------- YAML with positions
 
 
 def _locate(loc: Loc, positions: dict[Loc, tuple[int, int]]) -> tuple[Loc, tuple[int, int]]:

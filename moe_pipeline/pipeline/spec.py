@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
@@ -106,18 +106,41 @@ class FileSource(Strict):
         default_factory=dict, description="per field, fitted on the train split only and stored with each version")
 
 
+class TableField(Strict):
+    """One field of a table: a group of columns and what they hold."""
+
+    columns: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        min_length=1, max_length=100_000, description="column names or glob patterns (`mean *`); file order is kept")
+    kind: Literal["features", "categorical", "numeric"] = Field(
+        "features", description="features: float columns, names kept; categorical: one column of classes (names = "
+        "the sorted values); numeric: numbers, e.g. a regression target")
+
+
 class TableSource(FileSource):
-    """CSV or parquet: fields `features` (float32, one column per feature, names kept) and `label`."""
+    """CSV or parquet. Its fields are column groups (`fields:`), or in the shorthand `label`/`columns`:
+    `features` (float32, one column per feature, names kept) and `label` (classes)."""
 
     loader: Literal["csv", "parquet"]
-    label: str | None = Field(None, max_length=256, description="the label column -> field `label`; class names "
-                              "are its values, sorted")
+    label: str | None = Field(None, max_length=256, description="shorthand: the label column -> field `label`; "
+                              "class names are its values, sorted")
     columns: list[Annotated[str, Field(max_length=256)]] | None = Field(
-        None, min_length=1, max_length=100_000, description="feature columns (default: every other column, in order)")
+        None, min_length=1, max_length=100_000, description="shorthand: feature columns -> field `features` "
+        "(default: every other column, in order)")
+    groups: dict[Name, TableField] | None = Field(
+        None, alias="fields", min_length=1, max_length=256,
+        description="named column groups, each a field with a kind: one table feeds many experts")
     delimiter: str = Field(",", min_length=1, max_length=1, description="csv only")
+
+    @model_validator(mode="after")
+    def _one_way_to_name_fields(self) -> "TableSource":
+        if self.groups is not None and (self.label is not None or self.columns is not None):
+            raise ValueError("give either `fields:` (column groups) or the shorthand `label:`/`columns:`, not both")
+        return self
 
     @property
     def fields(self) -> tuple[str, ...]:
+        if self.groups is not None:
+            return tuple(self.groups)
         return ("features", "label") if self.label else ("features",)
 
 

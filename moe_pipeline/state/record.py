@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from moe_pipeline.errors import RegistryError
+
 PREFIX = "moe."
 NEEDS_RETRAIN = PREFIX + "needs_retrain"
 VALIDATED_AGAINST = PREFIX + "validated_against"
@@ -140,15 +142,21 @@ def from_tags(expert: str, version: int, run_id: str, tags: dict[str, str]) -> R
     """A record from a version's tags; None for a version this project did not write."""
     if RECORD not in tags:
         return None
-    body = json.loads(tags[RECORD])
-    outputs = json.loads(tags.get(OUTPUTS, "{}"))
-    validated = json.loads(tags[VALIDATED_AGAINST]) if VALIDATED_AGAINST in tags else None
-    trained = upstream_refs(body["upstream"])
-    # after a cutoff check kept it, a version stands for the upstream outputs it was validated against
-    current = upstream_refs(validated["upstream"]) if validated else trained
-    return Record(
-        expert=expert, version=int(version), run_id=run_id or "", upstream=current, trained_upstream=trained,
-        outputs_dir=outputs.get("dir", "outputs"), outputs_sha=outputs.get("sha", ""),
-        outputs_files=outputs.get("files") or None, needs_retrain=tags.get(NEEDS_RETRAIN), validated=validated,
-        baseline=body.get("baseline"),
-        **{name: body[name] for name in _IMMUTABLE})
+    try:
+        body = json.loads(tags[RECORD])
+        outputs = json.loads(tags.get(OUTPUTS, "{}"))
+        validated = json.loads(tags[VALIDATED_AGAINST]) if VALIDATED_AGAINST in tags else None
+        trained = upstream_refs(body["upstream"])
+        # after a cutoff check kept it, a version stands for the upstream outputs it was validated against
+        current = upstream_refs(validated["upstream"]) if validated else trained
+        return Record(
+            expert=expert, version=int(version), run_id=run_id or "", upstream=current, trained_upstream=trained,
+            outputs_dir=outputs.get("dir", "outputs"), outputs_sha=outputs.get("sha", ""),
+            outputs_files=outputs.get("files") or None, needs_retrain=tags.get(NEEDS_RETRAIN), validated=validated,
+            baseline=body.get("baseline"),
+            **{name: body[name] for name in _IMMUTABLE})
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a tag edited by hand, or cut short
+        what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, KeyError) else f"no field {exc}"
+        raise RegistryError(f"expert '{expert}' v{version}: its record tags ({RECORD}, {OUTPUTS}, "
+                            f"{VALIDATED_AGAINST}) cannot be read ({what}); delete that version in the MLflow UI "
+                            "or retrain the expert with `moe-pipeline run PIPELINE EXPERT --force`") from None

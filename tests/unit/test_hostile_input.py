@@ -50,6 +50,9 @@ CASES = {  # name -> (file bytes, LINE:COL or None, a fragment of the message)
     "kernel_size 1001": (_demo("channels: [8, 16]", "channels: [8, 16], kernel_size: 1001"), None,
                          "kernel_size: must be at most 31"),
     "lr .inf": (_demo("lr: 3.0e-3", "lr: .inf"), None, "train.lr: must be a finite number"),
+    "recursive alias": (b"name: x\ndescription: &r [*r]\n", None, "recursive alias"),
+    "5,000-digit integer": (_demo("seed: 0", "seed: " + "7" * 5000), None, "seed: a number of 5000 digits"),
+    "sexagesimal epochs": (_demo("epochs: 15", "epochs: 1:30"), None, "epochs: must be a whole number (got '1:30')"),
     "description 50 kB": (_demo("description: contains", "description: " + "x" * 50_000 + " contains"), None,
                           "description: must have at most 2000 characters"),
 }

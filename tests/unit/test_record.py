@@ -64,3 +64,14 @@ def test_the_training_contracts_round_trip_through_json():
                               device="cpu", epochs_run=1, baseline=float("nan"), weakest=None)
     back = TrainingSummary.from_json(json.loads(json.dumps(summary.to_json())))
     assert math.isnan(back.baseline) and back.metrics == summary.metrics and back.micro_batch == 32
+
+
+def test_a_record_tag_edited_into_invalid_json_is_one_clear_error_naming_the_version():
+    import pytest
+
+    from moe_pipeline.errors import RegistryError
+
+    for damage in ("{not json", json.dumps({"spec": {}})):
+        tags = {**to_tags(_record()), RECORD: damage}
+        with pytest.raises(RegistryError, match=r"expert 'digit' v3: its record tags"):
+            from_tags("digit", 3, "r1", tags)

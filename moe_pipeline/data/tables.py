@@ -1,0 +1,184 @@
+"""Tables (csv, parquet) as named column groups: one table feeds many experts through its fields.
+
+A table source names its fields either in the shorthand (`label:` and `columns:` give the
+fields `features` and `label`) or as column groups (`fields: {mean: {columns: ["mean *"]},
+diagnosis: {columns: [diagnosis], kind: categorical}}`). Each field has a kind:
+`features` (float32, (n, k), column names kept), `categorical` (class ids, (n,), names = the
+sorted values) or `numeric` (float32, (n,) or (n, k): a regression target).
+
+Parsing is columnar (pyarrow, in C): a cell is never a Python object unless a column is
+wrong, and then only that column is walked to name the first bad cell. Never a silent guess:
+a duplicated header name, a row of another length, an empty or non-numeric cell where a
+number belongs, an empty class, two spellings of one number as two classes (`0`, `00`), a
+column in two fields are all a `DataError` naming the file, row and column. Must not import
+torch or mlflow.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moe_pipeline.errors import DataError
+from moe_pipeline.pipeline.columns import Group, groups_of
+
+def read_csv(source: Any, path: Path) -> tuple[list[Group], dict[str, Any]]:
+    """The groups and each needed column as a pyarrow string array (row i is file line i + 2)."""
+    import pyarrow as pa
+    from pyarrow import csv as pacsv
+
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty; expected a header row and one row per sample")
+    try:
+        raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as "
+                        "UTF-8") from None
+    first_line = raw.decode("utf-8-sig").split("\n", 1)[0]
+    header = next(csv.reader(io.StringIO(first_line), delimiter=source.delimiter))
+    if len(header) < 2:
+        raise DataError(f"{path}: found one column ({header[0][:60]!r}) with delimiter {source.delimiter!r}; "
+                        "set `delimiter:` to the file's separator")
+    _no_duplicates(header, path)
+    groups = groups_of(source, header, path)
+    wanted = [c for g in groups for c in g.columns]
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(raw), parse_options=pacsv.ParseOptions(delimiter=source.delimiter),
+            read_options=pacsv.ReadOptions(use_threads=True),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header}, include_columns=wanted,
+                                                 strings_can_be_null=False, null_values=[]))
+    except pa.ArrowInvalid:  # a row of another length (or a broken quote): say which, in our words
+        _name_the_bad_row(raw, source.delimiter, len(header), path)
+        raise
+    if table.num_rows == 0:
+        raise DataError(f"{path}: the file has a header but no rows")
+    return groups, {c: table.column(c).combine_chunks() for c in wanted}
+
+
+def read_parquet(source: Any, path: Path) -> tuple[list[Group], dict[str, Any]]:
+    """The groups and each needed column as a pyarrow array (row i is the file's row i)."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for a broken file; the user needs the reason
+        raise DataError(f"{path}: cannot read parquet: {exc}") from None
+    if table.num_rows == 0:
+        raise DataError(f"{path}: the file has no rows")
+    _no_duplicates(table.column_names, path)
+    groups = groups_of(source, table.column_names, path)
+    return groups, {c: table.column(c).combine_chunks() for g in groups for c in g.columns}
+
+
+def to_fields(groups: list[Group], columns: dict[str, Any], path: Path, first_row: int):
+    """(fields, feature names, class names) of the groups, every cell checked."""
+    fields, names, classes = {}, {}, {}
+    for group in groups:
+        if group.kind == "categorical":
+            fields[group.name], classes[group.name] = _categorical(columns[group.columns[0]], group, path, first_row)
+            continue
+        matrix = np.column_stack([_numbers(columns[c], c, group, path, first_row) for c in group.columns])
+        if group.kind == "numeric" and matrix.shape[1] == 1:
+            matrix = matrix[:, 0]
+        else:
+            names[group.name] = list(group.columns)
+        fields[group.name] = np.ascontiguousarray(matrix, dtype=np.float32)
+    return fields, names, classes
+
+
+def _numbers(column, name: str, group: Group, path: Path, first_row: int) -> np.ndarray:
+    """A column as float64, or the first cell that is empty, not a number, NaN or inf, named."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = column
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        try:
+            values = pc.cast(pc.utf8_trim_whitespace(values), pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            values = None
+    elif pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_decimal(values.type):
+        values = pc.cast(values, pa.float64())
+    else:
+        raise DataError(f"{path}: column {name!r} holds {values.type}, not numbers; field '{group.name}' "
+                        f"({group.kind}) needs numbers")
+    if values is not None and values.null_count == 0:
+        out = values.to_numpy(zero_copy_only=False)
+        bad = ~np.isfinite(out)
+        if not bad.any():
+            return out
+        row = int(np.argmax(bad))
+        raise DataError(f"{path}: {_row(row, first_row)}, column {name!r}: NaN or inf; field '{group.name}' "
+                        f"({group.kind}) must hold finite numbers (clean the file, or leave the column out)")
+    out = np.empty(len(column), dtype=np.float64)
+    for row, cell in enumerate(column.to_pylist()):  # only a wrong column is walked, to name its first bad cell
+        text = "" if cell is None else str(cell).strip()
+        value = _float(text)
+        if value is None or not np.isfinite(value):
+            what = "an empty cell" if not text else f"{cell!r}, not a number" if value is None else "NaN or inf"
+            raise DataError(f"{path}: {_row(row, first_row)}, column {name!r}: {what}; field '{group.name}' "
+                            f"({group.kind}) must hold finite numbers (clean the file, or leave the column "
+                            "out of it)")
+        out[row] = value
+    return out  # numbers pyarrow does not parse but Python does (e.g. `1_000`)
+
+
+def _categorical(column, group: Group, path: Path, first_row: int) -> tuple[np.ndarray, list[str]]:
+    """Class ids and names: the distinct values, sorted (numerically when all are numbers)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    name = group.columns[0]
+    if column.null_count:
+        row = int(np.argmax(column.is_null().to_numpy(zero_copy_only=False)))
+        raise DataError(f"{path}: {_row(row, first_row)}, column {name!r}: an empty (null) cell; every row needs a "
+                        f"class in field '{group.name}' (clean the file or drop the row)")
+    text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
+    empty = pc.equal(text, "").to_numpy(zero_copy_only=False)
+    if empty.any():
+        raise DataError(f"{path}: {_row(int(np.argmax(empty)), first_row)}, column {name!r}: an empty cell; a class "
+                        f"cannot be empty in field '{group.name}' (clean the file or drop the row)")
+    distinct = sorted(pc.unique(text).to_pylist())
+    numbers = [_float(v) for v in distinct]
+    if all(n is not None for n in numbers):
+        spelled: dict[float, str] = {}
+        for value, number in zip(distinct, numbers):
+            if number in spelled:
+                raise DataError(f"{path}: column {name!r} holds {spelled[number]!r} and {value!r}, one number written "
+                                f"two ways; as classes they would be two: write each class one way")
+            spelled[number] = value
+        distinct = [d for _, d in sorted(zip(numbers, distinct))]
+    ids = pc.index_in(text, value_set=pa.array(distinct, pa.string())).to_numpy(zero_copy_only=False)
+    return ids.astype(np.int64), distinct
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _row(index: int, first_row: int) -> str:
+    return f"row {index + first_row}"
+
+
+def _no_duplicates(header: list[str], path: Path) -> None:
+    seen: dict[str, int] = {}
+    for number, name in enumerate(header, start=1):
+        if name in seen:
+            raise DataError(f"{path}: the header names column {name!r} twice (columns {seen[name]} and {number}); "
+                            "rename one: a table's columns are found by name")
+        seen[name] = number
+
+
+def _name_the_bad_row(raw: bytes, delimiter: str, width: int, path: Path) -> None:
+    for number, row in enumerate(csv.reader(io.StringIO(raw.decode("utf-8-sig")), delimiter=delimiter), start=1):
+        if row and len(row) != width:
+            raise DataError(f"{path}: row {number} has {len(row)} cells, the header {width}")

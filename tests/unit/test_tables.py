@@ -1,0 +1,110 @@
+"""Tables as column groups: values equal a brute-force parse, and every silent guess is an error
+naming the file, row and column."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moe_pipeline.data.files import read
+from moe_pipeline.errors import DataError
+from moe_pipeline.pipeline.spec import TableSource
+
+
+def _source(**settings) -> TableSource:
+    return TableSource.model_validate({"loader": "csv", "path": "t.csv", **settings})
+
+
+def _csv(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    return path
+
+
+def test_column_groups_keep_file_order_names_and_kinds_and_equal_a_brute_force_parse(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    rows = [[f"{v:.6g}" for v in rng.normal(size=5)] + [rng.choice(["b", "a", "c"])] for _ in range(40)]
+    header = ["mean x", "worst x", "mean y", "worst y", "price", "kind"]
+    path = tmp_path / "t.csv"
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows([header, *rows])
+    source = _source(fields={"mean": {"columns": ["mean *"]}, "worst": {"columns": ["worst *"]},
+                             "price": {"columns": ["price"], "kind": "numeric"},
+                             "kind": {"columns": ["kind"], "kind": "categorical"}})
+    data = read(source, path, "t")
+    by_hand = {name: [row[i] for row in rows] for i, name in enumerate(header)}
+    assert data.names["mean"] == ["mean x", "mean y"] and data.names["worst"] == ["worst x", "worst y"]
+    want_mean = np.array([[float(a), float(b)] for a, b in zip(by_hand["mean x"], by_hand["mean y"])], np.float32)
+    assert np.array_equal(data.fields["mean"], want_mean)
+    assert data.fields["price"].shape == (40,) and data.fields["price"].dtype == np.float32
+    assert np.array_equal(data.fields["price"], np.array([float(v) for v in by_hand["price"]], np.float32))
+    assert data.classes["kind"] == ["a", "b", "c"]
+    assert [data.classes["kind"][i] for i in data.fields["kind"]] == by_hand["kind"]
+
+
+def test_numeric_classes_sort_as_numbers(tmp_path: Path):
+    data = read(_source(label="y"), _csv(tmp_path, "a,y\n1,10\n2,9\n3,10\n4,-1\n"), "t")
+    assert data.classes["label"] == ["-1", "9", "10"] and data.fields["label"].tolist() == [2, 1, 2, 0]
+
+
+@pytest.mark.parametrize("text, settings, fragment", [
+    ("a,a,b\n1,2,x\n", {"label": "b"}, "the header names column 'a' twice (columns 1 and 2)"),
+    ("a,b,y\n1,2,x\n3,x\n", {"label": "y"}, "row 3 has 2 cells, the header 3"),
+    ("a,b,y\n1,,x\n", {"label": "y"}, "row 2, column 'b': an empty cell"),
+    ("a,b,y\n1,oops,x\n", {"label": "y"}, "row 2, column 'b': 'oops', not a number"),
+    ("a,b,y\n1,2,x\n1,nan,x\n", {"label": "y"}, "row 3, column 'b': NaN or inf"),
+    ("a,b,y\n1,2,x\n3,4, \n", {"label": "y"}, "row 3, column 'y': an empty cell; a class cannot be empty"),
+    ("a,b,y\n1,2,0\n3,4,00\n", {"label": "y"}, "holds '0' and '00', one number written two ways"),
+    ("a,b,y\n1,2,x\n", {"label": "y", "columns": ["a", "y"]}, "is the label and also listed in `columns:`"),
+    ("a,b,y\n1,2,x\n", {"fields": {"p": {"columns": ["a", "b"]}, "q": {"columns": ["b"]}}},
+     "column 'b' is in two fields, 'p' and 'q'"),
+    ("alpha,b,y\n1,2,x\n", {"fields": {"p": {"columns": ["alpah"]}}}, "no column matches 'alpah' (did you mean 'alpha'?)"),
+    ("a,b,y\n1,2,x\n", {"fields": {"p": {"columns": ["a", "b"], "kind": "categorical"}}},
+     "is categorical but has 2 columns"),
+    ("a,b,y\n1,2,x\n", {"label": "label"}, "no column 'label' (the label)"),
+])
+def test_a_silent_guess_is_an_error_naming_file_row_and_column(tmp_path: Path, text, settings, fragment):
+    path = _csv(tmp_path, text)
+    with pytest.raises(DataError) as info:
+        read(_source(**settings), path, "t")
+    assert str(info.value).startswith(f"{path}: ") and fragment in str(info.value), str(info.value)
+
+
+def test_fields_and_the_shorthand_are_one_or_the_other():
+    with pytest.raises(ValueError, match="either `fields:`"):
+        _source(label="y", fields={"p": {"columns": ["a"]}})
+
+
+def test_parquet_nulls_are_errors_not_classes_or_numbers(tmp_path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"a": [1.0, 2.0, 3.0], "y": ["x", None, "z"]}), path)
+    source = TableSource.model_validate({"loader": "parquet", "path": "t.parquet", "label": "y"})
+    with pytest.raises(DataError, match=r"row 1, column 'y': an empty \(null\) cell"):
+        read(source, path, "t")
+    pq.write_table(pa.table({"a": [1.0, None, 3.0], "y": ["x", "y", "z"]}), path)
+    with pytest.raises(DataError, match=r"row 1, column 'a': an empty cell"):
+        read(source, path, "t")
+    pq.write_table(pa.table({"a": [1, 2, 3], "y": [0, 1, 1]}), path)
+    data = read(source, path, "t")
+    assert data.fields["features"].tolist() == [[1.0], [2.0], [3.0]] and data.classes["label"] == ["0", "1"]
+
+
+def test_validate_finds_a_wrong_column_from_the_header_alone_at_the_sources_key(tmp_path: Path):
+    from moe_pipeline.errors import PipelineError
+    from moe_pipeline.pipeline.loader import load_pipeline
+
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "t.csv").write_text("mean a,mean b,worst a,label\n" + "1,2,3,x\n" * 3)
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("name: p\nsources:\n  s:\n    loader: csv\n    path: t.csv\n    fields:\n"
+                        "      m: {columns: ['mean *']}\n      w: {columns: ['wrost *']}\n"
+                        "experts:\n  e: {inputs: [s.m], target: s.w, model: {kind: mlp}}\n")
+    with pytest.raises(PipelineError) as info:
+        load_pipeline(pipeline)
+    text = str(info.value)
+    assert text.startswith(f"{pipeline}:6:5: sources.s.fields: ") and "no column matches 'wrost *'" in text
