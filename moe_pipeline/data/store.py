@@ -1,7 +1,8 @@
 """A pipeline's data as the rest of the project sees it: each source loaded once per process,
 each field's content hash computed once (and, where it can be, never again).
 
-Hashing is cheap on purpose: file sources hash their bytes behind a stat cache, built-in
+Hashing is cheap on purpose: file sources hash their bytes behind a stat cache (a table's
+fields are hashed from their parsed values, once per version of the file's bytes), built-in
 sources look their hash up by settings and code version; only a custom loader is run to
 be hashed. Importing this module loads no torch (loading a source does). Must not train or
 touch the registry.
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "val", "test")
 BUILTIN_LOADERS = ("sklearn.digits", "synthetic.planted")
+TABLE_HASHES = 1  # how a table field's values are hashed: a new way is a new number
 
 
 @functools.lru_cache(maxsize=1)
@@ -101,6 +103,8 @@ class DataStore:
 
     def _file_hash(self, source: Any, field: str) -> str:
         path = source_path(self.root, source.path)
+        if source.loader in ("csv", "parquet"):
+            return self._table_field_hash(source, path, field)
         if source.loader == "imagefolder":
             from moe_pipeline.data.files import image_files
 
@@ -110,4 +114,32 @@ class DataStore:
         settings = source.model_dump(mode="json", by_alias=True, exclude={"transform", "path"})
         self.cache.save()
         return hashlib.sha256(json.dumps([content, settings, field, self.pipeline.seed], sort_keys=True).encode()
+                              ).hexdigest()
+
+    def _table_field_hash(self, source: Any, path: Path, field: str) -> str:
+        """A table's field is hashed from its own parsed values (and its names, and the rows of
+        each split), so an edit blames exactly the fields it touched. The file is parsed only when
+        its bytes changed: the values' hashes are kept in the stat cache under the file's sha256
+        and the source's settings, so a `touch` costs one re-hash of the file and no parse."""
+        settings = source.model_dump(mode="json", by_alias=True, exclude={"transform", "path"})
+        key = hashlib.sha256(json.dumps([self.cache.sha256(path), settings, TABLE_HASHES], sort_keys=True).encode()
+                             ).hexdigest()
+        found = self.cache.derived(f"{key}:{field}")
+        if found is None:
+            import numpy as np
+
+            from moe_pipeline.data.files import read
+
+            data = read(source, path, field)
+            hashes = {}
+            for name, values in data.fields.items():
+                digest = hashlib.sha256(f"{values.dtype}|{values.shape}|".encode())
+                digest.update(np.ascontiguousarray(values).tobytes())
+                digest.update(json.dumps([data.names.get(name), data.classes.get(name)]).encode())
+                hashes[name] = digest.hexdigest()
+                self.cache.put_derived(f"{key}:{name}", hashes[name])
+            self.cache.save()
+            found = hashes[field]
+        # which rows form each split: the seed and the split settings (the row count is in the shape)
+        return hashlib.sha256(json.dumps([found, settings["split"], self.pipeline.seed], sort_keys=True).encode()
                               ).hexdigest()

@@ -1,4 +1,4 @@
-"""Read the rows to predict on: a file (`.npz`, `.npy`, `.csv`) or a split of the pipeline's
+"""Read the rows to predict on: a file (`.npz`, `.npy`, `.csv`, `.parquet`) or a split of the pipeline's
 own sources. Every problem names the file and what was expected; nothing is unpickled
 (`allow_pickle=False`). Must not write anything.
 """
@@ -32,11 +32,17 @@ def from_file(path: Path, system) -> dict[str, np.ndarray]:
         if suffix == ".npy":
             return _only_field(path, system, np.load(path, allow_pickle=False))
         if suffix == ".csv":
-            return _only_field(path, system, _csv(path, system))
+            import pyarrow.csv as pacsv
+
+            return _only_field(path, system, _table(path, system, pacsv.read_csv(path)))
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return _only_field(path, system, _table(path, system, pq.read_table(path)))
     except (ValueError, OSError) as exc:  # a pickled or damaged array, a bad CSV
         raise DataError(f"{path}: cannot read it: {exc}") from None
     raise DataError(f"{path}: unknown input format '{suffix}'; use .npz (arrays named like the source fields: "
-                    f"{', '.join(system.fields)}), .npy or .csv")
+                    f"{', '.join(system.fields)}), .npy, .csv or .parquet")
 
 
 def _named(path: Path, found: dict[str, np.ndarray], system) -> dict[str, np.ndarray]:
@@ -62,26 +68,37 @@ def _only_field(path: Path, system, values: np.ndarray) -> dict[str, np.ndarray]
     return {next(iter(system.fields)): values}
 
 
-def _csv(path: Path, system) -> np.ndarray:
-    """A table with one column per feature: in the order of the names training recorded, when the
-    header has them, else in file order. Values must be numbers; the first bad cell is named."""
-    import pyarrow.csv as pacsv
-
-    table = pacsv.read_csv(path)
+def _table(path: Path, system, table) -> np.ndarray:
+    """A table with one column per feature, matched by name to the columns training recorded
+    (in that order; a missing one is named), or in file order where none were recorded. A CSV
+    without a header is refused: its first row would silently become the column names."""
+    first_row = 2 if path.suffix.lower() == ".csv" else 0
+    columns = table.column_names
+    if path.suffix.lower() == ".csv" and all(_number(name) for name in columns):
+        raise DataError(f"{path}: the first row holds numbers ({', '.join(columns[:4])}...), not column names; "
+                        "a CSV for predict needs a header row naming its columns")
     ref = next(iter(system.fields))
     names = next((p.saved.feature_names for p in system.experts.values() if ref in p.inputs
-                  and len(p.inputs) == 1), None)
-    columns = table.column_names
-    if names and set(names) <= set(columns):
+                  and len(p.inputs) == 1 and p.saved.feature_names), None)
+    if names:
+        missing = [n for n in names if n not in columns]
+        if missing:
+            raise DataError(f"{path}: no column {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1
+                            else "") + f"; the system reads {len(names)} columns by name: {', '.join(names[:12])}"
+                            + (" ..." if len(names) > 12 else ""))
         columns = list(names)
     out = np.empty((table.num_rows, len(columns)), dtype=np.float32)
     for j, name in enumerate(columns):
         column = table.column(name).to_numpy(zero_copy_only=False)
         try:
-            out[:, j] = np.asarray(column, dtype=np.float64)
+            values = np.asarray(column, dtype=np.float64)
         except (TypeError, ValueError):
             bad = next(i for i, v in enumerate(column) if not _number(v))
-            raise DataError(f"{path}: row {bad + 2}, column '{name}': {column[bad]!r} is not a number") from None
+            raise DataError(f"{path}: row {bad + first_row}, column '{name}': {column[bad]!r} is not a number") from None
+        if not np.isfinite(values).all():
+            bad = int(np.argmax(~np.isfinite(values)))
+            raise DataError(f"{path}: row {bad + first_row}, column '{name}': NaN or inf; predict needs finite numbers")
+        out[:, j] = values
     return out
 
 

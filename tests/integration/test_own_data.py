@@ -137,8 +137,9 @@ def test_one_edited_cell_makes_exactly_its_readers_stale_and_touch_makes_nothing
     assert view.store.cache.hashed == 1  # the touched file, once
     view = View(load_pipeline(wine))
     assert {s.status for s in view.statuses().values()} == {"fresh"}
-    # four fields (wine.features, wine.label, extra.x, extra.y) looked up; neither file re-read
-    assert (view.store.cache.hashed, view.store.cache.hits) == (0, 4)
+    # four fields (wine.features, wine.label, extra.x, extra.y) looked up, each csv field's values
+    # hash too (under the file's hash); neither file re-read, nothing parsed
+    assert (view.store.cache.hashed, view.store.cache.hits) == (0, 6)
 
     def edit(rows):
         rows[10][0] = "14.5"
@@ -146,13 +147,20 @@ def test_one_edited_cell_makes_exactly_its_readers_stale_and_touch_makes_nothing
     write_wine(csv_path, edit)
     experts = statuses(wine, capsys)
     assert experts["side"]["status"] == "fresh"  # reads only the npz
-    # a source is hashed from its file: every expert reading the csv (features or label) is stale, by DATA
-    assert experts["cultivar"]["status"] == "stale"
-    assert {"kind": "DATA", "detail": "wine.label (data/wine.csv) changed"} in experts["cultivar"]["reasons"]
+    # a table's fields are hashed from their own values: a feature cell blames wine.features alone
     for name in ("is_first", "is_last"):
         assert experts[name]["status"] == "stale"
-        assert experts[name]["reasons"] == [{"kind": "DATA", "detail": "wine.features (data/wine.csv) changed"},
-                                            {"kind": "DATA", "detail": "wine.label (data/wine.csv) changed"}]
+        assert experts[name]["reasons"] == [{"kind": "DATA", "detail": "wine.features (data/wine.csv) changed"}]
+    assert experts["cultivar"]["status"] == "pending"  # its own field, wine.label, is unchanged
+
+    def relabel(rows):
+        rows[10][0] = "14.5"
+        rows[3][-1] = "class_2" if rows[3][-1] != "class_2" else "class_1"
+
+    write_wine(csv_path, relabel)
+    experts = statuses(wine, capsys)
+    assert experts["cultivar"]["status"] == "stale"
+    assert {"kind": "DATA", "detail": "wine.label (data/wine.csv) changed"} in experts["cultivar"]["reasons"]
 
 
 def test_a_transform_change_is_a_spec_change_with_its_key(wine: Path, capsys):
