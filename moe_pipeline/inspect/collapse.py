@@ -23,14 +23,19 @@ def _class_stats(features: torch.Tensor, labels: torch.Tensor, n_classes: int):
 
 
 def nc1(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None) -> float:
-    """Tr(Sigma_W Sigma_B^+) / C: within-class variability relative to between-class spread."""
+    """Tr(Sigma_W Sigma_B^+) / C: within-class variability relative to between-class spread.
+
+    Computed in the span of the C centred class means, never with a p x p matrix: a conv layer's
+    p is its channels times its pixels (8,192 for 8 channels of 32 x 32), where Sigma_W alone
+    would be half a gigabyte and its pseudo-inverse hours. With M the (C, p) centred means,
+    Sigma_B = M^T M / C and Sigma_B^+ = C M^T (M M^T)^{+2} M, so the trace is
+    tr(Z^T Z (M M^T)^{+2}) / n with Z = (h - mean of h's class) M^T, an (n, C) matrix."""
     n_classes = n_classes or int(labels.max()) + 1
     h, means, global_mean, present = _class_stats(features, labels, n_classes)
-    within = h - means[labels]  # (n, p)
-    sigma_w = within.T @ within / len(h)
     centred = means[present] - global_mean  # (C, p)
-    sigma_b = centred.T @ centred / len(centred)
-    return float(torch.trace(sigma_w @ torch.linalg.pinv(sigma_b, hermitian=True)) / len(centred))
+    z = h @ centred.T - means[labels] @ centred.T  # (n, C): the within-class deviations, projected
+    inverse = torch.linalg.pinv(centred @ centred.T, hermitian=True)  # (C, C)
+    return float(torch.trace(z.T @ z @ inverse @ inverse) / len(h))
 
 
 def _etf_distance(vectors: torch.Tensor) -> float:

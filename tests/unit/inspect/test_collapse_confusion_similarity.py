@@ -53,6 +53,20 @@ def test_nc1_against_a_brute_force_loop():
     assert nc1(feats, labels) == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize("width", [2, 7, 300])  # fewer, more features than classes; wider than rows
+def test_nc1_in_the_span_of_the_class_means_equals_the_p_by_p_definition(width: int):
+    gen = torch.Generator().manual_seed(width)
+    labels = torch.tensor([0] * 12 + [1] * 9 + [2] * 6 + [3] * 3)
+    feats = torch.randn(30, width, generator=gen, dtype=torch.float64) + labels[:, None] * 0.3
+    means = torch.stack([feats[labels == k].mean(0) for k in range(4)])
+    within = feats - means[labels]
+    sw = within.T @ within / 30  # (p, p): what the definition forms
+    centred = means - feats.mean(0)
+    sb = centred.T @ centred / 4
+    expected = float(torch.trace(sw @ torch.linalg.pinv(sb, hermitian=True)) / 4)
+    assert nc1(feats, labels) == pytest.approx(expected, rel=1e-7)
+
+
 def test_centring_is_at_the_global_mean_not_the_mean_of_class_means():
     labels = torch.tensor([0] * 40 + [1] * 10 + [2] * 10)
     feats = torch.randn(60, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + labels[:, None]
@@ -100,6 +114,20 @@ def test_per_class_precision_recall_equal_scikit_learn():
     np.testing.assert_allclose([c["recall"] for c in ours], r)
     np.testing.assert_allclose([c["f1"] for c in ours], f)
     assert [c["support"] for c in ours] == n.tolist()
+
+
+def test_linear_cka_through_the_gram_matrices_equals_the_feature_space_definition():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(20, 300, generator=gen, dtype=torch.float64)  # wider than its rows: the Gram path
+    y = x[:, :50] @ torch.randn(50, 40, generator=gen, dtype=torch.float64) + 0.1 * torch.randn(20, 40, generator=gen,
+                                                                                           dtype=torch.float64)
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    expected = float(torch.linalg.norm(yc.T @ xc) ** 2 / (torch.linalg.norm(xc.T @ xc) * torch.linalg.norm(yc.T @ yc)))
+    assert linear_cka(x, y) == pytest.approx(expected, rel=1e-9)
+    assert linear_cka(x[:, :5], y[:, :4]) == pytest.approx(  # the narrow path, on the same definition
+        float(torch.linalg.norm((y[:, :4] - y[:, :4].mean(0)).T @ (x[:, :5] - x[:, :5].mean(0))) ** 2
+              / (torch.linalg.norm((x[:, :5] - x[:, :5].mean(0)).T @ (x[:, :5] - x[:, :5].mean(0)))
+                 * torch.linalg.norm((y[:, :4] - y[:, :4].mean(0)).T @ (y[:, :4] - y[:, :4].mean(0))))), rel=1e-9)
 
 
 def test_linear_cka_properties():
