@@ -6,7 +6,7 @@ process against its training. The same cost by difference (the whole demo agains
 note: a difference of two process wall times, it swings by +-0.1 s per expert here.
 
 A new registry copies MLflow's empty schema from a cache that the first registry on a machine
-fills (registry/schema.py); the runs here share one such cache, and the first of them, into an
+fills (registry/empty_store.py); the runs here share one such cache, and the first of them, into an
 empty cache, is reported on its own: what a user's very first `run` costs.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 
 def _run(cache: str, *experts: str) -> tuple[float, float, int]:
     """Wall seconds, the experts' recorded training seconds, and how many trained."""
-    from moe_pipeline.registry.store import RegistryReader
+    from moe_pipeline.registry.reader import RegistryReader
 
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"

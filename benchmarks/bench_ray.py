@@ -45,7 +45,7 @@ def _run(pipeline: Path, registry: Path, *args: str) -> float:
 
 
 def _train_seconds(registry: Path, name: str) -> list[float]:
-    from moe_pipeline.registry.store import RegistryReader
+    from moe_pipeline.registry.reader import RegistryReader
 
     snap = RegistryReader(f"sqlite:///{registry}/mlflow.db", name).snapshot()
     return sorted(v.current_record.train_seconds for v in snap.values())

@@ -104,7 +104,7 @@ def dag(
     loaded = load_pipeline(pipeline)
     statuses = None
     if status:
-        from moe_pipeline.registry.store import RegistryReader, resolve_tracking_uri
+        from moe_pipeline.registry.reader import RegistryReader, resolve_tracking_uri
 
         # Only a store that exists has statuses; checking costs no torch or mlflow import.
         if RegistryReader(resolve_tracking_uri(loaded.pipeline, loaded.path), loaded.pipeline.name).exists():
@@ -163,7 +163,7 @@ def run(
     from moe_pipeline.errors import StepsFailed
     from moe_pipeline.execute.run import RemoteStep, Run
     from moe_pipeline.pipeline.paths import project_root
-    from moe_pipeline.registry.store import resolve_tracking_uri
+    from moe_pipeline.registry.reader import resolve_tracking_uri
 
     def open_run(trainer) -> Run:
         the_run = Run(loaded, wait=wait, notify=lambda message: typer.echo(message, err=True), trainer=trainer)

@@ -32,7 +32,7 @@ def ui(
 ) -> None:
     """Start the MLflow UI on this pipeline's registry, on loopback only."""
     from moe_pipeline.pipeline.loader import load_pipeline
-    from moe_pipeline.registry.store import resolve_tracking_uri
+    from moe_pipeline.registry.reader import resolve_tracking_uri
 
     loaded = load_pipeline(pipeline)
     uri = resolve_tracking_uri(loaded.pipeline, loaded.path)

@@ -176,7 +176,7 @@ class RemoteStep:
         with long_lived():  # see moe_pipeline.longlived
             import torch  # noqa: F401
 
-            from moe_pipeline.registry.store import import_client
+            from moe_pipeline.registry.reader import import_client
 
             import_client()
         try:

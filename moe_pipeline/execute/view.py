@@ -22,7 +22,7 @@ from moe_pipeline.data.statcache import StatCache
 from moe_pipeline.pipeline.loader import LoadedPipeline, make_importable
 from moe_pipeline.pipeline.paths import project_root
 from moe_pipeline.state.record import Record, UpstreamRef
-from moe_pipeline.registry.store import RegistryReader, resolve_tracking_uri
+from moe_pipeline.registry.reader import RegistryReader, resolve_tracking_uri
 from moe_pipeline.registry.versions import ExpertVersions
 
 

@@ -1,5 +1,5 @@
 """The registry's write path: runs, their metrics and artifacts, model versions, tags, the
-`current` alias. `RegistryReader` (store.py) reads; a `Registry` writes through the reader's
+`current` alias. `RegistryReader` (reader.py) reads; a `Registry` writes through the reader's
 connection (it holds one, it is not one), so a process that writes reads and writes with one
 client. Only the write path (`execute/`'s steps, `status --record`, `export --register`,
 inspection's uploads) holds a `Registry`. Must not decide what is stale or train.
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from moe_pipeline.errors import RegistryError
-from moe_pipeline.registry.store import RegistryReader, _short
+from moe_pipeline.registry.reader import RegistryReader, _short
 from moe_pipeline.registry.versions import CURRENT, HOST, PID
 from moe_pipeline.state.record import NEEDS_RETRAIN, Record, to_tags
 

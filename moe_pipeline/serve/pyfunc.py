@@ -24,10 +24,10 @@ def _load_pyfunc(path: str):
     folder = Path(path)
     if (folder / SYSTEM_JSON).exists():
         return SystemModel(System.load(folder))
-    return ExpertModel(folder)
+    return ExpertVersionModel(folder)
 
 
-class ExpertModel:
+class ExpertVersionModel:
     """One expert version: its input tensor in, its probabilities (or values) out."""
 
     def __init__(self, folder: Path):

@@ -11,7 +11,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from moe_pipeline.pipeline.loader import load_pipeline
-from moe_pipeline.registry.store import RegistryReader
+from moe_pipeline.registry.reader import RegistryReader
 from tests.conftest import ROOT, cli
 
 

@@ -22,7 +22,7 @@ from tests.conftest import ROOT, cli, client_once_created
 # call: before it (`before`) or right after it (`after`), the n-th time it happens.
 KILLER = """
 import os, signal, sys
-import moe_pipeline.registry.store as store
+import moe_pipeline.registry.reader as store
 when, what, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
 seen = [0]
 original = store.RegistryReader._call

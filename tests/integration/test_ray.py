@@ -40,7 +40,7 @@ def one_core_each(pipeline: Path, epochs: dict[str, int]) -> Path:
 
 
 def records(uri: str) -> dict:
-    from moe_pipeline.registry.store import RegistryReader
+    from moe_pipeline.registry.reader import RegistryReader
 
     return {name: v.current_record for name, v in RegistryReader(uri, "tiny").snapshot().items()}
 

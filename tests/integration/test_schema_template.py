@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from moe_pipeline.registry.schema import _template_paths, seed_new_store
-from moe_pipeline.registry.store import RegistryReader
+from moe_pipeline.registry.empty_store import _template_paths, seed_new_store
+from moe_pipeline.registry.reader import RegistryReader
 
 
 def _clauses(sql: str | None) -> list[str]:

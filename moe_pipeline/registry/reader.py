@@ -111,7 +111,7 @@ class RegistryReader:
 
             with lock:
                 if path is not None and not path.exists():
-                    from moe_pipeline.registry.schema import seed_new_store
+                    from moe_pipeline.registry.empty_store import seed_new_store
 
                     seed_new_store(path)
                 try:
