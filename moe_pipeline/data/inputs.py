@@ -34,6 +34,8 @@ class Block:
 
 @dataclass
 class ExpertData:
+    """One expert's inputs and target per split, flattened into blocks, with its task and names."""
+
     x: dict[str, torch.Tensor]  # split -> (n, *in_shape)
     y: dict[str, torch.Tensor]  # split -> (n,) int64 classes or float values
     blocks: list[Block]

@@ -15,6 +15,8 @@ from moe_pipeline.hashing import sha256_file
 
 
 class StatCache:
+    """File hashes keyed by (size, mtime, inode), and hashes derived from settings, in one JSON file."""
+
     def __init__(self, path: Path | None):
         self.path = path
         self.hits = 0  # files whose hash came from the cache; tests and benchmarks read it

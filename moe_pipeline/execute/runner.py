@@ -16,6 +16,9 @@ from moe_pipeline.state.planner import Plan, Step
 
 @dataclass
 class Outcome:
+    """What one step did to one expert, for the run table: the action, the version it left
+    current, its validation metric, and a note (epochs, the cutoff's verdict)."""
+
     expert: Hashable
     action: str  # trained | retrained | kept | unchanged
     version: int

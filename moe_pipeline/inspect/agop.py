@@ -34,6 +34,8 @@ def jacobian_chunks(model: nn.Module, x: torch.Tensor, chunk: int = 512) -> Iter
 
 @dataclass
 class AGOPResult:
+    """The AGOP of a model on inputs: its diagonal, top eigenpairs and how well they were resolved."""
+
     diagonal: torch.Tensor  # (d,) float64: feature importance
     eigenvalues: torch.Tensor  # (k,) descending
     eigenvectors: torch.Tensor  # (d, k)

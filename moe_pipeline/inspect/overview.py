@@ -34,6 +34,8 @@ FILLS = {"fresh": "#e3f3e6", "stale": "#fde3c8", "pending": "#fff3bf", "missing"
 
 @dataclass
 class Edge:
+    """One dependency of the pipeline: its reliance share, exposure, ablation and recommendation."""
+
     ref: str  # the input, `source.field` or `expert.output`
     expert: str  # the downstream expert reading it
     share: float  # its share of the expert's AGOP trace

@@ -13,6 +13,8 @@ from typing import Any
 
 @dataclass
 class Report:
+    """One expert's report as it is built: title, sections with their figures, and the JSON summary."""
+
     title: str
     out: Path
     summary: dict[str, Any] = field(default_factory=dict)

@@ -58,6 +58,8 @@ def _dot(pipeline: Pipeline, statuses: dict[str, str]) -> str:
 
 @dataclass
 class Box:
+    """One expert (or source) drawn on a layered graph page."""
+
     lines: list[str]  # first line bold (the name), the rest plain
     fill: str = "#eef2f7"
     href: str | None = None  # a link on the box (a relative path)
@@ -65,6 +67,8 @@ class Box:
 
 @dataclass
 class Arrow:
+    """One input edge drawn on a layered graph page, with its label."""
+
     start: str
     end: str
     label: str

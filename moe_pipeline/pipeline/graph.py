@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class GraphIssue:
+    """A problem of the expert graph (an unknown reference, a cycle), at its key path."""
+
     loc: tuple[Any, ...]
     message: str
 

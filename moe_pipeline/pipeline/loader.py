@@ -30,6 +30,8 @@ MAX_SCHEMA_PROBLEMS = 50  # then "and N more": each problem costs a schema walk
 
 @dataclass(frozen=True)
 class LoadedPipeline:
+    """A validated pipeline with its file and the position of every key (for later errors)."""
+
     path: Path
     pipeline: spec_module.Pipeline
     positions: dict[Loc, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
@@ -56,6 +58,7 @@ def make_importable(pipeline_path: Path) -> None:
 
 
 def load_pipeline(path: str | Path) -> LoadedPipeline:
+    """Read, check and validate a pipeline file: every problem of the file in one `PipelineError`."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:

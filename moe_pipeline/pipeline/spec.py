@@ -195,12 +195,16 @@ Source = Annotated[
 
 
 class MLPModel(Strict):
+    """A multilayer perceptron: `hidden` widths, then the expert's outputs."""
+
     kind: Literal["mlp"]
     hidden: list[Width] = Field(default_factory=lambda: [64], min_length=1, max_length=32)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class CNNModel(Strict):
+    """A small convolutional network for image fields: `channels` per conv block, then `hidden`."""
+
     kind: Literal["cnn"]
     channels: list[Width] = Field(default_factory=lambda: [8, 16], min_length=1, max_length=16)
     kernel_size: int = Field(3, ge=1, le=31)
@@ -208,10 +212,14 @@ class CNNModel(Strict):
 
 
 class LinearModel(Strict):
+    """One linear layer: the most inspectable expert."""
+
     kind: Literal["linear"]
 
 
 class CustomModel(Strict):
+    """A `module:Class` of the project's own, built with the input shape, the outputs and `kwargs`."""
+
     kind: Literal["custom"]
     cls: ImportPath = Field(alias="class", description="`module:Class` of an nn.Module")
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -223,6 +231,8 @@ ModelSpec = Annotated[Union[MLPModel, CNNModel, LinearModel, CustomModel], Field
 
 
 class TrainSpec(Strict):
+    """How an expert trains: epochs, batch size, optimiser, learning rate, early stopping, seed."""
+
     epochs: int = Field(20, ge=1, le=100_000)
     batch_size: int = Field(64, ge=1, le=1_048_576)
     lr: float = Field(1e-3, gt=0.0)
@@ -248,11 +258,15 @@ class CutoffSpec(Strict):
 
 
 class TargetSpec(Strict):
+    """An expert's target: a source field, optionally mapped by a `module:function`."""
+
     source: str = Field(alias="from", description="a source field, `source.field`")
     fn: ImportPath | None = Field(None, description="`module:function` mapping the field to the target")
 
 
 class ResourcesSpec(Strict):
+    """Where and within what an expert trains: device, memory budget, executor, CPUs and GPUs."""
+
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     max_memory_gb: float = Field(8.0, gt=0.0, le=4096.0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -264,6 +278,8 @@ class ResourcesSpec(Strict):
 
 
 class ExpertSpec(Strict):
+    """One expert: its inputs, target, model, training, cutoff tolerances and resources."""
+
     description: str = Field("", max_length=2000)
     inputs: list[str] = Field(min_length=1, max_length=256, description="`source.field` or `expert.(logits|probs|embedding)`")
     target: str | TargetSpec
@@ -287,12 +303,16 @@ class ExpertSpec(Strict):
 
 
 class RegistrySpec(Strict):
+    """Where the MLflow registry is (default: `registry/mlflow.db` under the project root)."""
+
     tracking_uri: str | None = Field(
         None, description="defaults to sqlite:///registry/mlflow.db under the project root; MLFLOW_TRACKING_URI overrides"
     )
 
 
 class Pipeline(Strict):
+    """A whole pipeline file: name, seed, sources, experts, resources, registry."""
+
     name: Name
     seed: Seed = 0
     sources: dict[Name, Source] = Field(min_length=1)

@@ -21,6 +21,8 @@ from moe_pipeline.inspect.attribution import integrated_gradients
 
 @dataclass
 class Answer:
+    """One expert's answer to one example, and how much each input block drove it."""
+
     expert: str
     label: str  # class name, or the value for regression
     probability: float | None

@@ -45,6 +45,8 @@ class Pinned:
 
 
 class System:
+    """The whole graph as one model: pinned expert versions in topological order and the fields they read."""
+
     def __init__(self, pipeline: str, experts: dict[str, Pinned], order: list[str], fields: dict[str, dict]):
         self.pipeline = pipeline
         self.experts = experts

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Deltas:
+    """How far a version's new outputs moved from its reference, and its metric's change."""
+
     max_abs: float  # largest |p_new - p_ref| over probe rows and outputs
     mean_abs: float
     agreement: float  # fraction of probe rows whose prediction is unchanged (classification)
@@ -27,6 +29,8 @@ class Deltas:
 
 @dataclass(frozen=True)
 class Verdict:
+    """Keep or retrain, with the tolerances each delta met or broke."""
+
     keep: bool
     deltas: Deltas
     failed: tuple[str, ...]  # human-readable reasons, e.g. "agreement 91.0% < 98.0%"

@@ -36,6 +36,8 @@ RECORDED_AS = {path: path.replace(".training.models:", ".models:") for path in B
 
 @dataclass(frozen=True)
 class Fingerprint:
+    """What an expert is made of now: its resolved spec, code and data hashes, per component."""
+
     spec: dict[str, Any]
     spec_hash: str
     code: dict[str, str]  # object path -> hash

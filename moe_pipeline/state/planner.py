@@ -26,6 +26,8 @@ class FingerprintLike(Protocol):
 
 @dataclass(frozen=True)
 class Reason:
+    """Why an expert is not fresh, in one category and one line (`SPEC train.lr: 0.003 -> 0.001`)."""
+
     kind: str  # SPEC | CODE | DATA | UPSTREAM | MISSING | INTEGRITY
     detail: str
 
@@ -35,6 +37,9 @@ class Reason:
 
 @dataclass
 class Status:
+    """One expert's status (missing, stale, pending, fresh), its current version, the reasons,
+    and for a pending one the stale or missing experts upstream it waits for."""
+
     name: Hashable
     status: str
     version: int | None
@@ -122,6 +127,8 @@ TRAIN, CHECK = "train", "retrain or keep"
 
 @dataclass(frozen=True)
 class Step:
+    """One expert the plan trains, or checks first (the behavioural cutoff), and why."""
+
     expert: Hashable
     status: str
     reasons: tuple[Reason, ...]
@@ -133,6 +140,8 @@ class Step:
 
 @dataclass(frozen=True)
 class Plan:
+    """The steps of a `run`, in topological order; pure data the runners execute."""
+
     steps: tuple[Step, ...]
 
     @property

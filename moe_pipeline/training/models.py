@@ -17,6 +17,8 @@ from moe_pipeline.errors import TrainingError, UserCodeError
 
 
 class ExpertModel(Protocol):
+    """What every expert network offers: a body that makes the embedding, a head that makes the logits."""
+
     body: nn.Module  # (n, *in_shape) -> (n, e)
     head: nn.Linear  # (n, e) -> (n, c)
 
@@ -24,6 +26,8 @@ class ExpertModel(Protocol):
 
 
 class MLP(nn.Module):
+    """The `mlp` model: Linear and ReLU layers, then the head."""
+
     def __init__(self, in_shape: Sequence[int], out_features: int, hidden: Sequence[int] = (64,), dropout: float = 0.0):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]

@@ -27,6 +27,8 @@ EVAL_CHUNK = 4096  # rows per inference chunk; bounds memory on large splits
 
 @dataclass
 class TrainResult:
+    """What one training gives back: the model with its best-epoch weights, history, metrics, outputs."""
+
     model: nn.Module  # on cpu, best weights loaded
     initial_first_layer: torch.Tensor  # first layer's weights before training (Neural Feature Ansatz)
     history: list[dict[str, float]]  # one dict per epoch
