@@ -8,15 +8,34 @@ from moe_pipeline.state.planner import PENDING, STALE, Plan, Status, describe
 from moe_pipeline.execute.runner import Outcome
 
 STYLE = {"fresh": "green", "pending": "yellow", "stale": "red", "missing": "magenta"}
+NOTE_COLUMN_WIDTH = 120  # a run table with its notes beside the numbers needs this many columns
 
 
 def _console():
-    import sys
-
     from rich.console import Console
 
-    # A pipe or a CI log has no width: rich would assume 80 columns and wrap every reason.
-    return Console() if sys.stdout.isatty() else Console(width=200)
+    # A pipe or a CI log has no width: rich would assume 80 columns and wrap every reason. There
+    # a table is as wide as its longest row: a cell is never cut or wrapped mid-word by rich.
+    return Console() if _tty() else Console(width=10_000, soft_wrap=True)
+
+
+def _tty() -> bool:
+    import sys
+
+    return sys.stdout.isatty()
+
+
+def _table(title: str):
+    from rich.table import Table
+
+    return Table(title=title)
+
+
+def _memory(mb: float) -> str:
+    """Peak memory in the unit that shows it: a small expert's 0.04 MB reads 41 KB, not 0.0 MB."""
+    if mb >= 1.0:
+        return f"{mb:.1f} MB"
+    return f"{mb * 1024:.0f} KB" if mb * 1024 >= 1 else "<1 KB"
 
 
 def _seconds(value: float | None) -> str:
@@ -24,15 +43,15 @@ def _seconds(value: float | None) -> str:
 
 
 def print_plan(plan: Plan, title: str = "plan") -> None:
-    from rich.table import Table
-
     console = _console()
     if not plan.steps:
         console.print("nothing to do: every selected expert is fresh")
         return
-    table = Table(title=title)
-    for column in ("#", "expert", "status", "action", "why", "estimate"):
-        table.add_column(column)
+    table = _table(title)
+    for column in ("#", "expert", "status", "action"):
+        table.add_column(column, no_wrap=column != "action")
+    table.add_column("why", min_width=24, overflow="fold", ratio=1)
+    table.add_column("estimate", no_wrap=True)
     for index, step in enumerate(plan.steps, 1):
         table.add_row(str(index), str(step.expert), f"[{STYLE.get(step.status, '')}]{step.status}", describe(step),
                       "\n".join(str(r) for r in step.reasons), _seconds(step.estimate))
@@ -42,22 +61,30 @@ def print_plan(plan: Plan, title: str = "plan") -> None:
 
 
 def print_outcomes(outcomes: Iterable[Outcome]) -> None:
-    from rich.table import Table
-
     outcomes = list(outcomes)
     console = _console()
     if not outcomes:
         console.print("nothing to do: every expert is fresh")
         return
-    table = Table(title="trained")
-    for column in ("expert", "action", "version", "validation metric", "seconds", "peak memory", "note"):
-        table.add_column(column, no_wrap=column != "note")
+    table = _table("trained")
+    # What the cutoff decided and the epochs run are the reason to read this table: on a
+    # terminal too narrow for a note column that keeps them whole, each note is a line below.
+    narrow = console.width < NOTE_COLUMN_WIDTH
+    for column in ("expert", "action", "version", "validation metric", "seconds", "peak memory"):
+        table.add_column(column, no_wrap=True, justify="right" if column in ("seconds", "peak memory") else "left")
+    if not narrow:
+        table.add_column("note", min_width=30, overflow="fold", ratio=1)
     from rich.markup import escape
 
     for o in outcomes:  # notes carry class names, which are data, not rich markup
-        table.add_row(str(o.expert), o.action, f"v{o.version}", f"{o.metric_name} {o.val_metric:.4f}",
-                      f"{o.seconds:.2f}", f"{o.peak_memory_mb:.1f} MB", escape(o.note))
+        row = [str(o.expert), o.action, f"v{o.version}", f"{o.metric_name} {o.val_metric:.4f}", f"{o.seconds:.2f}",
+               _memory(o.peak_memory_mb)]
+        table.add_row(*row, *([] if narrow else [escape(o.note)]))
     console.print(table)
+    if narrow:
+        for o in outcomes:
+            if o.note:
+                console.print(f"[bold]{escape(str(o.expert))}[/bold]: {escape(o.note)}")
 
 
 def _decision(s: Status, cutoff: dict[str, bool]) -> str | None:
@@ -79,11 +106,10 @@ def _validated(s: Status) -> str:
 
 
 def print_status(pipeline: str, statuses: dict[str, Status], cutoff: dict[str, bool] | None = None) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"status of {pipeline}")
-    for column in ("expert", "status", "version", "reasons"):
-        table.add_column(column)
+    table = _table(f"status of {pipeline}")
+    for column in ("expert", "status", "version"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reasons", min_width=30, overflow="fold", ratio=1)
     for s in statuses.values():
         lines = [str(r) for r in s.reasons]
         decision = _decision(s, cutoff or {})
