@@ -27,7 +27,49 @@ class FileData:
 
 def read(source: Any, path: Path, name: str) -> FileData:
     readers = {"csv": _csv, "parquet": _parquet, "npz": _npz, "npy": _npy, "imagefolder": _imagefolder}
+    if source.loader != "imagefolder":
+        regular_file(path)
     return readers[source.loader](source, path, name)
+
+
+def regular_file(path: Path) -> None:
+    """A data file must be a regular file: a FIFO or a device (`/dev/zero`) would never end."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise DataError(f"{path}: is {kind}, not a regular file; a source reads a file")
+
+
+def max_array_bytes() -> int:
+    """The largest array a data file may declare: half this machine's memory (checked before
+    anything is allocated, so a header claiming 10^11 rows is an error, not an OOM kill)."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def _declared(handle, path: Path, field: str) -> None:
+    """Refuse an .npy header whose shape and dtype would not fit, before reading the data."""
+    try:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(handle)
+    except (ValueError, OSError, SyntaxError) as exc:
+        raise DataError(f"{path}: array {field!r} has a damaged header: {exc}") from None
+    size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if size > max_array_bytes():
+        raise DataError(f"{path}: array {field!r} declares shape {tuple(shape)} of {dtype} ({size / 2**30:.1f} GiB), "
+                        f"more than half this machine's memory; split the data or use a smaller sample")
+    if len(shape) >= 1 and shape[0] == 0:
+        raise DataError(f"{path}: array {field!r} has 0 rows; expected one row per sample")
 
 
 # ---------------------------------------------------------------- tables
@@ -62,6 +104,21 @@ def class_ids(values: list[str]) -> tuple[np.ndarray, list[str]]:
 
 
 def _npz(source: Any, path: Path, name: str) -> FileData:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:  # sizes first: a zip bomb is refused before it inflates
+            for field in source.arrays:
+                member = f"{field}.npy"
+                if member in archive.namelist():
+                    if archive.getinfo(member).file_size > max_array_bytes():
+                        raise DataError(f"{path}: array {field!r} inflates to "
+                                        f"{archive.getinfo(member).file_size / 2**30:.1f} GiB, more than half this "
+                                        "machine's memory")
+                    with archive.open(member) as handle:
+                        _declared(handle, path, field)
+    except zipfile.BadZipFile as exc:
+        raise DataError(f"{path}: cannot read npz: {exc}") from None
     try:
         with np.load(path, allow_pickle=False) as archive:  # never unpickle object arrays
             fields = {f: np.asarray(archive[f]) for f in source.arrays}
@@ -71,6 +128,8 @@ def _npz(source: Any, path: Path, name: str) -> FileData:
 
 
 def _npy(source: Any, path: Path, name: str) -> FileData:
+    with open(path, "rb") as handle:
+        _declared(handle, path, name)
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -96,6 +155,11 @@ def image_files(folder: Path) -> list[tuple[Path, str]]:
     """(image path, class) for every image under `folder/<class>/`, in a stable order."""
     pairs = [(p, sub.name) for sub in sorted(folder.iterdir()) if sub.is_dir()
              for p in sorted(sub.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    for file, _ in pairs:  # a link to nothing, a link loop, a folder named like an image: say so
+        if not file.is_file():
+            what = ("a folder" if file.is_dir() else "a link to nothing or a link loop" if file.is_symlink()
+                    else "not a regular file")
+            raise DataError(f"{file}: is {what}, not an image; remove it or point it at an image")
     if not pairs:
         raise DataError(f"{folder}: no images found; expected {folder}/<class>/<image>.png")
     return pairs
@@ -111,13 +175,16 @@ def _imagefolder(source: Any, path: Path, name: str) -> FileData:
     for i, (file, _) in enumerate(pairs):
         try:
             with Image.open(file) as image:
-                image.load()
-                if image.size != (width, height):
+                if image.size != (width, height):  # from the header: a huge image is refused before decoding
                     raise DataError(f"{file}: size {image.size[1]}x{image.size[0]} (height x width), expected "
                                     f"{height}x{width} as `size:` says")
+                image.load()
                 if image.mode != source.mode:
                     raise DataError(f"{file}: mode {image.mode}, expected {source.mode} as `mode:` says")
                 pixels = np.asarray(image, dtype=np.float32) / 255.0
+        except Image.DecompressionBombError as exc:
+            raise DataError(f"{file}: the image is too large to decode safely ({exc}); expected "
+                            f"{height}x{width}") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"{file}: cannot read the image: {exc}") from None
         images[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)

@@ -133,6 +133,10 @@ def _check_files(pipeline: spec_module.Pipeline, pipeline_path: Path, positions:
             continue
         path = source_path(project_root(pipeline_path), source.path)
         want_dir = source.loader == "imagefolder"
+        if path.exists() and not want_dir and not path.is_dir() and not path.is_file():  # a FIFO, /dev/zero
+            problem(("sources", name, "path"), f"{path} is not a regular file (a FIFO or a device would never "
+                    "end); a source reads a file")
+            continue
         if not path.exists() or path.is_dir() != want_dir:
             kind = "folder" if want_dir else "file"
             problem(("sources", name, "path"), f"no {kind} {path}" + (" (it is a folder)" if path.is_dir() else "")

@@ -1,0 +1,94 @@
+"""Hostile data files: each is one DataError naming the file, found before anything big is
+allocated or read; never a hang, an OOM kill or a traceback."""
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moe_pipeline.data.files import read
+from moe_pipeline.errors import DataError
+from moe_pipeline.pipeline.spec import ArraySource, ImageFolderSource, TableSource
+
+
+def _npy_header_only(path: Path, shape: tuple[int, ...]) -> None:
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": shape})
+
+
+def test_an_npy_header_claiming_ten_to_the_eleven_rows_is_refused_before_allocating(tmp_path: Path):
+    path = tmp_path / "x.npy"
+    _npy_header_only(path, (10**11, 4))
+    with pytest.raises(DataError, match=r"declares shape \(100000000000, 4\) of float32"):
+        read(ArraySource.model_validate({"loader": "npy", "path": "x.npy"}), path, "x")
+
+
+def test_a_zero_row_npz_array_is_refused(tmp_path: Path):
+    path = tmp_path / "x.npz"
+    np.savez(path, x=np.zeros((0, 3), np.float32))
+    with pytest.raises(DataError, match="has 0 rows"):
+        read(ArraySource.model_validate({"loader": "npz", "path": "x.npz", "fields": ["x"]}), path, "x")
+
+
+def test_a_zip_bomb_npz_is_refused_from_its_directory(tmp_path: Path):
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("x.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False,
+                                                          "shape": (10**10,)})
+    with pytest.raises(DataError, match="declares shape|inflates to"):
+        read(ArraySource.model_validate({"loader": "npz", "path": "bomb.npz", "fields": ["x"]}), path, "bomb")
+
+
+def test_a_fifo_is_not_read_it_would_never_end(tmp_path: Path):
+    path = tmp_path / "t.csv"
+    os.mkfifo(path)
+    with pytest.raises(DataError, match="is a FIFO, not a regular file"):
+        read(TableSource.model_validate({"loader": "csv", "path": "t.csv", "label": "y"}), path, "t")
+
+
+@pytest.mark.parametrize("plant", ["dangling", "loop", "folder"])
+def test_an_image_folder_entry_that_is_not_an_image_file_is_named(tmp_path: Path, plant: str):
+    from PIL import Image
+
+    folder = tmp_path / "img" / "a"
+    folder.mkdir(parents=True)
+    Image.new("L", (8, 8)).save(folder / "ok.png")
+    bad = folder / "x.png"
+    if plant == "dangling":
+        bad.symlink_to(tmp_path / "nowhere.png")
+    elif plant == "loop":
+        bad.symlink_to(bad)
+    else:
+        bad.mkdir()
+    source = ImageFolderSource.model_validate({"loader": "imagefolder", "path": "img", "size": [8, 8], "mode": "L"})
+    with pytest.raises(DataError, match=rf"{bad}: is .*not an image"):
+        read(source, tmp_path / "img", "img")
+
+
+def test_an_image_of_another_size_is_refused_from_its_header_before_decoding(tmp_path: Path):
+    from PIL import Image
+
+    folder = tmp_path / "img" / "a"
+    folder.mkdir(parents=True)
+    Image.new("L", (4096, 4096)).save(folder / "big.png")
+    source = ImageFolderSource.model_validate({"loader": "imagefolder", "path": "img", "size": [8, 8], "mode": "L"})
+    with pytest.raises(DataError, match="size 4096x4096"):
+        read(source, tmp_path / "img", "img")
+
+
+def test_validate_refuses_a_fifo_source_at_its_path_key(tmp_path: Path):
+    from moe_pipeline.errors import PipelineError
+    from moe_pipeline.pipeline.loader import load_pipeline
+
+    (tmp_path / "pyproject.toml").write_text("")
+    os.mkfifo(tmp_path / "t.csv")
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("name: p\nsources:\n  s: {loader: csv, path: t.csv, label: y}\n"
+                        "experts:\n  e: {inputs: [s.features], target: s.label, model: {kind: mlp}}\n")
+    with pytest.raises(PipelineError) as info:
+        load_pipeline(pipeline)  # returns at once: the FIFO is never opened
+    assert str(info.value).startswith(f"{pipeline}:3:") and "is not a regular file" in str(info.value)
