@@ -296,7 +296,9 @@ def report(
 from moe_pipeline.cli import services  # noqa: E402  (the commands that start servers)
 
 from moe_pipeline.cli import use  # noqa: E402  (the commands that use the trained system)
+from moe_pipeline.cli import diagnosis  # noqa: E402  (which expert to fix)
 
+app.command()(diagnosis.diagnose)
 app.command()(use.predict)
 app.command()(use.explain)
 app.command()(use.export)

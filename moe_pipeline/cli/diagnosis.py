@@ -1,0 +1,48 @@
+"""`moe-pipeline diagnose`: which upstream expert to fix first, for each reading expert.
+
+Reads the registry through a View and runs inference only; writes nothing (`--json` prints to
+stdout). Heavy imports stay inside the command.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+PipelineArg = typer.Argument(..., help="pipeline YAML file, e.g. pipelines/digits.yaml", show_default=False)
+
+
+def diagnose(
+    pipeline: Path = PipelineArg,
+    expert: Optional[str] = typer.Argument(None, help="a reading expert (default: every sink that reads experts)",
+                                           show_default=False),
+    split: str = typer.Option("test", "--split", help="train, val or test"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Trace a reading expert's errors to the upstream experts wrong on the same rows, and rank
+    them by oracle gain (its metric if that upstream were perfect) per second of their training."""
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.longlived import long_lived
+    from moe_pipeline.pipeline import graph as g
+    from moe_pipeline.pipeline.loader import load_pipeline
+
+    with long_lived():  # torch: see moe_pipeline.longlived
+        from moe_pipeline.inspect.diagnose import diagnose_expert
+
+    view = View(load_pipeline(pipeline))
+    if expert is not None:
+        view.record(expert)  # a clear error for an unknown expert or one never trained
+        names = [expert]
+    else:
+        names = [n for n in g.order(view.graph) if not list(view.graph.successors(n))
+                 and list(g.upstream(view.graph, n))]
+    results = [diagnose_expert(view, name, split) for name in names]
+    if as_json:
+        typer.echo(json.dumps({"pipeline": view.pipeline.name, "split": split,
+                               "experts": [r.as_dict() for r in results]}, indent=2, default=float))
+        return
+    for result in results:
+        for line in result.lines():
+            typer.echo(line)

@@ -1,0 +1,55 @@
+"""`diagnose` on a real registry, checked against a brute-force recount from the stored outputs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from tests.conftest import cli, store_bytes
+
+LOOPED = (0, 6, 8, 9)
+
+
+def test_diagnose_counts_provenance_and_oracle_gain_as_a_hand_recount_does(tiny: Path, registry_uri: str, capsys):
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.pipeline.loader import load_pipeline
+    from moe_pipeline.training.train import infer
+
+    assert cli("run", tiny, "--quiet") == 0
+    before = store_bytes(registry_uri)
+    capsys.readouterr()
+    assert cli("diagnose", tiny, "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert store_bytes(registry_uri) == before  # inference only: nothing written
+    (digit,) = report["experts"]
+    findings = {u["expert"]: u for u in digit["upstream"]}
+
+    # by hand, from the stored test outputs and the labels
+    view = View(load_pipeline(tiny))
+    labels = view.store.source("digits").fields["label"][view.store.source("digits").splits["test"]]
+    digit_probs = view.load_outputs(view.record("digit"))["test"]["probs"]
+    digit_wrong = digit_probs.argmax(1) != labels
+    loop_wrong = view.load_outputs(view.record("has_loop"))["test"]["probs"].argmax(1) != torch.isin(
+        labels, torch.tensor(LOOPED)).long()
+    assert digit["errors"] == int(digit_wrong.sum()) and digit["rows"] == len(labels)
+    assert findings["has_loop"]["wrong_on_reader_errors"] == int((digit_wrong & loop_wrong).sum())
+    assert findings["has_loop"]["error_rate"] == float(loop_wrong.double().mean())
+
+    # the oracle: has_loop's two probability columns replaced by its true answer, one-hot
+    model, _ = view.load_model(view.record("digit"))
+    data, _ = view.expert_data("digit")
+    x = data.x["test"].clone()
+    x[:, 0:2] = torch.nn.functional.one_hot(torch.isin(labels, torch.tensor(LOOPED)).long(), 2).float()
+    oracle_accuracy = float((infer(model, x, "classification")["logits"].argmax(1) == labels).double().mean())
+    assert abs(findings["has_loop"]["oracle_metric"] - oracle_accuracy) < 1e-12
+    assert abs(findings["has_loop"]["gain"] - (oracle_accuracy - digit["metric"])) < 1e-12
+    assert findings["is_even"]["gain"] is None and "reads is_even.embedding" in findings["is_even"]["not_applicable"]
+    assert digit["fix_first"] == ["has_loop"]
+
+    capsys.readouterr()
+    assert cli("diagnose", tiny) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("digit v1 on test: accuracy ") and lines[1].startswith("  has_loop: ")
+    assert any(line.startswith("  is_even: n/a (reads is_even.embedding") for line in lines)
+    assert cli("diagnose", tiny, "has_loop") == 2  # reads no expert: nothing to diagnose
