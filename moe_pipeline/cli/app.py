@@ -299,6 +299,7 @@ from moe_pipeline.cli import use  # noqa: E402  (the commands that use the train
 from moe_pipeline.cli import diagnosis  # noqa: E402  (which expert to fix)
 
 app.command()(diagnosis.diagnose)
+app.command()(diagnosis.diff)
 app.command()(use.predict)
 app.command()(use.explain)
 app.command()(use.export)

@@ -1,7 +1,8 @@
-"""`moe-pipeline diagnose`: which upstream expert to fix first, for each reading expert.
+"""`moe-pipeline diagnose` (which upstream expert to fix first) and `moe-pipeline diff` (what a
+retraining changed).
 
-Reads the registry through a View and runs inference only; writes nothing (`--json` prints to
-stdout). Heavy imports stay inside the command.
+Both read the registry through a View and train nothing; they write nothing (`--json` prints
+to stdout). Heavy imports stay inside the commands.
 """
 from __future__ import annotations
 
@@ -46,3 +47,27 @@ def diagnose(
     for result in results:
         for line in result.lines():
             typer.echo(line)
+
+
+def diff(
+    pipeline: Path = PipelineArg,
+    expert: str = typer.Argument(..., help="the expert whose versions to compare", show_default=False),
+    version_a: Optional[int] = typer.Argument(None, help="default: the version before B", show_default=False),
+    version_b: Optional[int] = typer.Argument(None, help="default: the current version", show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """What a retraining changed: record differences, metric deltas with a paired test of
+    significance, prediction churn and the rows that flipped, on val and test."""
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.longlived import long_lived
+    from moe_pipeline.pipeline.loader import load_pipeline
+
+    with long_lived():  # torch: see moe_pipeline.longlived
+        from moe_pipeline.inspect.diff import diff_versions
+
+    result = diff_versions(View(load_pipeline(pipeline)), expert, version_a, version_b)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2, default=float))
+        return
+    for line in result.lines():
+        typer.echo(line)

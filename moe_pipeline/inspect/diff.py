@@ -1,0 +1,153 @@
+"""What a retraining changed: two versions of one expert compared on the same rows.
+
+Record differences in the words `status` uses (SPEC keys, CODE objects, DATA fields, UPSTREAM
+versions); per split, the metric of each, the paired test of their difference (McNemar's exact
+test for classification, a seeded paired bootstrap interval for regression), the prediction
+churn and the rows that flipped. `mcnemar_exact` and `paired_bootstrap` are pure; `diff_versions`
+reads the two versions' stored outputs through a `View` and computes nothing by training.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+SIGNIFICANCE = 0.05  # below it a difference is reported as detectable
+BOOTSTRAP_ROUNDS = 2000
+
+
+def mcnemar_exact(a_right: torch.Tensor, b_right: torch.Tensor) -> tuple[int, int, float]:
+    """(rows only A got right, rows only B got right, two-sided exact p): a binomial test of the
+    discordant pairs, the honest test for two classifiers on the same rows."""
+    only_a = int((a_right & ~b_right).sum())
+    only_b = int((~a_right & b_right).sum())
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 0, 0, 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return only_a, only_b, min(1.0, 2 * tail)
+
+
+def _r2(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """R2 along the last dim of (..., n) predictions against (n,) targets."""
+    var = ((y - y.mean(-1, keepdim=True)) ** 2).sum(-1)
+    return 1 - ((pred - y) ** 2).sum(-1) / var.clamp(min=1e-300)
+
+
+def paired_bootstrap(pred_a: torch.Tensor, pred_b: torch.Tensor, y: torch.Tensor, rounds: int = BOOTSTRAP_ROUNDS,
+                     seed: int = 0) -> tuple[float, float]:
+    """A 95% interval of R2(B) - R2(A), resampling the same rows for both (seeded)."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.randint(0, len(y), (rounds, len(y)), generator=gen)  # (rounds, n)
+    ya = y.double()[rows]
+    delta = _r2(pred_b.double()[rows], ya) - _r2(pred_a.double()[rows], ya)  # (rounds,)
+    low, high = torch.quantile(delta, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return low, high
+
+
+@dataclass
+class SplitChange:
+    """One split: each version's metric, the paired test, churn and flipped rows."""
+
+    split: str
+    metric_a: float
+    metric_b: float
+    test: str  # "McNemar exact" | "paired bootstrap"
+    p_value: float | None
+    interval: tuple[float, float] | None
+    churn: float | None  # share of rows whose predicted class changed
+    right_to_wrong: list[int] = field(default_factory=list)  # row numbers within the split
+    wrong_to_right: list[int] = field(default_factory=list)
+
+    @property
+    def detectable(self) -> bool:
+        if self.p_value is not None:
+            return self.p_value < SIGNIFICANCE
+        return self.interval is not None and not (self.interval[0] <= 0.0 <= self.interval[1])
+
+
+@dataclass
+class VersionDiff:
+    """Two versions of one expert: what their records say differs, and what changed in behaviour."""
+
+    expert: str
+    version_a: int
+    version_b: int
+    metric_name: str
+    record: list[str]  # `SPEC train.lr: 0.01 -> 0.005`, `UPSTREAM has_loop v1 -> v2`, ...
+    splits: list[SplitChange]
+
+    def lines(self) -> list[str]:
+        out = [f"{self.expert} v{self.version_a} -> v{self.version_b}"]
+        out += [f"  {line}" for line in self.record] or ["  records: same spec, code, data and upstream"]
+        for s in self.splits:
+            verdict = "a detectable difference" if s.detectable else "no detectable difference"
+            test = (f"{s.test} p={s.p_value:.3g}" if s.p_value is not None
+                    else f"{s.test} 95% interval [{s.interval[0]:+.4f}, {s.interval[1]:+.4f}]")
+            line = (f"  {s.split}: {self.metric_name} {s.metric_a:.4f} -> {s.metric_b:.4f} "
+                    f"({s.metric_b - s.metric_a:+.4f}), {test}: {verdict}")
+            if s.churn is not None:
+                line += (f"; churn {100 * s.churn:.1f}%, {len(s.right_to_wrong)} right->wrong, "
+                         f"{len(s.wrong_to_right)} wrong->right")
+            out.append(line)
+        return out
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        for entry, s in zip(out["splits"], self.splits):
+            entry["detectable"] = s.detectable
+        return out
+
+
+def record_changes(a, b) -> list[str]:
+    """What two records differ in, per component, in the words `status` uses."""
+    from moe_pipeline.state.fingerprint import spec_diff
+
+    lines = [f"SPEC {line}" for line in spec_diff(a.spec, b.spec)]
+    lines += [f"CODE {name} changed" for name in sorted(set(a.code) | set(b.code)) if a.code.get(name) != b.code.get(name)]
+    lines += [f"DATA {name} changed" for name in sorted(set(a.data) | set(b.data)) if a.data.get(name) != b.data.get(name)]
+    ups_a, ups_b = a.trained_upstream or {}, b.trained_upstream or {}
+    for name in sorted(set(ups_a) | set(ups_b)):
+        va, vb = ups_a.get(name), ups_b.get(name)
+        if va != vb:
+            lines.append(f"UPSTREAM {name} {va.label() if va else '-'} -> {vb.label() if vb else '-'}")
+    return lines
+
+
+def diff_versions(view, expert: str, version_a: int | None = None, version_b: int | None = None,
+                  splits: tuple[str, ...] = ("val", "test")) -> VersionDiff:
+    """Version B (default: current) against A (default: the highest version below B)."""
+    from moe_pipeline.errors import SelectionError
+    from moe_pipeline.training.train import metrics_of
+
+    b = view.record(expert, version_b)
+    if version_a is None:
+        older = sorted(v for v in view.snapshot()[expert].records if v < b.version)
+        if not older:
+            raise SelectionError(f"expert '{expert}' has no version before v{b.version} to compare with; "
+                                 "name two versions: `diff PIPELINE EXPERT VA VB`")
+        version_a = older[-1]
+    a = view.record(expert, version_a)
+    data, _ = view.expert_data(expert)
+    outputs_a, outputs_b = view.load_outputs(a), view.load_outputs(b)
+    changes = []
+    for split in splits:
+        y = data.y[split]
+        logits_a, logits_b = outputs_a[split]["logits"], outputs_b[split]["logits"]
+        metric_a = metrics_of(data.task, logits_a, y, split)[f"{split}_{b.metric_name}"]
+        metric_b = metrics_of(data.task, logits_b, y, split)[f"{split}_{b.metric_name}"]
+        if data.task == "classification":
+            pred_a, pred_b = logits_a.argmax(1), logits_b.argmax(1)
+            right_a, right_b = pred_a == y, pred_b == y
+            _, _, p = mcnemar_exact(right_a, right_b)
+            changes.append(SplitChange(split, metric_a, metric_b, "McNemar exact", p, None,
+                                       float((pred_a != pred_b).double().mean()),
+                                       torch.nonzero(right_a & ~right_b).flatten().tolist(),
+                                       torch.nonzero(~right_a & right_b).flatten().tolist()))
+        else:
+            pred_a = outputs_a[split]["probs"].reshape(len(y), -1)[:, 0]
+            pred_b = outputs_b[split]["probs"].reshape(len(y), -1)[:, 0]
+            interval = paired_bootstrap(pred_a, pred_b, y.reshape(len(y), -1)[:, 0])
+            changes.append(SplitChange(split, metric_a, metric_b, "paired bootstrap", None, interval, None))
+    return VersionDiff(expert, a.version, b.version, b.metric_name, record_changes(a, b), changes)

@@ -1,0 +1,49 @@
+"""`diff` after a retraining, checked against a recount from the two versions' stored outputs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import cli, store_bytes
+
+
+def test_diff_names_the_record_change_and_counts_flips_as_a_recount_does(tiny: Path, registry_uri: str, capsys):
+    from scipy.stats import binomtest
+
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.pipeline.loader import load_pipeline
+
+    assert cli("run", tiny, "--quiet") == 0
+    text = tiny.read_text()
+    start = text.index("  is_even:")
+    tiny.write_text(text[:start] + text[start:].replace("lr: 1.0e-2", "lr: 5.0e-3", 1))
+    assert cli("run", tiny, "--quiet") == 0
+    before = store_bytes(registry_uri)
+    capsys.readouterr()
+    assert cli("diff", tiny, "is_even", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert store_bytes(registry_uri) == before  # reads only
+    assert (report["version_a"], report["version_b"]) == (1, 2)
+    assert report["record"] == ["SPEC train.lr: 0.01 -> 0.005"]
+
+    view = View(load_pipeline(tiny))
+    labels = view.store.source("digits").fields["label"]
+    for entry in report["splits"]:
+        split = entry["split"]
+        y = (labels[view.store.source("digits").splits[split]] % 2 == 0).long()
+        pred = {v: view.load_outputs(view.record("is_even", v))[split]["logits"].argmax(1) for v in (1, 2)}
+        right = {v: pred[v] == y for v in (1, 2)}
+        assert entry["right_to_wrong"] == [i for i in range(len(y)) if right[1][i] and not right[2][i]]
+        assert entry["wrong_to_right"] == [i for i in range(len(y)) if right[2][i] and not right[1][i]]
+        assert entry["churn"] == float((pred[1] != pred[2]).double().mean())
+        discordant = len(entry["right_to_wrong"]) + len(entry["wrong_to_right"])
+        want = binomtest(len(entry["right_to_wrong"]), discordant, 0.5).pvalue if discordant else 1.0
+        assert abs(entry["p_value"] - want) < 1e-12
+        assert entry["detectable"] == (want < 0.05)
+
+    capsys.readouterr()
+    assert cli("diff", tiny, "is_even") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["is_even v1 -> v2", "  SPEC train.lr: 0.01 -> 0.005"]
+    assert any("difference" in line and line.startswith("  test: accuracy ") for line in lines)
+    assert cli("diff", tiny, "digit", "1", "1") == 0  # a version against itself: nothing changed
