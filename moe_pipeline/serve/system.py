@@ -145,6 +145,19 @@ class System:
                                      f"[n, {', '.join(map(str, want['shape']))}]")
             if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
                 raise SelectionError(f"input field '{ref}' has dtype {value.dtype}; expected numbers ({want['dtype']})")
+            if np.issubdtype(value.dtype, np.complexfloating):
+                raise SelectionError(f"input field '{ref}' has dtype {value.dtype}; a complex value would lose its "
+                                     f"imaginary part: expected {want['dtype']}")
+            if np.issubdtype(np.dtype(want["dtype"]), np.floating) and np.issubdtype(value.dtype, np.integer):
+                # uint8 images (0..255) are not the [0, 1] floats the source loader made: never guess a scale
+                raise SelectionError(f"input field '{ref}' has dtype {value.dtype}; the system reads {want['dtype']} "
+                                     "as the source loader gives it (images: floats in [0, 1]); convert it first")
+            if len(value) == 0:
+                raise SelectionError(f"input field '{ref}' has 0 rows")
+            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                row = int(np.argwhere(~np.isfinite(value.reshape(len(value), -1)))[0, 0])
+                raise SelectionError(f"input field '{ref}' holds NaN or inf (first in row {row}); the experts answer "
+                                     "finite inputs only")
             rows.add(len(value))
         if len(rows) > 1:
             raise SelectionError(f"input fields have different row counts {sorted(rows)}")
@@ -187,6 +200,7 @@ class System:
             owner, _, output = ref.partition(".")
             if ref in self.fields:  # a source field: the version's fitted transform, then float32
                 value = np.asarray(batch[ref])
+                value = value.astype(value.dtype.newbyteorder("="), copy=False)  # a big-endian file: same values
                 params = p.saved.transforms.get(ref)
                 value = apply(params, value) if params else value
                 parts.append(torch.as_tensor(np.ascontiguousarray(value)).float())

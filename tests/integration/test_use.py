@@ -67,6 +67,18 @@ def test_predict_on_the_raw_test_split_equals_the_stored_test_outputs(trained: P
     assert np.abs(loop - stored_test_outputs(trained, "has_loop").numpy()).max() <= 1e-6
 
 
+def test_a_big_endian_file_predicts_what_the_native_one_does(trained: Path, tmp_path: Path, capsys):
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.pipeline.loader import load_pipeline
+
+    images = View(load_pipeline(trained)).store.source("digits").raw_field("image", "test").numpy()
+    np.save(tmp_path / "native.npy", images)
+    np.save(tmp_path / "big.npy", images.astype(">f4"))
+    for name in ("native", "big"):
+        assert cli("predict", trained, "--input", tmp_path / f"{name}.npy", "--out", tmp_path / f"{name}.csv") == 0
+    assert (tmp_path / "native.csv").read_text() == (tmp_path / "big.csv").read_text()
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda d: np.savez(d / "bad.npz", pixels=np.zeros((3, 1, 8, 8), np.float32)), "no array named 'digits.image'"),
     (lambda d: np.savez(d / "bad.npz", image=np.zeros((3, 64), np.float32)),
@@ -74,6 +86,10 @@ def test_predict_on_the_raw_test_split_equals_the_stored_test_outputs(trained: P
     (lambda d: np.save(d / "bad.npy", np.array([["a"] * 64] * 2).reshape(2, 1, 8, 8)), "has dtype <U1"),
     (lambda d: (d / "bad.txt").write_text("1,2"), "unknown input format '.txt'"),
     (lambda d: np.save(d / "bad.npy", np.array([{"x": 1}], dtype=object)), "cannot read it"),
+    (lambda d: np.save(d / "bad.npy", np.full((2, 1, 8, 8), 200, np.uint8)), "has dtype uint8; the system reads float32"),
+    (lambda d: np.save(d / "bad.npy", np.full((2, 1, 8, 8), np.nan, np.float32)), "holds NaN or inf (first in row 0)"),
+    (lambda d: np.save(d / "bad.npy", np.zeros((2, 1, 8, 8), np.complex64)), "would lose its imaginary part"),
+    (lambda d: np.save(d / "bad.npy", np.zeros((0, 1, 8, 8), np.float32)), "has 0 rows"),
 ])
 def test_a_wrong_input_exits_2_names_the_problem_and_writes_nothing(trained: Path, tmp_path: Path, capsys,
                                                                     make, message):
