@@ -26,7 +26,8 @@ from moe_pipeline.errors import DataError
 from moe_pipeline.pipeline.columns import Group, groups_of
 
 def read_csv(source: Any, path: Path) -> tuple[list[Group], dict[str, Any]]:
-    """The groups and each needed column as a pyarrow string array (row i is file line i + 2)."""
+    """The groups and each needed column as a pyarrow array (row i is file line i + 2): numbers
+    as float64 where every cell parses, else text, for `to_fields` to name the first bad cell."""
     import pyarrow as pa
     from pyarrow import csv as pacsv
 
@@ -47,15 +48,23 @@ def read_csv(source: Any, path: Path) -> tuple[list[Group], dict[str, Any]]:
     _no_duplicates(header, path)
     groups = groups_of(source, header, path)
     wanted = [c for g in groups for c in g.columns]
-    try:
-        table = pacsv.read_csv(
+    numbers = {c for g in groups if g.kind != "categorical" for c in g.columns}
+
+    def parse(types):
+        return pacsv.read_csv(
             io.BytesIO(raw), parse_options=pacsv.ParseOptions(delimiter=source.delimiter),
             read_options=pacsv.ReadOptions(use_threads=True),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header}, include_columns=wanted,
+            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=wanted,
                                                  strings_can_be_null=False, null_values=[]))
-    except pa.ArrowInvalid:  # a row of another length (or a broken quote): say which, in our words
-        _name_the_bad_row(raw, source.delimiter, len(header), path)
-        raise
+
+    try:  # numbers parsed as numbers in C; a column pyarrow cannot parse is read again as text
+        table = parse({c: pa.float64() if c in numbers else pa.string() for c in header})
+    except pa.ArrowInvalid:
+        try:  # as text, `to_fields` names the first bad cell
+            table = parse({c: pa.string() for c in header})
+        except pa.ArrowInvalid:  # a row of another length (or a broken quote): say which, in our words
+            _name_the_bad_row(raw, source.delimiter, len(header), path)
+            raise
     if table.num_rows == 0:
         raise DataError(f"{path}: the file has a header but no rows")
     return groups, {c: table.column(c).combine_chunks() for c in wanted}
