@@ -156,6 +156,10 @@ def _target(name: str, expert: ExpertSpec, store: DataStore) -> tuple[dict[str, 
                                                                torch.uint8, torch.bool)):
         raise DataError(f"expert '{name}': the target has dtype {values.dtype}; expected integers or floats")
     _finite(name, f"the target {expert.target_fn or expert.target_field}", values)
+    if expert.classes is not None and expert.task != "regression" and values.dtype.is_floating_point \
+            and not torch.equal(values, values.round()):
+        raise DataError(f"expert '{name}': `classes:` names classes, but the target holds real numbers; return "
+                        "integer class ids from the target function, or drop `classes:` and set task: regression")
     task = expert.task or ("regression" if values.dtype.is_floating_point else "classification")
     if task == "classification":
         values, n_outputs = _classes(name, expert, values)

@@ -57,8 +57,9 @@ def import_object(path: str) -> Any:
         raise DataError(f"module '{module_name}' has no '{attr}' (referenced as '{path}')") from None
 
 
-def call_user_code(path: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call a function the pipeline references; whatever it raises becomes one clear error naming it."""
+def call_user_code(path: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Call a function the pipeline references; whatever it raises becomes one clear error naming it.
+    `path` and `fn` are positional only: a loader's own `kwargs` may use any names, `path` among them."""
     try:
         return fn(*args, **kwargs)
     except MoeError:

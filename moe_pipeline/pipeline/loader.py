@@ -130,6 +130,10 @@ def _check_files(pipeline: spec_module.Pipeline, pipeline_path: Path, positions:
 
     for name, source in pipeline.sources.items():
         if source.loader not in spec_module.FILE_LOADERS:
+            for wanted in getattr(source, "transform", {}):
+                if wanted not in pipeline.source_fields(name):
+                    problem(("sources", name, "transform", wanted),
+                            f"source '{name}' has no field '{wanted}' (fields: {', '.join(pipeline.source_fields(name))})")
             continue
         path = source_path(project_root(pipeline_path), source.path)
         want_dir = source.loader == "imagefolder"
@@ -161,6 +165,13 @@ def _check_files(pipeline: spec_module.Pipeline, pipeline_path: Path, positions:
             if wanted not in fields:
                 problem(("sources", name, "transform", wanted),
                         f"source '{name}' has no field '{wanted}' (fields: {', '.join(fields)})")
+    for expert, spec in pipeline.experts.items():  # a target is class ids or values, never a transformed field
+        owner, _, field = spec.target_field.partition(".")
+        kind = getattr(sources.get(owner), "transform", {}).get(field)
+        if kind:
+            problem(("experts", expert, "target"), f"the target '{spec.target_field}' has a `{kind}` transform "
+                    f"(sources.{owner}.transform); a target must stay class ids or values: remove the transform "
+                    "from that field")
     return pipeline.model_copy(update={"sources": sources}), problems
 
 
@@ -210,6 +221,9 @@ def _schema_problem(err: dict, positions: dict, filename: str) -> Problem:
     if kind == "extra_forbidden":
         key = loc[-1]
         allowed = _allowed_keys(found[:-1])
+        if key in allowed:  # a key of another loader or model kind at this place: say so, never "did you mean" it
+            return Problem(filename, line, col, _dotted(found), f"unknown key '{key}' here: it belongs to another "
+                           "kind (another `loader:` or `kind:`) at this place")
         hint = _did_you_mean(str(key), allowed)
         listing = f" (allowed: {', '.join(sorted(allowed))})" if allowed and not hint else ""
         return Problem(filename, line, col, _dotted(found), f"unknown key '{key}'{hint}{listing}")

@@ -85,6 +85,9 @@ class PlantedSource(Strict):
         return ("x", "y")
 
 
+TransformKind = Literal["standardize", "minmax", "onehot"]
+
+
 class CustomSource(Strict):
     """A `module:function` returning a dict of equally long tensors (or arrays)."""
 
@@ -92,9 +95,8 @@ class CustomSource(Strict):
     fields: list[Name] = Field(min_length=1, max_length=256)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     split: Split = Split()
-
-
-TransformKind = Literal["standardize", "minmax", "onehot"]
+    transform: dict[Name, TransformKind] = Field(
+        default_factory=dict, description="per field, fitted on the train split only and stored with each version")
 
 
 class FileSource(Strict):
