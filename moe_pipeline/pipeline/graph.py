@@ -60,16 +60,24 @@ def check_graph(pipeline: Pipeline) -> list[GraphIssue]:
             issues.append(issue)
         if len(set(expert.inputs)) != len(expert.inputs):
             issues.append(GraphIssue(("experts", name, "inputs"), "an input is listed twice; list each once"))
-        if expert.model.kind == "cnn":  # a cnn convolves one image; found here, not minutes into `run`
-            read = [t for t in expert.inputs if t.partition(".")[0] in pipeline.experts]
-            if len(expert.inputs) != 1 or read:
-                what = (f"expert output '{read[0]}' is a vector, not an image" if read
-                        else f"it has {len(expert.inputs)} inputs")
-                issues.append(GraphIssue(("experts", name, "inputs"), f"a cnn reads one image field; {what}: give "
-                                         "the cnn the image alone, or use an mlp to combine inputs"))
     if not issues:
         issues.extend(_row_issues(pipeline))
         issues.extend(_cycle_issues(pipeline))
+    return issues + _model_input_issues(pipeline)
+
+
+def _model_input_issues(pipeline: Pipeline) -> list[GraphIssue]:
+    """A cnn convolves one image: given several inputs or an expert's vector it would fail
+    minutes into `run`, after its upstream trained; found here instead."""
+    issues = []
+    for name, expert in pipeline.experts.items():
+        if expert.model.kind != "cnn":
+            continue
+        read = [t for t in expert.inputs if t.partition(".")[0] in pipeline.experts]
+        if len(expert.inputs) != 1 or read:
+            what = f"expert output '{read[0]}' is a vector, not an image" if read else f"it has {len(expert.inputs)} inputs"
+            issues.append(GraphIssue(("experts", name, "inputs"), f"a cnn reads one image field; {what}: give the cnn "
+                                     "the image alone, or use an mlp to combine inputs"))
     return issues
 
 
