@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from moe_pipeline.errors import DataError
+from moe_pipeline.pipeline.wording import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,11 @@ def groups_of(source: Any, header: list[str], path: Path) -> list[Group]:
     declared = getattr(source, "groups", None)
     if not declared:  # the shorthand: `columns` (default: all but the label) and `label`
         if source.label is not None and source.label not in header:
-            raise DataError(f"{path}: no column {source.label!r} (the label){_hint(source.label, header)}; "
+            raise DataError(f"{path}: no column {source.label!r} (the label){did_you_mean(source.label, header)}; "
                             f"columns: {_listing(header)}")
         for wanted in source.columns or []:
             if wanted not in header:
-                raise DataError(f"{path}: no column {wanted!r}{_hint(wanted, header)}; columns: {_listing(header)}")
+                raise DataError(f"{path}: no column {wanted!r}{did_you_mean(wanted, header)}; columns: {_listing(header)}")
         if source.label is not None and source.columns and source.label in source.columns:
             raise DataError(f"{path}: column {source.label!r} is the label and also listed in `columns:`; a label "
                             "among the features would give the answer away: remove it from `columns:`")
@@ -49,7 +50,7 @@ def groups_of(source: Any, header: list[str], path: Path) -> list[Group]:
             found = [c for c in header if fnmatch.fnmatchcase(c, pattern)] if _is_glob(pattern) else \
                 ([pattern] if pattern in header else [])
             if not found:
-                raise DataError(f"{path}: field '{name}': no column matches {pattern!r}{_hint(pattern, header)}; "
+                raise DataError(f"{path}: field '{name}': no column matches {pattern!r}{did_you_mean(pattern, header)}; "
                                 f"columns: {_listing(header)}")
             columns += [c for c in found if c not in columns]
         for column in columns:
@@ -68,11 +69,6 @@ def _is_glob(pattern: str) -> bool:
     return any(ch in pattern for ch in "*?[")
 
 
-def _hint(word: str, choices: list[str]) -> str:
-    import difflib
-
-    close = [c for c in difflib.get_close_matches(word, choices, n=1, cutoff=0.6) if c != word]
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _listing(names: list[str]) -> str:

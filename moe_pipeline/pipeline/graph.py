@@ -7,12 +7,12 @@ file position.
 """
 from __future__ import annotations
 
-import difflib
 import graphlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from moe_pipeline.pipeline.spec import EXPERT_OUTPUTS
+from moe_pipeline.pipeline.wording import did_you_mean
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -110,24 +110,21 @@ def _check_ref(pipeline: Pipeline, names: set[str], expert: str, text: str, loc:
     if ref.owner in pipeline.sources:
         fields = pipeline.source_fields(ref.owner)
         if ref.output not in fields:
-            return GraphIssue(loc, f"source '{ref.owner}' has no field '{ref.output}'{_hint(ref.output, fields)}"
+            return GraphIssue(loc, f"source '{ref.owner}' has no field '{ref.output}'{did_you_mean(ref.output, fields)}"
                                    f" (fields: {', '.join(fields)})")
         return None
     if ref.owner in pipeline.experts:
         if not allow_experts:
             return GraphIssue(loc, f"a target must be a source field, not the expert output '{text}'")
         if ref.output not in EXPERT_OUTPUTS:
-            return GraphIssue(loc, f"expert '{ref.owner}' has no output '{ref.output}'{_hint(ref.output, EXPERT_OUTPUTS)}"
+            return GraphIssue(loc, f"expert '{ref.owner}' has no output '{ref.output}'{did_you_mean(ref.output, EXPERT_OUTPUTS)}"
                                    f" (outputs: {', '.join(EXPERT_OUTPUTS)})")
         return None
     kind = "source or expert" if allow_experts else "source"
     choices = names if allow_experts else set(pipeline.sources)
-    return GraphIssue(loc, f"unknown {kind} '{ref.owner}'{_hint(ref.owner, choices)}")
+    return GraphIssue(loc, f"unknown {kind} '{ref.owner}'{did_you_mean(ref.owner, choices)}")
 
 
-def _hint(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _cycle_issues(pipeline: Pipeline) -> list[GraphIssue]:

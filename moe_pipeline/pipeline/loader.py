@@ -9,7 +9,6 @@ and no registry calls.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from moe_pipeline.pipeline import spec as spec_module
 from moe_pipeline.errors import PipelineError, Problem
 from moe_pipeline.pipeline.graph import GraphIssue, check_graph
 from moe_pipeline.pipeline.paths import project_root, source_path
-from moe_pipeline.pipeline.wording import constraint_message
+from moe_pipeline.pipeline.wording import constraint_message, did_you_mean
 from moe_pipeline.pipeline.yamltree import Loc, dotted as _dotted, read_yaml
 
 
@@ -224,7 +223,7 @@ def _schema_problem(err: dict, positions: dict, filename: str) -> Problem:
         if key in allowed:  # a key of another loader or model kind at this place: say so, never "did you mean" it
             return Problem(filename, line, col, _dotted(found), f"unknown key '{key}' here: it belongs to another "
                            "kind (another `loader:` or `kind:`) at this place")
-        hint = _did_you_mean(str(key), allowed)
+        hint = did_you_mean(str(key), allowed)
         listing = f" (allowed: {', '.join(sorted(allowed))})" if allowed and not hint else ""
         return Problem(filename, line, col, _dotted(found), f"unknown key '{key}'{hint}{listing}")
     if kind == "missing":
@@ -251,9 +250,6 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _did_you_mean(word: str, choices: list[str] | set[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _allowed_keys(parent: Loc) -> list[str]:

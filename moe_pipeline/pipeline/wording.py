@@ -1,4 +1,5 @@
-"""The project's own words for schema errors, keyed by pydantic's error types.
+"""The project's own words for schema errors, keyed by pydantic's error types, and the one
+"did you mean" of every message (keys, references, columns).
 
 pydantic's error *types* (`greater_than`, `string_too_long`...) are stable identifiers in its
 documentation; its *messages* are prose that a release may reword. The loader turns each type
@@ -43,3 +44,11 @@ def constraint_message(kind: str, ctx: dict) -> str | None:
         return template.format(**ctx)
     except (KeyError, IndexError):  # a context without the expected value: keep pydantic's text
         return None
+
+
+def did_you_mean(word: str, choices) -> str:
+    """` (did you mean 'x'?)` for the closest of `choices`, never the word itself; else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(word, [c for c in choices if c != word], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
