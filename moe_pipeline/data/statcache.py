@@ -22,6 +22,7 @@ class StatCache:
         self.hits = 0  # files whose hash came from the cache; tests and benchmarks read it
         self.hashed = 0  # files read and hashed
         self._entries: dict[str, dict] | None = None
+        self._manifests: dict[str, list[list[str]]] = {}  # kept in memory too, for a cache without a file
         self._dirty = False
 
     def _load(self) -> dict[str, dict]:
@@ -56,6 +57,30 @@ class StatCache:
     def put_derived(self, key: str, value: str) -> None:
         self._load()[f"derived:{key}"] = value
         self._dirty = True
+
+    def manifest(self, key: str) -> list[list[str]] | None:
+        """The file list `put_manifest` kept under `key` ([name, sha256] pairs), or None."""
+        if self.path is None:
+            return self._manifests.get(key)
+        try:
+            return json.loads((self.path.parent / "manifests" / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            return self._manifests.get(key)
+
+    def put_manifest(self, key: str, entries: list[list[str]]) -> None:
+        """Keep a field's file list under its hash (one small file each, beside the cache: the
+        cache itself stays small enough to read on every `status`)."""
+        self._manifests[key] = entries
+        if self.path is None:
+            return
+        folder = self.path.parent / "manifests"
+        target = folder / f"{key}.json"
+        if target.exists():
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entries, separators=(",", ":")))
+        os.replace(tmp, target)
 
     def save(self) -> None:
         if not self._dirty or self.path is None:

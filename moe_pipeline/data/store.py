@@ -105,16 +105,46 @@ class DataStore:
         path = source_path(self.root, source.path)
         if source.loader in ("csv", "parquet"):
             return self._table_field_hash(source, path, field)
+        settings = source.model_dump(mode="json", by_alias=True, exclude={"transform", "path"})
+        manifest = None
         if source.loader == "imagefolder":
             from moe_pipeline.data.files import image_files
 
-            content = [(str(p.relative_to(path)), self.cache.sha256(p)) for p, _ in image_files(path)]
+            names = [p.relative_to(path).as_posix() for p, _ in image_files(path)]
+            if field == "label":  # a label is its file's class folder: a pixel edit leaves it alone
+                content: Any = ["names", names]
+            else:
+                manifest = [[name, self.cache.sha256(path / name)] for name in names]
+                content = manifest
         else:
             content = self.cache.sha256(path)
-        settings = source.model_dump(mode="json", by_alias=True, exclude={"transform", "path"})
+        found = hashlib.sha256(json.dumps([content, settings, field, self.pipeline.seed], sort_keys=True).encode()
+                               ).hexdigest()
+        if manifest is not None:  # kept so that a later change can name the files it touched
+            self.cache.put_manifest(found, manifest)
         self.cache.save()
-        return hashlib.sha256(json.dumps([content, settings, field, self.pipeline.seed], sort_keys=True).encode()
-                              ).hexdigest()
+        return found
+
+    def changed_files(self, ref: str, old_hash: str) -> str | None:
+        """The DATA reason naming the files of an image folder that changed since the field hashed
+        to `old_hash` (`digits.image (data/img/7/0012.png and 2 more) changed`), or None where that
+        is not known here (the old list was hashed on another machine; not an image folder)."""
+        owner, _, field = ref.partition(".")
+        source = self.pipeline.sources[owner]
+        if source.loader != "imagefolder" or field == "label":
+            return None
+        old, new = self.cache.manifest(old_hash), self.cache.manifest(self.field_hash(ref))
+        if old is None or new is None:
+            return None
+        before, after = dict(old), dict(new)
+        groups = {"changed": [n for n in after if n in before and before[n] != after[n]],
+                  "added": [n for n in after if n not in before],
+                  "removed": [n for n in before if n not in after]}
+        parts = {verb: f"{source.path.rstrip('/')}/{files[0]}" + (f" and {len(files) - 1} more" if len(files) > 1 else "")
+                 for verb, files in groups.items() if files}
+        if list(parts) == ["changed"]:
+            return f"{ref} ({parts['changed']}) changed"
+        return f"{ref} ({'; '.join(f'{what} {verb}' for verb, what in parts.items())})" if parts else None
 
     def _table_field_hash(self, source: Any, path: Path, field: str) -> str:
         """A table's field is hashed from its own parsed values (and its names, and the rows of

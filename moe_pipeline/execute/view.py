@@ -17,7 +17,7 @@ from moe_pipeline.pipeline import graph as g
 from moe_pipeline.state import planner
 from moe_pipeline.data.store import SPLITS, DataStore
 from moe_pipeline.errors import SelectionError
-from moe_pipeline.state.fingerprint import Fingerprint, fingerprint
+from moe_pipeline.state.fingerprint import Fingerprint, data_label, data_refs, fingerprint
 from moe_pipeline.data.statcache import StatCache
 from moe_pipeline.pipeline.loader import LoadedPipeline, make_importable
 from moe_pipeline.pipeline.paths import project_root
@@ -101,7 +101,12 @@ class View:
         """Every expert's status; `verify` also checks every current artifact's sha256 (reads every file)."""
         current = self.current()
         fps = {name: self.fingerprint(name) for name in self.pipeline.experts if current[name] is not None}
-        return planner.statuses(self.graph, fps, current, self.integrity() if verify else None)
+        return planner.statuses(self.graph, fps, current, self.integrity() if verify else None, self._changed_files)
+
+    def _changed_files(self, key: str, old_hash: str) -> str | None:
+        refs = {data_label(self.pipeline, ref): ref for name in self.pipeline.experts
+                for ref in data_refs(self.pipeline, name)}
+        return self.store.changed_files(refs[key], old_hash) if key in refs else None
 
     def tag_changes(self, statuses: dict[str, planner.Status]) -> list[TagChange]:
         """The staleness tags to write so that the registry says what `statuses` say: every current

@@ -7,7 +7,7 @@ then upstream versions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol
 
 import networkx as nx
 
@@ -15,6 +15,10 @@ from moe_pipeline.pipeline import graph as g
 from moe_pipeline.state.fingerprint import mapping_diff, spec_diff
 
 MISSING, STALE, PENDING, FRESH = "missing", "stale", "pending", "fresh"
+
+
+# (data key, the hash the record holds) -> the reason naming the changed files, or None if unknown
+ChangedFiles = Callable[[str, str], "str | None"]
 
 
 class FingerprintLike(Protocol):
@@ -53,20 +57,27 @@ class Status:
         return "; ".join(str(r) for r in self.reasons)
 
 
-def own_reasons(fp: FingerprintLike, record: Any) -> list[Reason]:
-    """What differs between an expert's record and what the YAML, code and data say now."""
+def own_reasons(fp: FingerprintLike, record: Any, files: ChangedFiles | None = None) -> list[Reason]:
+    """What differs between an expert's record and what the YAML, code and data say now.
+
+    `files(key, old_hash)`, where given, says which files of a changed data field changed
+    (`digits.image (data/img/7/0012.png) changed`): the reason names them, not the folder."""
     if record.spec_hash == fp.spec_hash and record.code == fp.code and record.data == fp.data:
         return []
     reasons = [Reason("SPEC", line) for line in spec_diff(record.spec, fp.spec)] if record.spec_hash != fp.spec_hash else []
     reasons += [Reason("CODE", line) for line in mapping_diff(record.code, fp.code)]
-    reasons += [Reason("DATA", line) for line in mapping_diff(record.data, fp.data)]
+    for line in mapping_diff(record.data, fp.data):
+        key = line.removesuffix(" changed")
+        which = files(key, record.data[key]) if files and key != line and key in record.data else None
+        reasons.append(Reason("DATA", which or line))
     if not reasons:  # hashes differ but no key does: a canonicalisation change; say so rather than hide it
         reasons.append(Reason("SPEC", "spec hash changed"))
     return reasons
 
 
 def statuses(graph: nx.DiGraph, fingerprints: Mapping[Hashable, FingerprintLike],
-             current: Mapping[Hashable, Any], integrity: Mapping[Hashable, str] | None = None) -> dict[Hashable, Status]:
+             current: Mapping[Hashable, Any], integrity: Mapping[Hashable, str] | None = None,
+             files: ChangedFiles | None = None) -> dict[Hashable, Status]:
     """Status of every expert, in topological order. `current[n]` is n's current record or None.
 
     `integrity[n]`, when given, says what is wrong with n's stored artifacts (a checksum
@@ -78,7 +89,7 @@ def statuses(graph: nx.DiGraph, fingerprints: Mapping[Hashable, FingerprintLike]
         if record is None:
             out[node] = Status(node, MISSING, None, [Reason("MISSING", "no version registered")])
             continue
-        reasons = own_reasons(fingerprints[node], record)
+        reasons = own_reasons(fingerprints[node], record, files)
         if integrity and node in integrity:
             reasons.append(Reason("INTEGRITY", integrity[node]))
         upstream_reasons, waiting = [], []

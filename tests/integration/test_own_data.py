@@ -238,6 +238,17 @@ experts:
     assert tuple(images.fields["image"].shape) == (400, 1, 8, 8) and images.classes["label"] == [str(d) for d in range(10)]
     assert float(images.fields["image"].max()) <= 1.0
     assert view.store.source("table").names["features"][:2] == ["p0", "p1"]
+    # one edited pixel blames that image, not the folder, and not the labels (its class is its folder)
+    edited = tmp_path / "pngs" / "7" / "7.png"
+    pixels = np.asarray(Image.open(edited)).copy()
+    pixels[3, 3] = (int(pixels[3, 3]) + 77) % 256
+    Image.fromarray(pixels, mode="L").save(edited)
+    reasons = statuses(path, capsys)["from_images"]["reasons"]
+    assert reasons == [{"kind": "DATA", "detail": "images.image (pngs/7/7.png) changed"}], reasons
+    Image.fromarray(pixels, mode="L").save(tmp_path / "pngs" / "3" / "new.png")
+    reasons = [r["detail"] for r in statuses(path, capsys)["from_images"]["reasons"]]
+    assert reasons == ["images.image (pngs/7/7.png changed; pngs/3/new.png added)", "images.label (pngs) changed"]
+    (tmp_path / "pngs" / "3" / "new.png").unlink()
     npy = tmp_path / "npy.yaml"
     npy.write_text("name: npy\nsources:\n  pixels: {loader: npy, path: pixels.npy}\n  images: {loader: imagefolder, "
                    "path: pngs, size: [8, 8]}\nexperts: {}\n")
