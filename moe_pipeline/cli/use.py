@@ -140,7 +140,8 @@ def _columns(system) -> list[tuple[str, str]]:
 def predict(
     pipeline: Path = PipelineArg,
     input_file: Optional[Path] = typer.Option(None, "--input", help=".npz (arrays named like the source fields), "
-                                              ".npy or .csv", show_default=False),
+                                              ".npy, .csv, .parquet, an image or a folder of images",
+                                              show_default=False),
     split: Optional[str] = typer.Option(None, "--split", help="instead of --input: a split of the pipeline's data"),
     experts: Optional[List[str]] = typer.Option(None, "--expert", help="these experts' outputs (default: the sinks)"),
     out: Optional[Path] = typer.Option(None, "--out", help=".csv or .json; default: CSV on stdout"),
@@ -152,10 +153,12 @@ def predict(
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
         raise SelectionError(f"--out must end in .csv or .json, not {out.name}")
     view, system = _system(pipeline, experts, allow_stale)
-    fields = _rows(view, system, input_file, split)
-    n = system.check_inputs(fields)  # before anything is written
+    rows = _rows(view, system, input_file, split)
+    n = system.check_inputs(rows.fields)  # before anything is written
     with _progress(n) as progress:
-        table = system.table(system.outputs(fields, experts or system.sinks, progress))
+        table = system.table(system.outputs(rows.fields, experts or system.sinks, progress))
+    if rows.ids is not None:  # images: each row says which file it is
+        table.insert(0, "file", rows.ids)
     if out is None:
         table.to_csv(sys.stdout, index=False)
     elif out.suffix.lower() == ".json":
@@ -186,7 +189,8 @@ def _progress(n: int):
 
 def explain(
     pipeline: Path = PipelineArg,
-    input_file: Optional[Path] = typer.Option(None, "--input", help=".npz, .npy or .csv", show_default=False),
+    input_file: Optional[Path] = typer.Option(None, "--input", help=".npz, .npy, .csv, .parquet or an image",
+                                              show_default=False),
     split: Optional[str] = typer.Option(None, "--split", help="instead of --input: a split of the pipeline's data"),
     row: int = typer.Option(0, "--row", min=0, help="which row"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
@@ -199,7 +203,7 @@ def explain(
     from moe_pipeline.serve.explain import explain as explain_row
 
     view, system = _system(pipeline, None, allow_stale)
-    fields = _rows(view, system, input_file, split)
+    fields = _rows(view, system, input_file, split).fields
     n = system.check_inputs(fields)
     if row >= n:
         raise SelectionError(f"--row {row}: the input has {n} rows (0..{n - 1})")

@@ -166,21 +166,29 @@ def image_files(folder: Path) -> list[tuple[Path, str]]:
 
 
 def _imagefolder(source: Any, path: Path, name: str) -> FileData:
+    pairs = image_files(path)
+    images = decode_images([file for file, _ in pairs], tuple(source.size), source.mode)
+    ids, classes = class_ids([c for _, c in pairs])
+    return FileData(fields={"image": images, "label": ids}, classes={"label": classes})
+
+
+def decode_images(files: list[Path], size: tuple[int, int], mode: str) -> np.ndarray:
+    """(n, channels, height, width) float32 in [0, 1], as the image folder loader makes them
+    (`predict` reads PNGs through this too, so an image is scaled exactly as in training)."""
     from PIL import Image, UnidentifiedImageError
 
-    height, width = source.size
-    pairs = image_files(path)
-    channels = 1 if source.mode == "L" else 3
-    images = np.empty((len(pairs), channels, height, width), dtype=np.float32)
-    for i, (file, _) in enumerate(pairs):
+    height, width = size
+    channels = 1 if mode == "L" else 3
+    images = np.empty((len(files), channels, height, width), dtype=np.float32)
+    for i, file in enumerate(files):
         try:
             with Image.open(file) as image:
                 if image.size != (width, height):  # from the header: a huge image is refused before decoding
                     raise DataError(f"{file}: size {image.size[1]}x{image.size[0]} (height x width), expected "
                                     f"{height}x{width} as `size:` says")
                 image.load()
-                if image.mode != source.mode:
-                    raise DataError(f"{file}: mode {image.mode}, expected {source.mode} as `mode:` says")
+                if image.mode != mode:
+                    raise DataError(f"{file}: mode {image.mode}, expected {mode} as `mode:` says")
                 pixels = np.asarray(image, dtype=np.float32) / 255.0
         except Image.DecompressionBombError as exc:
             raise DataError(f"{file}: the image is too large to decode safely ({exc}); expected "
@@ -188,5 +196,4 @@ def _imagefolder(source: Any, path: Path, name: str) -> FileData:
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"{file}: cannot read the image: {exc}") from None
         images[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
-    ids, classes = class_ids([c for _, c in pairs])
-    return FileData(fields={"image": images, "label": ids}, classes={"label": classes})
+    return images

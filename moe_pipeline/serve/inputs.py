@@ -1,48 +1,83 @@
-"""Read the rows to predict on: a file (`.npz`, `.npy`, `.csv`, `.parquet`) or a split of the pipeline's
-own sources. Every problem names the file and what was expected; nothing is unpickled
-(`allow_pickle=False`). Must not write anything.
+"""Read the rows to predict on: a file (`.npz`, `.npy`, `.csv`, `.parquet`, an image such as
+`.png`), a folder of images, or a split of the pipeline's own sources, through the same
+readers the source loaders use. Every problem names the file and what was expected; nothing
+is unpickled (`allow_pickle=False`). Must not write anything.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from moe_pipeline.data.files import IMAGE_SUFFIXES
 from moe_pipeline.errors import DataError
 
 
-def from_split(view, system, split: str) -> dict[str, np.ndarray]:
+@dataclass
+class Rows:
+    """The source fields to predict on, and what names each row where a file does (an image's path)."""
+
+    fields: dict[str, np.ndarray]
+    ids: list[str] | None = None
+
+
+def from_split(view, system, split: str) -> Rows:
     """The raw (untransformed) source fields of one split, as a user would hand them in."""
     out = {}
     for ref in system.fields:
         owner, _, field = ref.partition(".")
         out[ref] = view.store.source(owner).raw_field(field, split).numpy()
-    return out
+    return Rows(out)
 
 
-def from_file(path: Path, system) -> dict[str, np.ndarray]:
+def from_file(path: Path, system) -> Rows:
     if not path.exists():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: no such file or folder")
     suffix = path.suffix.lower()
     try:
+        if path.is_dir() or suffix in IMAGE_SUFFIXES:
+            return _images(path, system)
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
                 found = {key: archive[key] for key in archive.files}
-            return _named(path, found, system)
+            return Rows(_named(path, found, system))
         if suffix == ".npy":
-            return _only_field(path, system, np.load(path, allow_pickle=False))
+            return Rows(_only_field(path, system, np.load(path, allow_pickle=False)))
         if suffix == ".csv":
             import pyarrow.csv as pacsv
 
-            return _only_field(path, system, _table(path, system, pacsv.read_csv(path)))
+            return Rows(table_fields(pacsv.read_csv(path), system, str(path), first_row=2, csv=True))
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            return _only_field(path, system, _table(path, system, pq.read_table(path)))
+            return Rows(table_fields(pq.read_table(path), system, str(path)))
     except (ValueError, OSError) as exc:  # a pickled or damaged array, a bad CSV
         raise DataError(f"{path}: cannot read it: {exc}") from None
     raise DataError(f"{path}: unknown input format '{suffix}'; use .npz (arrays named like the source fields: "
-                    f"{', '.join(system.fields)}), .npy, .csv or .parquet")
+                    f"{', '.join(system.fields)}), .npy, .csv, .parquet, an image ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+                    "or a folder of images")
+
+
+def _images(path: Path, system) -> Rows:
+    """One image, or every image under a folder (any depth, sorted by path), decoded as the
+    image folder loader decodes them: the same size and mode checks, the same scale to [0, 1]."""
+    from moe_pipeline.data.files import decode_images
+
+    refs = [ref for ref, want in system.fields.items() if "image" in want]
+    if len(refs) != 1 or len(system.fields) != 1:
+        raise DataError(f"{path}: images feed an image folder's image field, but the system reads "
+                        f"{', '.join(system.fields)}; use an .npz with one array per field")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise DataError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))} at any depth)")
+    else:
+        files = [path]
+    want = system.fields[refs[0]]["image"]
+    images = decode_images(files, tuple(want["size"]), want["mode"])
+    return Rows({refs[0]: images}, [str(p.relative_to(path)) if path.is_dir() else p.name for p in files])
 
 
 def _named(path: Path, found: dict[str, np.ndarray], system) -> dict[str, np.ndarray]:
@@ -68,36 +103,52 @@ def _only_field(path: Path, system, values: np.ndarray) -> dict[str, np.ndarray]
     return {next(iter(system.fields)): values}
 
 
-def _table(path: Path, system, table) -> np.ndarray:
-    """A table with one column per feature, matched by name to the columns training recorded
-    (in that order; a missing one is named), or in file order where none were recorded. A CSV
-    without a header is refused: its first row would silently become the column names."""
-    first_row = 2 if path.suffix.lower() == ".csv" else 0
+def table_fields(table: Any, system, where: str, first_row: int = 0, csv: bool = False) -> dict[str, np.ndarray]:
+    """Every field the system reads, from a table (pyarrow) with one column per feature: each
+    field's columns matched by the names training recorded (any order; extra columns ignored; a
+    missing one named). A CSV without a header is refused: its first row would silently become
+    the column names. `where` names the input in errors; `first_row` is its first data row's number."""
     columns = table.column_names
-    if path.suffix.lower() == ".csv" and all(_number(name) for name in columns):
-        raise DataError(f"{path}: the first row holds numbers ({', '.join(columns[:4])}...), not column names; "
+    if csv and all(_number(name) for name in columns):
+        raise DataError(f"{where}: the first row holds numbers ({', '.join(columns[:4])}...), not column names; "
                         "a CSV for predict needs a header row naming its columns")
-    ref = next(iter(system.fields))
-    names = next((p.saved.feature_names for p in system.experts.values() if ref in p.inputs
-                  and len(p.inputs) == 1 and p.saved.feature_names), None)
-    if names:
+    out = {}
+    for ref in system.fields:
+        names = _columns_of(system, ref)
+        if names is None:  # nothing recorded (an old export): the file's columns in order, one field only
+            if len(system.fields) != 1:
+                raise DataError(f"{where}: the system reads {', '.join(system.fields)} and recorded no column names; "
+                                "use an .npz with one array per field")
+            names = list(columns)
         missing = [n for n in names if n not in columns]
         if missing:
-            raise DataError(f"{path}: no column {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1
-                            else "") + f"; the system reads {len(names)} columns by name: {', '.join(names[:12])}"
-                            + (" ..." if len(names) > 12 else ""))
-        columns = list(names)
-    out = np.empty((table.num_rows, len(columns)), dtype=np.float32)
-    for j, name in enumerate(columns):
+            raise DataError(f"{where}: no column {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1
+                            else "") + f"; the system reads {len(names)} columns of {ref} by name: "
+                            f"{', '.join(names[:12])}" + (" ..." if len(names) > 12 else ""))
+        out[ref] = _numbers(table, names, where, first_row)
+    return out
+
+
+def _columns_of(system, ref: str) -> list[str] | None:
+    recorded = system.fields[ref].get("columns")
+    if recorded:
+        return list(recorded)
+    return next((list(p.saved.feature_names) for p in system.experts.values() if ref in p.inputs
+                 and len(p.inputs) == 1 and p.saved.feature_names), None)
+
+
+def _numbers(table: Any, names: list[str], where: str, first_row: int) -> np.ndarray:
+    out = np.empty((table.num_rows, len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
         column = table.column(name).to_numpy(zero_copy_only=False)
         try:
             values = np.asarray(column, dtype=np.float64)
         except (TypeError, ValueError):
             bad = next(i for i, v in enumerate(column) if not _number(v))
-            raise DataError(f"{path}: row {bad + first_row}, column '{name}': {column[bad]!r} is not a number") from None
+            raise DataError(f"{where}: row {bad + first_row}, column '{name}': {column[bad]!r} is not a number") from None
         if not np.isfinite(values).all():
             bad = int(np.argmax(~np.isfinite(values)))
-            raise DataError(f"{path}: row {bad + first_row}, column '{name}': NaN or inf; predict needs finite numbers")
+            raise DataError(f"{where}: row {bad + first_row}, column '{name}': NaN or inf; predict needs finite numbers")
         out[:, j] = values
     return out
 

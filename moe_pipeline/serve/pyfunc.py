@@ -61,16 +61,26 @@ class SystemModel:
         self.system = system
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None):
-        fields = _as_fields(model_input)
+        fields = _as_fields(model_input, self.system)
         experts = None if (params or {}).get("all_experts") else self.system.sinks
         return self.system.table(self.system.outputs(fields, experts))
 
 
-def _as_fields(model_input: Any) -> dict[str, np.ndarray]:
+def _as_fields(model_input: Any, system) -> dict[str, np.ndarray]:
+    """A dict of arrays named like the source fields; or a DataFrame, either with one column per
+    field (a cell per row) or, for table sources, the table's own columns matched by name as
+    `predict` matches a CSV's."""
     if isinstance(model_input, dict):
         return {k: np.asarray(v) for k, v in model_input.items()}
     import pandas as pd
 
-    if isinstance(model_input, pd.DataFrame):  # one column per field, one cell per row
-        return {c: np.stack([np.asarray(v) for v in model_input[c]]) for c in model_input.columns}
-    raise TypeError(f"a system model takes a dict of arrays named like its source fields, not {type(model_input)}")
+    if isinstance(model_input, pd.DataFrame):
+        if set(map(str, model_input.columns)) <= set(system.fields):
+            return {c: np.stack([np.asarray(v) for v in model_input[c]]) for c in model_input.columns}
+        import pyarrow as pa
+
+        from moe_pipeline.serve.inputs import table_fields
+
+        return table_fields(pa.Table.from_pandas(model_input, preserve_index=False), system, "the input DataFrame")
+    raise TypeError(f"a system model takes a dict of arrays named like its source fields, or a DataFrame, "
+                    f"not {type(model_input)}")

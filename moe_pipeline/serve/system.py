@@ -44,6 +44,19 @@ class Pinned:
         return self.saved.class_names
 
 
+def field_format(view, owner: str, field: str) -> dict[str, Any]:
+    """What the system needs to read one source field from a user's file, kept in system.json:
+    its shape per row and dtype, a table field's column names, an image field's size and mode."""
+    data, source = view.store.source(owner), view.pipeline.sources[owner]
+    raw = data.raw_field(field, "test")
+    out: dict[str, Any] = {"shape": list(raw.shape[1:]), "dtype": str(raw.dtype).replace("torch.", "")}
+    if source.loader in ("csv", "parquet") and data.names.get(field):
+        out["columns"] = list(data.names[field])
+    if source.loader == "imagefolder" and field == "image":
+        out["image"] = {"size": list(source.size), "mode": source.mode}
+    return out
+
+
 class System:
     """The whole graph as one model: pinned expert versions in topological order and the fields they read."""
 
@@ -51,7 +64,7 @@ class System:
         self.pipeline = pipeline
         self.experts = experts
         self.order = order  # topological
-        self.fields = fields  # "source.field" -> {"shape": [...] per row, "dtype": "float32"}
+        self.fields = fields  # "source.field" -> `field_format`: {"shape": [...] per row, "dtype": "float32", ...}
         consumed = {ref.partition(".")[0] for p in experts.values() for ref in p.inputs}
         self.sinks = [name for name in order if name not in consumed]
 
@@ -89,8 +102,7 @@ class System:
             for ref in p.inputs:
                 owner, _, field = ref.partition(".")
                 if owner in view.pipeline.sources:
-                    raw = view.store.source(owner).raw_field(field, "test")
-                    fields[ref] = {"shape": list(raw.shape[1:]), "dtype": str(raw.dtype).replace("torch.", "")}
+                    fields[ref] = field_format(view, owner, field)
         return cls(view.pipeline.name, pinned, order, fields)
 
     def save(self, folder: Path) -> Path:

@@ -122,6 +122,22 @@ def test_wine_csv_trains_names_flow_and_the_final_expert_beats_ninety_percent(wi
     assert np.allclose(params["mean"], raw[train_rows].mean(axis=0), rtol=1e-5)
     assert not np.allclose(params["mean"], raw.mean(axis=0), rtol=1e-5)
     assert abs(float(ws.store.source("wine").fields["features"][train_rows].mean())) < 1e-5
+    # the system model takes the table's own named columns as a DataFrame, in any order, as predict takes a CSV
+    import pandas as pd
+
+    from moe_pipeline.serve.pyfunc import SystemModel
+    from moe_pipeline.serve.system import System
+
+    frame = pd.read_csv(wine.parent / "data" / "wine.csv").head(20)
+    frame = frame[list(reversed(frame.columns))]  # the label column and reversed order: ignored and matched
+    frame.to_csv(wine.parent / "rows.csv", index=False)
+    assert cli("predict", wine, "--expert", "cultivar", "--input", wine.parent / "rows.csv",
+               "--out", wine.parent / "out.csv") == 0
+    by_cli = pd.read_csv(wine.parent / "out.csv")
+    by_model = SystemModel(System.from_view(View(load_pipeline(wine)), ["cultivar"])).predict(frame)
+    assert list(by_model["cultivar.class"]) == list(by_cli["cultivar.class"])
+    assert np.allclose(by_model["cultivar.p[class_0]"], by_cli["cultivar.p[class_0]"], atol=1e-6)
+    assert (by_cli["cultivar.class"] == frame["cultivar"]).mean() >= 0.8
 
 
 def test_one_edited_cell_makes_exactly_its_readers_stale_and_touch_makes_nothing_stale(wine: Path, registry_uri: str,
@@ -238,6 +254,28 @@ experts:
     assert tuple(images.fields["image"].shape) == (400, 1, 8, 8) and images.classes["label"] == [str(d) for d in range(10)]
     assert float(images.fields["image"].max()) <= 1.0
     assert view.store.source("table").names["features"][:2] == ["p0", "p1"]
+    # predict reads a PNG folder (any depth) and one PNG as the loader reads them: the same numbers as the arrays
+    source = view.store.source("images")
+    np.savez(tmp_path / "all.npz", image=source.fields["image"].numpy())
+    for name, given in (("by_folder", tmp_path / "pngs"), ("by_npz", tmp_path / "all.npz"),
+                        ("one", tmp_path / "pngs" / "7" / "7.png")):
+        assert cli("predict", path, "--expert", "from_images", "--input", given, "--out", tmp_path / f"{name}.csv") == 0
+    import pandas as pd
+
+    by_folder, by_npz = pd.read_csv(tmp_path / "by_folder.csv"), pd.read_csv(tmp_path / "by_npz.csv")
+    from moe_pipeline.data.files import image_files
+
+    files = [f"{label}/{p.name}" for p, label in image_files(tmp_path / "pngs")]
+    assert list(by_folder["file"]) == files
+    assert np.allclose(by_folder.drop(columns="file").filter(like=".p[").values, by_npz.filter(like=".p[").values,
+                       atol=1e-6)
+    one = pd.read_csv(tmp_path / "one.csv")
+    assert list(one["file"]) == ["7.png"] and one["from_images.class"][0] == by_folder.set_index("file").loc[
+        "7/7.png", "from_images.class"]
+    Image.fromarray(np.zeros((9, 8), np.uint8), mode="L").save(tmp_path / "wrong.png")
+    capsys.readouterr()
+    assert cli("predict", path, "--expert", "from_images", "--input", tmp_path / "wrong.png") == 2
+    assert f"{tmp_path / 'wrong.png'}: size 9x8 (height x width), expected 8x8" in capsys.readouterr().err
     # one edited pixel blames that image, not the folder, and not the labels (its class is its folder)
     edited = tmp_path / "pngs" / "7" / "7.png"
     pixels = np.asarray(Image.open(edited)).copy()

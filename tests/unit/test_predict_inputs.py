@@ -22,7 +22,7 @@ def _system():
 def test_columns_are_matched_by_name_whatever_their_order_in_the_file(tmp_path: Path):
     path = tmp_path / "rows.csv"
     path.write_text("ash,extra,alcohol,malic_acid\n3,9,1,2\n6,9,4,5\n")
-    got = from_file(path, _system())["wine.features"]
+    got = from_file(path, _system()).fields["wine.features"]
     assert np.array_equal(got, np.array([[1, 2, 3], [4, 5, 6]], np.float32))
 
 
@@ -32,11 +32,11 @@ def test_parquet_reads_as_csv_does(tmp_path: Path):
 
     path = tmp_path / "rows.parquet"
     pq.write_table(pa.table({"malic_acid": [2.0], "alcohol": [1.0], "ash": [3.0]}), path)
-    assert from_file(path, _system())["wine.features"].tolist() == [[1.0, 2.0, 3.0]]
+    assert from_file(path, _system()).fields["wine.features"].tolist() == [[1.0, 2.0, 3.0]]
 
 
 @pytest.mark.parametrize("text, fragment", [
-    ("alcohol,malic_acid\n1,2\n", "no column 'ash'; the system reads 3 columns by name: alcohol, malic_acid, ash"),
+    ("alcohol,malic_acid\n1,2\n", "no column 'ash'; the system reads 3 columns of wine.features by name: alcohol, malic_acid, ash"),
     ("1,2,3\n4,5,6\n", "the first row holds numbers"),
     ("alcohol,malic_acid,ash\n1,2,3\n1,oops,3\n", "row 3, column 'malic_acid': 'oops' is not a number"),
     ("alcohol,malic_acid,ash\n1,nan,3\n", "row 2, column 'malic_acid': NaN or inf"),
