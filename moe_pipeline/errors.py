@@ -45,7 +45,12 @@ class PipelineError(MoeError):
 
 
 class DataError(MoeError):
-    """A source or an expert's inputs cannot be built (wrong shapes, dtypes, lengths)."""
+    """A source or an expert's inputs cannot be built (wrong shapes, dtypes, lengths).
+
+    `placed` is True once the message starts with the YAML position of the source at fault;
+    no later step prefixes another position."""
+
+    placed = False
 
 
 class TrainingError(MoeError):
@@ -77,11 +82,13 @@ class ExecutorError(MoeError):
 
 
 class StepsFailed(MoeError):
-    """Some experts failed on the cluster; the rest finished. Carries what finished (`outcomes`)."""
+    """Some experts failed (on the cluster, or one stopped a local run) after others finished.
+    Carries what finished (`outcomes`)."""
 
-    def __init__(self, message: str, outcomes: list):
+    def __init__(self, message: str, outcomes: list, cause: MoeError | None = None):
         super().__init__(message)
         self.outcomes = outcomes
+        self.cause = cause  # the one error that stopped a local run, reported as it was raised
 
 
 class Interrupted(BaseException):

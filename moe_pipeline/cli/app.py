@@ -201,7 +201,7 @@ def run(
                 outcomes = the_run.execute(plan, bar, runner=runner)
         except StepsFailed as exc:  # what finished is registered: show it, then the failures (exit 2)
             tables.print_outcomes(exc.outcomes)
-            raise
+            raise exc.cause or exc
     tables.print_outcomes(outcomes)
 
 

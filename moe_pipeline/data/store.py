@@ -9,11 +9,14 @@ touch the registry.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from moe_pipeline.errors import DataError
 
 from moe_pipeline.pipeline.paths import source_path
 from moe_pipeline.pipeline.spec import FILE_LOADERS
@@ -46,10 +49,13 @@ def _builtin_code_version() -> str:
 class DataStore:
     """Loads each source of a pipeline once per process and hashes its fields once."""
 
-    def __init__(self, pipeline: Pipeline, root: Path | None = None, cache: Any = None):
+    def __init__(self, pipeline: Pipeline, root: Path | None = None, cache: Any = None,
+                 where: Callable[..., str] | None = None):
+        """`where(*key_path)`: the `FILE:LINE:COL` of a YAML key; a source's data errors start with it."""
         from moe_pipeline.data.statcache import StatCache
 
         self.pipeline = pipeline
+        self.where = where
         self.root = root  # data file paths are relative to it
         self.cache = cache if cache is not None else StatCache(None)
         self._sources: dict[str, SourceData] = {}
@@ -59,8 +65,22 @@ class DataStore:
         if name not in self._sources:
             from moe_pipeline.data.sources import load_source  # torch: only when data is really read
 
-            self._sources[name] = load_source(name, self.pipeline.sources[name], self.pipeline.seed, self.root)
+            with self._at_source(name):
+                self._sources[name] = load_source(name, self.pipeline.sources[name], self.pipeline.seed, self.root)
         return self._sources[name]
+
+    @contextlib.contextmanager
+    def _at_source(self, name: str) -> Iterator[None]:
+        """A data error while reading a source is the source's: it is reported at the source's key
+        in the pipeline file, not at the expert that happened to read it first."""
+        try:
+            yield
+        except DataError as exc:
+            if exc.placed or self.where is None:
+                raise
+            placed = DataError(f"{self.where('sources', name)}: source '{name}': {exc}")
+            placed.placed = True
+            raise placed from None
 
     def field_hash(self, ref: str) -> str:
         """Content hash of `source.field` including which rows form each split.
@@ -71,12 +91,13 @@ class DataStore:
         if ref not in self._hashes:
             owner, _, field = ref.partition(".")
             source = self.pipeline.sources[owner]
-            if source.loader in FILE_LOADERS:
-                self._hashes[ref] = self._file_hash(source, field)
-            elif source.loader in BUILTIN_LOADERS:
-                self._hashes[ref] = self._builtin_hash(owner, source, field)
-            else:  # a custom loader may read anything: it runs every time
-                self._hashes[ref] = self._content_hash(owner, field)
+            with self._at_source(owner):
+                if source.loader in FILE_LOADERS:
+                    self._hashes[ref] = self._file_hash(source, field)
+                elif source.loader in BUILTIN_LOADERS:
+                    self._hashes[ref] = self._builtin_hash(owner, source, field)
+                else:  # a custom loader may read anything: it runs every time
+                    self._hashes[ref] = self._content_hash(owner, field)
         return self._hashes[ref]
 
     def _content_hash(self, owner: str, field: str) -> str:

@@ -23,7 +23,11 @@ def located(loaded: LoadedPipeline, expert: str, key: str) -> Iterator[None]:
     where = loaded.where("experts", expert, key)
     try:
         yield
-    except (UserCodeError, TrainingError, DataError) as exc:
+    except DataError as exc:
+        if exc.placed:  # already at its source's key
+            raise
+        raise DataError(f"{where}: expert '{expert}': {exc}") from None
+    except (UserCodeError, TrainingError) as exc:
         raise type(exc)(f"{where}: expert '{expert}': {exc}") from None
     except MoeError:
         raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
-from moe_pipeline.errors import Interrupted
+from moe_pipeline.errors import Interrupted, MoeError, StepsFailed
 from moe_pipeline.state.planner import Plan, Step
 
 
@@ -32,7 +32,10 @@ class Outcome:
 
 def run_plan(plan: Plan, execute_step: Callable[[Step], Outcome],
              on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-    """Run every step in order; stop at the first failure (later steps may depend on it)."""
+    """Run every step in order; stop at the first failure (later steps may depend on it).
+
+    A failure after some steps finished is a `StepsFailed` carrying their outcomes (they are
+    registered: the run table lists them) and the error itself (`cause`), as it was raised."""
     outcomes = []
     for step in plan.steps:
         try:
@@ -40,6 +43,10 @@ def run_plan(plan: Plan, execute_step: Callable[[Step], Outcome],
         except Interrupted as exc:  # the message after Ctrl-C names the expert that was running
             exc.expert = exc.expert or str(step.expert)
             raise
+        except MoeError as exc:
+            if not outcomes:
+                raise
+            raise StepsFailed(str(exc), outcomes, cause=exc) from exc
         outcomes.append(outcome)
         if on_outcome:
             on_outcome(outcome)

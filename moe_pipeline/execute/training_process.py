@@ -234,6 +234,8 @@ def raise_as_there(error: dict[str, Any], located: Located) -> None:
         cls = type(error["type"], (Exception,), {})  # the model's own exception type, by name
     exc = cls.__new__(cls)
     Exception.__init__(exc, error["message"])
+    if error.get("placed"):  # a source's data error, already at the source's key
+        exc.placed = True
     with located(error["phase"]) if error["phase"] else contextlib.nullcontext():
         raise exc
 
@@ -258,14 +260,14 @@ def _serve(pipeline_path: str, experts: list[str], replies) -> None:
 
     def send_error(exc: Exception) -> None:
         send(error={"type": type(exc).__name__, "ours": isinstance(exc, errors.MoeError), "message": str(exc),
-                    "phase": getattr(exc, "moe_phase", None)})
+                    "phase": getattr(exc, "moe_phase", None), "placed": getattr(exc, "placed", False)})
 
     try:
         raw = Path(pipeline_path).read_bytes()
         loaded = load_pipeline(pipeline_path)
         make_importable(loaded.path)
         root = project_root(loaded.path)
-        store = DataStore(loaded.pipeline, root, StatCache(root / ".moe-cache" / "stat-cache.json"))
+        store = DataStore(loaded.pipeline, root, StatCache(root / ".moe-cache" / "stat-cache.json"), loaded.where)
     except Exception as exc:  # noqa: BLE001 - the file changed since `run` read it, or vanished
         send_error(exc)
         return

@@ -54,7 +54,7 @@ class View:
         self.pipeline = loaded.pipeline
         self.graph = g.expert_graph(self.pipeline)
         root = project_root(loaded.path)
-        self.store = DataStore(self.pipeline, root, StatCache(root / ".moe-cache" / "stat-cache.json"))
+        self.store = DataStore(self.pipeline, root, StatCache(root / ".moe-cache" / "stat-cache.json"), loaded.where)
         self.registry = RegistryReader(tracking_uri or resolve_tracking_uri(self.pipeline, loaded.path), self.pipeline.name)
         self._snapshot: dict[str, ExpertVersions] | None = None
         self._fingerprints: dict[str, Fingerprint] = {}

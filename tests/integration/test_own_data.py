@@ -405,3 +405,32 @@ def test_bad_images_name_the_image(case: str, fragment: str, tmp_path: Path, reg
     else:
         bad.write_bytes(b"not a png at all")
     _assert_clean_failure(path, registry_uri, f"{bad}: {fragment}", capsys)
+
+
+def test_a_failure_partway_lists_what_was_trained_and_blames_the_source_key(tmp_path: Path, registry_uri: str,
+                                                                            capsys):
+    """An expert trained before a bad image stops the run is registered and in the run table; the
+    image's error is reported at its source's key (line 3), not at the expert reading it."""
+    from PIL import Image
+
+    path = _bad_pipeline(tmp_path, "images", extra="  ahead:\n    inputs: [n.x]\n    target: n.y\n"
+                         "    model: {kind: linear}\n    train: {epochs: 1}\n")  # ties go by name: it trains first
+    path.write_text(path.read_text().replace("sources:\n", "sources:\n  n: {loader: npz, path: n.npz}\n"))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 2)).astype(np.float32)
+    np.savez(tmp_path / "n.npz", x=x, y=(x[:, 0] > 0).astype(np.int64))
+    for label in ("0", "1"):
+        (tmp_path / "pngs" / label).mkdir(parents=True)
+        for i in range(10):
+            Image.new("L", (8, 8), color=i * 10).save(tmp_path / "pngs" / label / f"{i}.png")
+    (tmp_path / "pngs" / "1" / "bad.png").write_bytes(b"not a png at all")
+    capsys.readouterr()
+    assert cli("run", path) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: {path}:4:3: source 't': {tmp_path / 'pngs' / '1' / 'bad.png'}: "), \
+        captured.err
+    table = [line for line in captured.out.splitlines() if "ahead" in line]
+    assert len(table) == 1 and "trained" in table[0] and "v1" in table[0], captured.out
+    versions = MlflowClient(registry_uri, registry_uri).search_model_versions("name = 'bad.ahead'")
+    assert [int(v.version) for v in versions] == [1]
+
