@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from moe_pipeline.errors import Interrupted, TrainingError
+from moe_pipeline.errors import StepsFailed, Interrupted, TrainingError
 from moe_pipeline.execute.runner import Outcome, run_plan
 from moe_pipeline.state.planner import Plan, Step
 
@@ -34,9 +34,15 @@ def test_a_failing_step_stops_the_steps_after_it():
             raise TrainingError("b failed")
         return _outcome(s.expert)
 
-    with pytest.raises(TrainingError):
+    with pytest.raises(StepsFailed) as info:  # what finished before the failure travels with it
         run_plan(_plan("a", "b", "c"), step)
     assert seen == ["a", "b"]
+    assert [o.expert for o in info.value.outcomes] == ["a"]
+    assert isinstance(info.value.cause, TrainingError) and str(info.value.cause) == "b failed"
+    seen.clear()
+    with pytest.raises(TrainingError):  # failing first: nothing finished, the error as it was raised
+        run_plan(_plan("b", "c"), step)
+    assert seen == ["b"]
 
 
 def test_an_interrupt_names_the_expert_that_was_running():
