@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lock install-check demo test bench gpu-check postgres clean
+.PHONY: setup lock install-check demo test bench gpu-check postgres browser graphviz clean
 
 setup: $(STAMP)
 
@@ -45,7 +45,7 @@ lock:
 demo: $(STAMP)
 	$(VENV)/bin/moe-pipeline run pipelines/digits.yaml
 
-test: $(STAMP) postgres
+test: $(STAMP) postgres browser graphviz
 	$(PY) tools/lockfile.py check
 	$(PY) -m pytest tests --ignore=tests/install
 
@@ -60,6 +60,16 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
 	  || ($(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql)
 	@[ "$$(id -u)" != 0 ] || id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+
+# The graph pages are laid out by Graphviz's `dot` (the `graphviz` package calls it; without it a
+# page lists its arrows in a table and says so). The browser tests drive Debian's chromium through
+# its chromedriver: both from apt where missing, never a browser download.
+graphviz:
+	@command -v dot >/dev/null \
+	  || ($(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q graphviz)
+browser:
+	@(command -v chromium && command -v chromedriver) >/dev/null \
+	  || ($(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver)
 
 # Bytecode of the project's own modules first: Python writes it on first import, unless
 # PYTHONDONTWRITEBYTECODE is set (as on the machines these figures come from), and then every

@@ -211,8 +211,8 @@ def explain(
     if html is not None:
         from moe_pipeline.serve.explain import to_html
 
-        where = f"--input {input_file.name}" if input_file else f"--split {split}"
-        html.write_text(to_html(system, answers, f"{view.pipeline.name}: row {row} of {where}"))
+        where = f"{input_file.name}" if input_file else f"the {split} split"
+        html.write_text(to_html(system, answers, f"{view.pipeline.name}: one prediction explained (row {row} of {where})"))
         typer.echo(f"graph: {html}", err=True)
     if as_json:
         typer.echo(json.dumps({"pipeline": view.pipeline.name, "row": row,

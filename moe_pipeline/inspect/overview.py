@@ -105,7 +105,9 @@ def dependency_table(view, reliance: dict[str, list[dict[str, Any]]], weak: floa
 
 
 def _boxes(view, statuses, reliance: dict[str, list[dict[str, Any]]], links: dict[str, str]):
-    from moe_pipeline.pipeline.dagview import Arrow, Box
+    """The overview's boxes (in the pipeline file's order) and arrows: each expert's version,
+    status and metric, the reasons of a stale or pending one, each input's reliance share."""
+    from moe_pipeline.pipeline.drawing import Arrow, Box
 
     current = view.current()
     boxes, arrows = {}, []
@@ -114,21 +116,21 @@ def _boxes(view, statuses, reliance: dict[str, list[dict[str, Any]]], links: dic
             if ref.partition(".")[0] in view.pipeline.sources:
                 boxes.setdefault(ref, Box([ref, "source field"]))
     for expert in view.pipeline.experts:
-        status = statuses[expert].status
+        status = statuses[expert]
         record = current[expert]
-        lines = [expert, f"v{record.version} · {status}" if record else status]
+        lines = [expert, f"v{record.version} · {status.status}" if record else status.status]
         if record is not None:
             lines.append(f"val {record.metric_name} {record.val_metric:.3f}")
-        boxes[expert] = Box(lines, FILLS.get(status, "#eeeeee"), links.get(expert))
+        reasons = [str(r) for r in status.reasons] if status.status != "fresh" else []
+        boxes[expert] = Box(lines, FILLS.get(status.status, "#eeeeee"), links.get(expert), reasons)
         shares = {r["input"]: r["share"] for r in reliance.get(expert, [])}
         for ref in view.pipeline.experts[expert].inputs:
             owner = ref.partition(".")[0]
             start = ref if owner in view.pipeline.sources else owner  # a source field's own box, or the expert's
             share = shares.get(ref)
-            label = f"{share:.0%}" if share is not None else "?"
-            if start != ref:
-                label = f"{ref.partition('.')[2]} {label}"
-            arrows.append(Arrow(start, expert, label, share or 0.0))
+            consumed = record.upstream.get(owner) if record is not None and start == owner else None
+            stale = consumed is not None and current[owner] is not None and consumed.version != current[owner].version
+            arrows.append(Arrow(start, expert, ref, f"{share:.0%}" if share is not None else "?", share or 0.0, stale))
     return boxes, arrows
 
 
@@ -145,9 +147,10 @@ def _page(title: str, svg: str, edges: list[Edge], weak: float, tolerance: float
                      f"{name}</span>" for name, fill in FILLS.items())
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}body{{max-width:1400px}}</style></head><body><h1>{html.escape(title)}</h1>"
-            "<p class='how'>Each box is an expert (click it for its report) or a source field; colour is its "
-            "status, arrows are inputs labelled with the share of the reading expert's AGOP trace (of its logits) "
-            f"that the input holds.</p><p>{legend}</p>{svg}"
+            "<p class='how'>Each box is an expert (click it for its report) or a source field; its colour is its "
+            "status. An arrow is an input: it ends at the input's own row in the reading expert's box, which starts "
+            "with the input's reliance share (the share of the reader's AGOP trace, of its logits, that the input "
+            f"holds).</p><p>{legend}</p>{svg}"
             "<h2>Dependency table</h2><p class='how'>Every dependency is a retraining risk: a change upstream "
             "may retrain the reading expert and everything below it (the exposure: their recorded training "
             f"seconds). Inputs with a reliance share below {weak:.0%} are ablated: the reading expert is retrained "
@@ -161,7 +164,7 @@ def pipeline_report(loaded, out: Path | None = None, weak: float = WEAK, toleran
     from moe_pipeline.execute.view import View
     from moe_pipeline.registry.writes import Registry
     from moe_pipeline.inspect.report import inspect_expert
-    from moe_pipeline.pipeline.dagview import layered_svg
+    from moe_pipeline.pipeline.drawing import graph_html
     from moe_pipeline.pipeline.paths import project_root
 
     started = time.perf_counter()
@@ -181,7 +184,8 @@ def pipeline_report(loaded, out: Path | None = None, weak: float = WEAK, toleran
     title = f"{view.pipeline.name}: pipeline overview"
     seconds = time.perf_counter() - started
     page = out / "overview.html"
-    page.write_text(_page(title, layered_svg(boxes, arrows), edges, weak, tolerance, seconds))
+    svg = graph_html(boxes, arrows, "the input's share of the reader's AGOP trace")
+    page.write_text(_page(title, svg, edges, weak, tolerance, seconds))
     summary = out / "overview.json"
     summary.write_text(json.dumps({
         "pipeline": view.pipeline.name, "weak": weak, "tolerance": tolerance, "seconds": round(seconds, 2),

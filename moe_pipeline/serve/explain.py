@@ -93,7 +93,7 @@ def to_html(system, answers: list[Answer], title: str) -> str:
     answer in its box, each edge labelled with the share of the output that input drove."""
     from html import escape
 
-    from moe_pipeline.pipeline.dagview import Arrow, Box, layered_svg
+    from moe_pipeline.pipeline.drawing import Arrow, Box, graph_html
 
     by_name = {a.expert: a for a in answers}
     boxes = {ref: Box([ref, "input"]) for ref in system.fields}
@@ -101,12 +101,12 @@ def to_html(system, answers: list[Answer], title: str) -> str:
     for name in system.order:
         a = by_name[name]
         p = f"p {a.probability:.2f}" if a.probability is not None else ""
-        boxes[name] = Box([name, f"= {a.label}  {p}"], fill="#fff7e0")
+        boxes[name] = Box([name, f"= {a.label} · {p}" if p else f"= {a.label}"], fill="#fff7e0")
         for driver in a.drivers:
             ref = driver["ref"]
             start = ref if ref in system.fields else ref.partition(".")[0]
-            arrows.append(Arrow(start, name, f"{driver['share']:.0%}", driver["share"]))
-    svg = layered_svg(boxes, arrows)
+            arrows.append(Arrow(start, name, ref, f"{driver['share']:.0%}", driver["share"]))
+    svg = graph_html(boxes, arrows, "the share of the reader's answer this input drove")
     rows = "".join(f"<li><code>{escape(a.sentence())}</code></li>" for a in answers)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title><style>
 body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222 }} code {{ font-size: 13px }}

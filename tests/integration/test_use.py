@@ -206,7 +206,7 @@ def test_explain_names_every_expert_and_closes_the_completeness_gap(trained: Pat
     assert "<svg" in page and "<script" not in page
     for name in answers:
         assert f">{name}</text>" in page
-    assert f">= {digit['answer']}  p {digit['probability']:.2f}</text>" in page
+    assert f">= {digit['answer']} · p {digit['probability']:.2f}</text>" in page
 
 
 from tests.integration.test_own_data import wine  # noqa: E402,F401  (fixture: wine CSV, standardized)
