@@ -114,6 +114,19 @@ def cli(*args: str) -> int:
     return run_cli([str(a) for a in args])
 
 
+def run_table(out: str) -> dict[str, tuple[str, str]]:
+    """expert -> (action, note) from `run`'s table as a pipe shows it: one aligned line per expert,
+    columns apart by two spaces at least, the note last."""
+    import re
+
+    rows = {}
+    for line in out.splitlines():
+        cells = re.split(r"\s{2,}", line.strip(), maxsplit=6)
+        if len(cells) >= 6 and re.fullmatch(r"v\d+", cells[2]) and cells[1] in ("trained", "retrained", "kept", "unchanged"):
+            rows[cells[0]] = (cells[1], cells[6] if len(cells) > 6 else "")
+    return rows
+
+
 def store_bytes(registry_uri: str) -> str:
     """One hash over every byte of an sqlite registry folder (database and artifacts)."""
     import hashlib

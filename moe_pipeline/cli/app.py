@@ -8,6 +8,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import sys
 from enum import Enum
 from pathlib import Path
@@ -111,7 +112,8 @@ def dag(
             from moe_pipeline.execute.view import View
 
             statuses = {s.name: s.status for s in View(loaded).statuses().values()}
-    _echo(render(loaded.pipeline, format.value, statuses))
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    _echo(render(loaded.pipeline, format.value, statuses, width))
 
 
 @app.command()
@@ -122,6 +124,7 @@ def run(
     force: bool = typer.Option(False, "--force", help="retrain selected experts even when fresh"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan with estimates; change nothing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    as_json: bool = typer.Option(False, "--json", help="what each expert's step did, as JSON (stdout)"),
     wait: float = typer.Option(600.0, "--wait", min=0, help="seconds to wait for an expert another run is "
                                "training, then use its version"),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (one expert at a time, here) or ray "
@@ -135,7 +138,7 @@ def run(
     Concurrent runs on one registry cooperate: each expert is trained by one of them, under
     a lease in the registry; the others wait and use the version it registered."""
     from moe_pipeline.cli import tables
-    from moe_pipeline.cli.progress import progress_bar
+    from moe_pipeline.cli.progress import run_progress
     from moe_pipeline.execute.view import View
     from moe_pipeline.pipeline.loader import load_pipeline
 
@@ -154,7 +157,7 @@ def run(
         from moe_pipeline.registry.scratch import remove_dead_scratch
 
         remove_dead_scratch()
-        tables.print_outcomes([])
+        tables.print_outcomes([], as_json)
         return
     import contextlib
     import os
@@ -197,12 +200,12 @@ def run(
                                lambda expert: loaded.where("experts", expert), address)
         plan = the_run.plan(experts or [], downstream=downstream, force=force)  # repairs corrupt artifacts
         try:
-            with progress_bar(quiet or not sys.stdout.isatty() or executor == "ray") as bar:
+            with run_progress(quiet or executor == "ray", sys.stdout.isatty() and not as_json) as bar:
                 outcomes = the_run.execute(plan, bar, runner=runner)
         except StepsFailed as exc:  # what finished is registered: show it, then the failures (exit 2)
-            tables.print_outcomes(exc.outcomes)
+            tables.print_outcomes(exc.outcomes, as_json)
             raise exc.cause or exc
-    tables.print_outcomes(outcomes)
+    tables.print_outcomes(outcomes, as_json)
 
 
 @app.command()
@@ -268,10 +271,13 @@ def inspect(
     with long_lived():  # torch: see moe_pipeline.longlived
         from moe_pipeline.inspect.report import inspect_expert
 
+    from moe_pipeline.cli.progress import steps
+
     modes = [m.strip() for m in opacity.split(",") if m.strip()] if opacity else []
     methods = [m.strip() for given in methods for m in given.split(",") if m.strip()] if methods else None
-    inspect_expert(load_pipeline(pipeline), expert, version=version, methods=methods, opacity=modes, runs=runs,
-                   out=out)
+    with steps(f"inspect {expert}") as progress:
+        inspect_expert(load_pipeline(pipeline), expert, version=version, methods=methods, opacity=modes, runs=runs,
+                       out=out, progress=progress)
 
 
 @app.command()
@@ -290,7 +296,10 @@ def report(
     with long_lived():  # torch: see moe_pipeline.longlived
         from moe_pipeline.inspect.overview import pipeline_report
 
-    pipeline_report(load_pipeline(pipeline), out=out, weak=weak, tolerance=tolerance)
+    from moe_pipeline.cli.progress import steps
+
+    with steps("report") as progress:
+        pipeline_report(load_pipeline(pipeline), out=out, weak=weak, tolerance=tolerance, progress=progress)
 
 
 from moe_pipeline.cli import services  # noqa: E402  (the commands that start servers)

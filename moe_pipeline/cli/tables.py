@@ -6,23 +6,10 @@ from typing import Iterable
 
 from moe_pipeline.state.planner import PENDING, STALE, Plan, Status, describe
 from moe_pipeline.execute.runner import Outcome
+from moe_pipeline.terminal import console, is_terminal
 
 STYLE = {"fresh": "green", "pending": "yellow", "stale": "red", "missing": "magenta"}
 NOTE_COLUMN_WIDTH = 120  # a run table with its notes beside the numbers needs this many columns
-
-
-def _console():
-    from rich.console import Console
-
-    # A pipe or a CI log has no width: rich would assume 80 columns and wrap every reason. There
-    # a table is as wide as its longest row: a cell is never cut or wrapped mid-word by rich.
-    return Console() if _tty() else Console(width=10_000, soft_wrap=True)
-
-
-def _tty() -> bool:
-    import sys
-
-    return sys.stdout.isatty()
 
 
 def _table(title: str):
@@ -43,9 +30,9 @@ def _seconds(value: float | None) -> str:
 
 
 def print_plan(plan: Plan, title: str = "plan") -> None:
-    console = _console()
+    shown = console()
     if not plan.steps:
-        console.print("nothing to do: every selected expert is fresh")
+        shown.print("nothing to do: every selected expert is fresh")
         return
     table = _table(title)
     for column in ("#", "expert", "status", "action"):
@@ -55,21 +42,33 @@ def print_plan(plan: Plan, title: str = "plan") -> None:
     for index, step in enumerate(plan.steps, 1):
         table.add_row(str(index), str(step.expert), f"[{STYLE.get(step.status, '')}]{step.status}", describe(step),
                       "\n".join(str(r) for r in step.reasons), _seconds(step.estimate))
-    console.print(table)
-    console.print(f"{len(plan.steps)} expert(s) to train or check, estimated {_seconds(plan.estimate)} at most"
+    shown.print(table)
+    shown.print(f"{len(plan.steps)} expert(s) to train or check, estimated {_seconds(plan.estimate)} at most"
                   + (" (? = never trained)" if plan.estimate is None else ""))
 
 
-def print_outcomes(outcomes: Iterable[Outcome]) -> None:
+def print_outcomes(outcomes: Iterable[Outcome], as_json: bool = False) -> None:
+    """The run table: a rich table on a terminal; in a pipe aligned plain lines, one per expert
+    (the note last, whole); `as_json`: one JSON document."""
     outcomes = list(outcomes)
-    console = _console()
+    if as_json:
+        print(json.dumps({"outcomes": [outcome_json(o) for o in outcomes]}, indent=2))
+        return
+    shown = console()
     if not outcomes:
-        console.print("nothing to do: every expert is fresh")
+        shown.print("nothing to do: every expert is fresh")
+        return
+    if not is_terminal():
+        cells = [[str(o.expert), o.action, f"v{o.version}", f"{o.metric_name} {o.val_metric:.4f}", f"{o.seconds:.2f} s",
+                  _memory(o.peak_memory_mb)] for o in outcomes]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+        for row, o in zip(cells, outcomes):
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + (f"  {o.note}" if o.note else ""))
         return
     table = _table("trained")
     # What the cutoff decided and the epochs run are the reason to read this table: on a
     # terminal too narrow for a note column that keeps them whole, each note is a line below.
-    narrow = console.width < NOTE_COLUMN_WIDTH
+    narrow = shown.width < NOTE_COLUMN_WIDTH
     for column in ("expert", "action", "version", "validation metric", "seconds", "peak memory"):
         table.add_column(column, no_wrap=True, justify="right" if column in ("seconds", "peak memory") else "left")
     if not narrow:
@@ -80,11 +79,17 @@ def print_outcomes(outcomes: Iterable[Outcome]) -> None:
         row = [str(o.expert), o.action, f"v{o.version}", f"{o.metric_name} {o.val_metric:.4f}", f"{o.seconds:.2f}",
                _memory(o.peak_memory_mb)]
         table.add_row(*row, *([] if narrow else [escape(o.note)]))
-    console.print(table)
+    shown.print(table)
     if narrow:
         for o in outcomes:
             if o.note:
-                console.print(f"[bold]{escape(str(o.expert))}[/bold]: {escape(o.note)}")
+                shown.print(f"[bold]{escape(str(o.expert))}[/bold]: {escape(o.note)}")
+
+
+def outcome_json(o: Outcome) -> dict:
+    return {"expert": str(o.expert), "action": o.action, "version": o.version, "metric": o.metric_name,
+            "val_metric": o.val_metric, "seconds": round(o.seconds, 3), "peak_memory_mb": round(o.peak_memory_mb, 3),
+            "note": o.note, **({"deltas": o.deltas} if o.deltas else {})}
 
 
 def _decision(s: Status, cutoff: dict[str, bool]) -> str | None:
@@ -118,7 +123,7 @@ def print_status(pipeline: str, statuses: dict[str, Status], cutoff: dict[str, b
         lines += [f"[red]not better than the trivial predictor: {s.below_baseline}"] if s.below_baseline else []
         table.add_row(str(s.name), f"[{STYLE[s.status]}]{s.status}", f"v{s.version}" if s.version else "-",
                       "\n".join(lines))
-    _console().print(table)
+    console().print(table)
 
 
 def status_json(pipeline: str, statuses: dict[str, Status], cutoff: dict[str, bool] | None = None) -> str:

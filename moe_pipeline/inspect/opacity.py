@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -112,8 +112,9 @@ def verdict(mode: str, s: dict[str, Any], metric: str) -> str:
 
 
 def sensitivity(spec: Any, resources: Any, data: ExpertData, init_seed: int, order_seed: int, modes: list[str],
-                runs: int) -> dict[str, Any]:
-    """Retrain `runs` times per mode and compare; {mode: summary} for the modes asked."""
+                runs: int, progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+    """Retrain `runs` times per mode and compare; {mode: summary} for the modes asked.
+    `progress(what, k)` is told before the k-th training of all (`init run 2 of 3`)."""
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         raise ValueError(f"unknown opacity source(s) {unknown}; choose from {', '.join(MODES)}")
@@ -122,6 +123,8 @@ def sensitivity(spec: Any, resources: Any, data: ExpertData, init_seed: int, ord
     for mode in modes:
         trained = []
         for i in range(runs):
+            if progress:
+                progress(f"{mode} run {i + 1} of {runs}", modes.index(mode) * runs + i)
             seeds = _seeds(mode, i, init_seed, order_seed)
             if seeds not in cache:
                 cache[seeds] = _one_run(spec, resources, data, seeds)

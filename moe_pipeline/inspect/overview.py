@@ -160,7 +160,8 @@ def _page(title: str, svg: str, edges: list[Edge], weak: float, tolerance: float
 
 
 def pipeline_report(loaded, out: Path | None = None, weak: float = WEAK, tolerance: float = TOLERANCE,
-                    quiet: bool = False) -> Path:
+                    quiet: bool = False, progress=None) -> Path:
+    """`progress(what, done, total)`: told each expert's inspection, then the ablations, before they run."""
     from moe_pipeline.execute.view import View
     from moe_pipeline.registry.writes import Registry
     from moe_pipeline.inspect.report import inspect_expert
@@ -173,12 +174,15 @@ def pipeline_report(loaded, out: Path | None = None, weak: float = WEAK, toleran
     out.mkdir(parents=True, exist_ok=True)
     statuses, current = view.statuses(), view.current()
     reliance, links = {}, {}
-    for expert in view.pipeline.experts:
-        if current[expert] is None:
-            continue
-        rep = inspect_expert(loaded, expert, out=out / "experts" / expert, quiet=True, view=view)
+    say = progress or (lambda what, done, total: None)
+    inspected = [e for e in view.pipeline.experts if current[e] is not None]
+    for k, expert in enumerate(inspected):
+        inner = (lambda what, done, total, k=k, expert=expert:  # noqa: E731  (a step of this expert's report)
+                 say(f"{expert}: {what}", k, len(inspected) + 1))
+        rep = inspect_expert(loaded, expert, out=out / "experts" / expert, quiet=True, view=view, progress=inner)
         reliance[expert] = rep.summary["agop"]["reliance"]
         links[expert] = f"experts/{expert}/report.html"
+    say(f"ablating the inputs below {weak:.0%} reliance", len(inspected), len(inspected) + 1)
     edges = dependency_table(view, reliance, weak, tolerance)
     boxes, arrows = _boxes(view, statuses, reliance, links)
     title = f"{view.pipeline.name}: pipeline overview"
@@ -193,10 +197,11 @@ def pipeline_report(loaded, out: Path | None = None, weak: float = WEAK, toleran
         "edges": [{**dataclasses.asdict(e), "metric_change": e.metric_change} for e in edges]}, indent=2))
     Registry.over(view.registry).log_report([page, summary], "overview")
     if not quiet:
-        from rich.console import Console
         from rich.markup import escape
+
+        from moe_pipeline.terminal import console
 
         lines = [f"{e.ref} -> {e.expert}: share {e.share:.1%}, exposure {e.exposure_seconds:.1f} s, "
                  f"{e.recommendation} ({e.why})" for e in edges]
-        Console().print(escape("\n".join([*lines, f"overview: {page}  ({seconds:.1f} s)"])))
+        console().print(escape("\n".join([*lines, f"overview: {page}  ({seconds:.1f} s)"])))
     return page

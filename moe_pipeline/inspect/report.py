@@ -11,7 +11,7 @@ import html
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from moe_pipeline.errors import SelectionError
 from moe_pipeline.inspect.page import Report, write_html
@@ -19,6 +19,8 @@ from moe_pipeline.inspect.sections import (saved_class_names, section_agop, sect
                                            section_dynamics, section_metrics, section_opacity)
 
 METHODS = ("metrics", "agop", "collapse", "attribution")
+SECTION_NAMES = {"metrics": "metrics and confusion matrix", "agop": "AGOP", "collapse": "neural collapse",
+                 "attribution": "attributions"}
 
 
 def _planted(pipeline, expert: str) -> list[int] | None:
@@ -50,9 +52,10 @@ def _header(view, expert: str, record) -> tuple[str, dict[str, Any]]:
 
 def inspect_expert(loaded, expert: str, version: int | None = None, methods: list[str] | None = None,
                    opacity: list[str] | None = None, runs: int = 3, out: Path | None = None,
-                   quiet: bool = False, view=None) -> Report:
+                   quiet: bool = False, view=None, progress: Callable[[str, int, int], None] | None = None) -> Report:
     """`view`: a View to reuse (the overview inspects every expert through one); the report's
-    files are uploaded to the version's run, the only write."""
+    files are uploaded to the version's run, the only write. `progress(what, done, total)` is
+    told each section (and each opacity training) before it runs."""
     from moe_pipeline.registry.artifacts import INITIAL, read_tensors
     from moe_pipeline.execute.view import View
     from moe_pipeline.registry.writes import Registry
@@ -85,17 +88,21 @@ def inspect_expert(loaded, expert: str, version: int | None = None, methods: lis
                         "upstream": {u: r.version for u, r in record.upstream.items()},
                         "class_names": saved_class_names(data)})
     initial = read_tensors(view.artifact(record, INITIAL))["first_layer"]
-    if "metrics" in methods:
-        section_metrics(rep, model, data, record)
-    if "agop" in methods:
-        section_agop(rep, model, data, saved, initial, _planted(view.pipeline, expert))
-    if "collapse" in methods:
-        section_collapse(rep, model, data)
-    if "attribution" in methods:
-        section_attribution(rep, model, data, saved)
+    sections = {"metrics": lambda: section_metrics(rep, model, data, record),
+                "agop": lambda: section_agop(rep, model, data, saved, initial, _planted(view.pipeline, expert)),
+                "collapse": lambda: section_collapse(rep, model, data),
+                "attribution": lambda: section_attribution(rep, model, data, saved)}
+    chosen = [m for m in METHODS if m in methods]
+    total = len(chosen) + 1 + len(opacity) * runs
+    say = progress or (lambda what, done, total: None)
+    for done, method in enumerate(chosen):
+        say(SECTION_NAMES[method], done, total)
+        sections[method]()
+    say("training curves", len(chosen), total)
     section_dynamics(rep, view, record)
     if opacity:
-        section_opacity(rep, view, expert, data, record, opacity, runs)
+        section_opacity(rep, view, expert, data, record, opacity, runs,
+                        lambda what, k: say(f"opacity: {what}", len(chosen) + 1 + k, total))
     rep.summary["seconds"] = round(time.perf_counter() - started, 2)
     (out / "summary.json").write_text(json.dumps(rep.summary, indent=2, default=float))
     html_path = write_html(rep)
@@ -108,8 +115,9 @@ def inspect_expert(loaded, expert: str, version: int | None = None, methods: lis
 
 
 def _print_summary(rep: Report, html_path: Path) -> None:
-    from rich.console import Console
     from rich.markup import escape
+
+    from moe_pipeline.terminal import console
 
     s = rep.summary
     lines = [rep.title]
@@ -117,10 +125,12 @@ def _print_summary(rep: Report, html_path: Path) -> None:
         lines.append("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in s["metrics"].items() if isinstance(v, float)))
     if "agop" in s:
         share = 100 * sum(s["agop"]["top_feature_share"])
-        lines.append(f"AGOP: top features {s['agop']['top_feature_names']} hold {share:.1f}% of the trace")
+        names = s["agop"]["top_feature_names"]
+        lines.append(f"AGOP: the top {len(names)} features hold {share:.1f}% of the trace: " + "; ".join(names))
         if "planted_share" in s["agop"]:
-            lines.append(f"AGOP: planted coordinates {s['agop']['planted_coordinates']} hold "
-                         f"{100 * s['agop']['planted_share']:.1f}% of the trace")
+            planted = ", ".join(str(c) for c in s["agop"]["planted_coordinates"])
+            lines.append(f"AGOP: the planted coordinates ({planted}) hold {100 * s['agop']['planted_share']:.1f}% "
+                         "of the trace")
         if len(s["agop"]["reliance"]) > 1:
             lines.append("reliance: " + ", ".join(f"{r['input']} {100 * r['share']:.1f}%" for r in s["agop"]["reliance"]))
     if "collapse" in s:
@@ -129,4 +139,4 @@ def _print_summary(rep: Report, html_path: Path) -> None:
         lines.append(f"opacity ({mode}): {vals['verdict']}")
     lines.append(f"report: {html_path}  ({s['seconds']:.1f} s)")
     # names such as `has_loop.probs[loop]` are data, not rich markup
-    Console().print("[bold]" + escape(lines[0]) + "[/bold]\n" + escape("\n".join(lines[1:])))
+    console().print("[bold]" + escape(lines[0]) + "[/bold]\n" + escape("\n".join(lines[1:])))

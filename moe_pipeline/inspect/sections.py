@@ -263,12 +263,14 @@ def section_dynamics(rep: Report, view, record) -> None:
             "validation loss).")
 
 
-def section_opacity(rep: Report, view, expert, data, record, modes: list[str], runs: int) -> None:
+def section_opacity(rep: Report, view, expert, data, record, modes: list[str], runs: int, progress=None) -> None:
+    """`progress(what, k)`: told before the k-th training (`init run 2 of 3`)."""
     from moe_pipeline.inspect.opacity import sensitivity
     from moe_pipeline.state.fingerprint import training_seeds
 
     spec = view.pipeline.experts[expert]
-    result = sensitivity(spec, view.pipeline.resources_for(expert), data, *training_seeds(record.spec), modes, runs)
+    result = sensitivity(spec, view.pipeline.resources_for(expert), data, *training_seeds(record.spec), modes, runs,
+                         progress)
     rep.summary["opacity"] = result
     skip = ("verdict", "digests", "shared", "varied")
     rows = [{"source": mode, "what varied": vals["varied"],

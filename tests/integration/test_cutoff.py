@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from moe_pipeline.state.cutoff import measure
 from moe_pipeline.pipeline.loader import load_pipeline
 from moe_pipeline.execute.view import View
-from tests.conftest import cli, unique_module
+from tests.conftest import cli, run_table, unique_module
 
 MODULE = '''
 import torch
@@ -79,8 +79,7 @@ def cut(tmp_path: Path, monkeypatch, registry_uri: str, request):
 
 
 def outcomes(capsys) -> dict[str, tuple[str, str]]:
-    out = capsys.readouterr().out
-    return {m[0]: (m[1], m[2].strip()) for m in re.findall(r"│ (\w+)\s+│ (\w+)\s+│.*│ ([^│]*)│\n", out)}
+    return run_table(capsys.readouterr().out)
 
 
 def test_behaviour_preserving_change_keeps_downstream(cut, registry_uri, capsys):

@@ -16,9 +16,15 @@ def test_inspect_image_expert_writes_every_section(tiny: Path, registry_uri: str
     out = tmp_path / "report"
     capsys.readouterr()
     assert cli("inspect", tiny, "has_loop", "--out", out) == 0
-    printed = capsys.readouterr().out
-    assert "AGOP: top features" in printed and str(out / "report.html") in printed
+    captured = capsys.readouterr()
+    printed = captured.out
+    # where it is, step by step, on stderr (not a terminal here: one line per section)
+    assert captured.err.splitlines() == [f"inspect has_loop: [{k}/5] {what}" for k, what in enumerate(
+        ["metrics and confusion matrix", "AGOP", "neural collapse", "attributions", "training curves"], 1)]
     summary = json.loads((out / "summary.json").read_text())
+    names = summary["agop"]["top_feature_names"]
+    assert f"AGOP: the top {len(names)} features hold" in printed and str(out / "report.html") in printed
+    assert "; ".join(names) in " ".join(printed.split()) and "['" not in printed  # names, not a list's repr
     assert {"metrics", "confusion", "agop", "collapse", "attribution", "dynamics"} <= set(summary)
     assert sum(map(sum, summary["confusion"])) == len(View(load_pipeline(tiny), fast_reads=False).store.source("digits").splits["test"])
     assert summary["agop"]["input_dim"] == 64 and summary["agop"]["dense"]

@@ -1,6 +1,7 @@
 """Staleness scenarios on a real sqlite registry, driven through the CLI."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from moe_pipeline.pipeline.loader import load_pipeline
 from moe_pipeline.state.record import NEEDS_RETRAIN
 from moe_pipeline.execute.view import View
-from tests.conftest import cli, status_entries, store_bytes
+from tests.conftest import cli, run_table, status_entries, store_bytes
 
 
 status_of = status_entries
@@ -33,8 +34,7 @@ def assert_tags_agree_with_status(path: Path, registry_uri: str, capsys) -> None
 
 
 def trained(capsys) -> list[str]:
-    out = capsys.readouterr().out
-    return re.findall(r"│ (\w+)\s+│ trained", out)
+    return [name for name, (action, _) in run_table(capsys.readouterr().out).items() if action == "trained"]
 
 
 def test_spec_change_retrains_exactly_the_stale_and_pending(tiny: Path, registry_uri: str, capsys):
@@ -119,14 +119,22 @@ def test_deleted_version_is_missing(tiny: Path, registry_uri: str, capsys):
 
 
 def test_impact_and_dag_show_the_cascade(tiny: Path, registry_uri: str, capsys):
-    assert cli("run", tiny) == 0
     capsys.readouterr()
+    assert cli("run", tiny, "--json") == 0  # JSON alone on stdout; in a pipe, a line per expert on stderr
+    captured = capsys.readouterr()
+    done = json.loads(captured.out)["outcomes"]
+    assert [(o["expert"], o["action"], o["version"]) for o in done] == [
+        ("has_loop", "trained", 1), ("is_even", "trained", 1), ("digit", "trained", 1)]
+    assert [line for line in captured.err.splitlines() if line.startswith("run: training ")] == [
+        "run: training has_loop (3 epochs at most)", "run: training is_even (3 epochs at most)",
+        "run: training digit (3 epochs at most)"]
     assert cli("impact", tiny, "is_even") == 0
     out = capsys.readouterr().out
     assert "is_even" in out and "digit" in out and "has_loop" not in out
     assert re.search(r"2 expert\(s\) to train or check, estimated \d+\.\ds", out)
     assert cli("dag", tiny) == 0
-    assert "digit  (fresh)" in capsys.readouterr().out
+    rows = {line.split()[1]: line.split() for line in capsys.readouterr().out.splitlines() if line[:3].strip().isdigit()}
+    assert rows["digit"][:3] == ["1", "digit", "fresh"] and rows["has_loop"][:3] == ["0", "has_loop", "fresh"]
 
 
 def test_unreachable_registry_is_a_clear_error_and_writes_nothing(tiny: Path, monkeypatch, capsys, tmp_path):

@@ -68,4 +68,11 @@ def test_dag_renderings_name_every_edge():
     dot = render(pipeline, "dot", {"a": "fresh"})
     assert '"a" -> "c" [label="probs"];' in dot and 'label="a\\nfresh"' in dot
     text = render(pipeline, "text", {"c": "stale"})
-    assert "level 1" in text and "c  (stale) <- a.probs, b.embedding" in text
+    rows = {line.split()[1]: line.split() for line in text.splitlines() if line[:3].strip().isdigit()}
+    assert rows["c"][0] == "1" and rows["c"][2] == "stale" and " ".join(rows["c"][4:]) == "a.probs, b.embedding"
+    header = next(line for line in text.splitlines() if "expert" in line and "inputs" in line)
+    line_c = next(line for line in text.splitlines() if line.split()[1:2] == ["c"])
+    assert line_c.index("a.probs") == header.index("inputs")  # aligned under its header
+    narrow = render(pipeline, "text", {"c": "stale"}, width=len(line_c) - 4)  # the inputs wrap between names
+    assert all(len(line) <= len(line_c) - 4 for line in narrow.splitlines() if "a.probs" in line or "b.embedding" in line)
+    assert [w.strip(",") for line in narrow.splitlines() for w in line.split()].count("b.embedding") == 1

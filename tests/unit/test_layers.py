@@ -61,10 +61,10 @@ def test_every_layer_says_what_it_must_not_import():
         assert doc and "must not" in doc.lower(), f"moe_pipeline/{layer}/__init__.py has no rule in its docstring"
 
 
-def test_the_top_level_holds_only_subpackages_and_three_leaves_every_layer_may_use():
+def test_the_top_level_holds_only_subpackages_and_four_leaves_every_layer_may_use():
     modules = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert modules == ["__init__.py", "__main__.py", "errors.py", "hashing.py", "longlived.py"]
-    for leaf in ("errors.py", "hashing.py", "longlived.py"):  # leaves: they import nothing of the package
+    assert modules == ["__init__.py", "__main__.py", "errors.py", "hashing.py", "longlived.py", "terminal.py"]
+    for leaf in ("errors.py", "hashing.py", "longlived.py", "terminal.py"):  # leaves: they import nothing of the package
         assert not any(name == "moe_pipeline" for name in _imported_names(PACKAGE / leaf)), leaf
     assert sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()) == sorted(LAYERS)
 
