@@ -187,6 +187,19 @@ def _progress(n: int):
     return bar()
 
 
+def _truth(view, system, split: str, row: int) -> dict[str, str]:
+    """Each expert's true answer for row `row` of a split: its target as training built it."""
+    out = {}
+    for name, p in system.experts.items():
+        target = view.expert_data(name)[0].y[split][row]
+        if p.saved.task == "classification":
+            names = p.class_names or []
+            out[name] = names[int(target)] if int(target) < len(names) else str(int(target))
+        else:
+            out[name] = ", ".join(f"{v:.4g}" for v in target.reshape(-1).tolist())
+    return out
+
+
 def explain(
     pipeline: Path = PipelineArg,
     input_file: Optional[Path] = typer.Option(None, "--input", help=".npz, .npy, .csv, .parquet or an image",
@@ -212,7 +225,12 @@ def explain(
         from moe_pipeline.serve.explain import to_html
 
         where = f"{input_file.name}" if input_file else f"the {split} split"
-        html.write_text(to_html(system, answers, f"{view.pipeline.name}: one prediction explained (row {row} of {where})"))
+        order = [name for name in view.pipeline.experts if name in system.experts]  # the pipeline file's order
+        columns = {ref: want["columns"] for ref, want in system.fields.items() if want.get("columns")}
+        page = to_html(system, answers, f"{view.pipeline.name}: one prediction explained (row {row} of {where})",
+                       {ref: value[row] for ref, value in fields.items()},
+                       _truth(view, system, split, row) if split else {}, order, columns)
+        html.write_text(page)
         typer.echo(f"graph: {html}", err=True)
     if as_json:
         typer.echo(json.dumps({"pipeline": view.pipeline.name, "row": row,

@@ -134,6 +134,7 @@ def load_source(name: str, source: Any, pipeline_seed: int, root: Path | None = 
     classes: dict[str, list[str]] = {}
     if source.loader == "sklearn.digits":
         fields = _load_digits()
+        classes = {"label": [str(d) for d in range(10)]}  # the digit each class id is
     elif source.loader == "synthetic.planted":
         fields = planted(source.n, source.d, list(source.informative), source.task, source.noise, source.seed)
     elif source.loader in FILE_LOADERS:

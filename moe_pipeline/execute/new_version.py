@@ -14,7 +14,7 @@ from moe_pipeline.execute.view import View, consumed
 from moe_pipeline.registry.scratch import scratch_dir
 from moe_pipeline.registry.writes import Registry
 from moe_pipeline.state.fingerprint import flatten
-from moe_pipeline.state.record import NEEDS_RETRAIN, Record
+from moe_pipeline.state.record import NEEDS_RETRAIN, STATE, Record
 
 
 def probe_size(view: View, expert: str) -> int:
@@ -61,8 +61,11 @@ def train_new_version(view: View, registry: Registry, expert: str, trainer=None,
             raise RegistryError(f"expert '{expert}': this run lost its lease while training (stalled longer "
                                 f"than {lease.ttl:.0f} s?); nothing registered, another run owns it now")
         record, source = registry.register(record, run_id, spec.description)
-    if previous is not None and previous.needs_retrain is not None:  # no stale mark on history
-        registry.set_tags(expert, previous.version, {NEEDS_RETRAIN: f"superseded by v{record.version}"})
+    if previous is not None:  # no stale mark on history: the version list says which one replaced it
+        superseded = f"superseded by v{record.version}"
+        registry.set_tags(expert, previous.version, {STATE: superseded, **(
+            {NEEDS_RETRAIN: superseded} if previous.needs_retrain is not None else {})})
+        previous.state = superseded
     view.remember(record, source)
     note = f"{trained.epochs_run} epochs"
     if trained.weakest:

@@ -29,7 +29,7 @@ from moe_pipeline.registry.versions import ExpertVersions
 @dataclass(frozen=True)
 class TagChange:
     """One staleness tag that does not say what status says: on version `version` of `expert`
-    (`moe.needs_retrain`), or on its registered model when `version` is None (`moe.status`).
+    (`moe.needs_retrain`, `moe.state`), or on its registered model when `version` is None (`moe.status`).
     `value` None deletes the tag."""
     expert: str
     version: int | None
@@ -111,7 +111,7 @@ class View:
     def tag_changes(self, statuses: dict[str, planner.Status]) -> list[TagChange]:
         """The staleness tags to write so that the registry says what `statuses` say: every current
         version's `moe.needs_retrain`, every registered model's `moe.status`. Empty when they agree."""
-        from moe_pipeline.state.record import MODEL_STATUS, NEEDS_RETRAIN
+        from moe_pipeline.state.record import MODEL_STATUS, NEEDS_RETRAIN, STATE
 
         snap, current = self.snapshot(), self.current()
         state = self.pipeline_state() if any(s.status in (planner.STALE, planner.PENDING)
@@ -125,6 +125,8 @@ class View:
                       if status.status in (planner.STALE, planner.PENDING) else None)
             if record.needs_retrain != wanted:
                 changes.append(TagChange(name, record.version, NEEDS_RETRAIN, wanted))
+            if record.state != status.status:
+                changes.append(TagChange(name, record.version, STATE, status.status))
             short = f"v{record.version} {status.status}" + (f": {status.reasons[0]}"[:80] if status.reasons else "")
             if snap[name].model_tags.get(MODEL_STATUS) != short:
                 changes.append(TagChange(name, None, MODEL_STATUS, short))

@@ -92,22 +92,33 @@ def _summarise(mode: str, runs: list[dict[str, Any]], task: str) -> dict[str, An
     return summary
 
 
+# The verdict's thresholds, stated on the page beside it
+LOW_CHURN, HIGH_CHURN = 0.02, 0.10  # share of validation predictions two runs disagree on
+SAME_FEATURES, DIFFERENT_FEATURES = 0.95, 0.80  # AGOP correlation between runs
+LOW_SPREAD, HIGH_SPREAD = 0.01, 0.05  # regression: max − min of the validation metric
+CRITERIA = (f"Low sensitivity: churn at most {LOW_CHURN:.0%} (regression: metric spread at most {LOW_SPREAD}) and "
+            f"AGOP correlation at least {SAME_FEATURES}; high: churn above {HIGH_CHURN:.0%} (spread above "
+            f"{HIGH_SPREAD}) or AGOP correlation below {DIFFERENT_FEATURES}; moderate: in between. The same input "
+            f"features: AGOP correlation at least {SAME_FEATURES}; partly different: at least {DIFFERENT_FEATURES}.")
+
+
 def verdict(mode: str, s: dict[str, Any], metric: str) -> str:
-    """One line in words. Low: runs agree on (nearly) every prediction and use the same features;
-    high: they disagree on more than a tenth of the rows or read different features."""
+    """One line in words, by the thresholds above (CRITERIA says them in words)."""
     churn_ = s.get("prediction_churn_mean")
     spread = s[f"val_{metric}_spread"]
     agree = s["agop_correlation_mean"]
     if churn_ is not None:
-        level = "low" if churn_ <= 0.02 and agree >= 0.95 else "high" if churn_ > 0.10 or agree < 0.80 else "moderate"
-        behaviour = f"runs disagree on {100 * churn_:.1f}% of validation predictions (val {metric} spread {spread:.3f})"
+        level = "low" if churn_ <= LOW_CHURN and agree >= SAME_FEATURES else "high" \
+            if churn_ > HIGH_CHURN or agree < DIFFERENT_FEATURES else "moderate"
+        behaviour = f"runs disagree on {100 * churn_:.1f}% of validation predictions (val {metric} spread {spread:.4f})"
     else:
-        level = "low" if spread <= 0.01 and agree >= 0.95 else "high" if spread > 0.05 or agree < 0.80 else "moderate"
-        behaviour = f"validation {metric} varies by {spread:.3f}"
-    features = "use the same input features" if agree >= 0.95 else "use partly different input features" \
-        if agree >= 0.80 else "use different input features"
+        level = "low" if spread <= LOW_SPREAD and agree >= SAME_FEATURES else "high" \
+            if spread > HIGH_SPREAD or agree < DIFFERENT_FEATURES else "moderate"
+        behaviour = f"validation {metric} varies by {spread:.4f}"
+    features = "use the same input features" if agree >= SAME_FEATURES else "use partly different input features" \
+        if agree >= DIFFERENT_FEATURES else "use different input features"
     return (f"{level} sensitivity to {SOURCE[mode]}: {behaviour}, and they "
-            f"{features} (AGOP correlation {agree:.2f}, eigenspace overlap {s['eigenspace_overlap_mean']:.2f} at "
+            f"{features} (AGOP correlation {agree:.3f}, eigenspace overlap {s['eigenspace_overlap_mean']:.3f} at "
             f"the effective rank)")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,13 +47,17 @@ STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto
          "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}"
          "th{background:#f3f3f3;text-align:left}img{max-width:100%}section{margin-bottom:2em}"
          ".how{color:#555;font-style:italic}.head{background:#f7f7f7;border:1px solid #ddd;padding:.6em 1em}"
-         ".fresh{color:#1a7f37}.stale,.pending,.failed,.untrained{color:#b35900}")
+         ".fresh{color:#1a7f37}.stale,.pending,.failed,.untrained{color:#b35900}"
+         ".toc{background:#fafafa;border:1px solid #e3e3e3;padding:.4em 1em;margin:1em 0}.toc ol{margin:.3em 0}")
 
 
 def write_html(rep: Report) -> Path:
-    parts = [f"<h1>{html.escape(rep.title)}</h1>", rep.header]
-    for heading, text, figs in rep.sections:
-        parts.append(f"<section><h2>{html.escape(heading)}</h2>{text}")
+    """The page: title, status, a table of contents, then each section with its figures inline."""
+    anchors = [re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip("-") for heading, _, _ in rep.sections]
+    contents = "".join(f"<li><a href='#{a}'>{html.escape(h)}</a></li>" for a, (h, _, _) in zip(anchors, rep.sections))
+    parts = [f"<h1>{html.escape(rep.title)}</h1>", rep.header, f"<nav class='toc'><b>Contents</b><ol>{contents}</ol></nav>"]
+    for anchor, (heading, text, figs) in zip(anchors, rep.sections):
+        parts.append(f"<section id='{anchor}'><h2>{html.escape(heading)}</h2>{text}")
         for fig in figs:
             data = base64.b64encode(fig.read_bytes()).decode()
             parts.append(f'<figure><img alt="{fig.stem}" src="data:image/png;base64,{data}"></figure>')

@@ -54,7 +54,7 @@ def inspect_expert(loaded, expert: str, version: int | None = None, methods: lis
                    opacity: list[str] | None = None, runs: int = 3, out: Path | None = None,
                    quiet: bool = False, view=None, progress: Callable[[str, int, int], None] | None = None) -> Report:
     """`view`: a View to reuse (the overview inspects every expert through one); the report's
-    files are uploaded to the version's run, the only write. `progress(what, done, total)` is
+    files are uploaded to the version's run and the version's description links the page: the only writes. `progress(what, done, total)` is
     told each section (and each opacity training) before it runs."""
     from moe_pipeline.registry.artifacts import INITIAL, read_tensors
     from moe_pipeline.execute.view import View
@@ -108,7 +108,10 @@ def inspect_expert(loaded, expert: str, version: int | None = None, methods: lis
     html_path = write_html(rep)
     # only what this report wrote: --out may name a folder holding anything else
     written = [html_path, out / "summary.json", *(f for _, _, figs in rep.sections for f in figs)]
-    Registry.over(view.registry).log_files(record.run_id, written, "inspect")
+    registry = Registry.over(view.registry)
+    registry.log_files(record.run_id, written, "inspect")
+    registry.link_report(expert, record.version, record.run_id, view.pipeline.experts[expert].description,
+                         "inspect/report.html")
     if not quiet:
         _print_summary(rep, html_path)
     return rep

@@ -17,6 +17,9 @@ from moe_pipeline.inspect.page import Report, table as _table
 
 AGOP_ROWS = 2000  # the issue's n; the train split of digits has fewer
 ATTRIBUTION_ROWS = 200
+NFA_WORDS = {"wtw_vs_agop_sqrt": "WᵀW vs √AGOP", "wtw_vs_agop": "WᵀW vs AGOP",
+             "delta_wtw_vs_agop_sqrt": "WᵀW's change since initialisation vs √AGOP",
+             "delta_wtw_vs_agop": "WᵀW's change since initialisation vs AGOP"}
 
 
 def _image_shape(in_shape: list[int]) -> tuple[int, int] | None:
@@ -56,9 +59,16 @@ def section_metrics(rep: Report, model, data, record) -> None:
     metrics = metrics_of(data.task, out["logits"], data.y[split], split)
     rep.summary["metrics"] = {**metrics, "recorded_val_metric": record.val_metric}
     trivial = "the majority class" if data.task == "classification" else "the training mean"
-    row = {f"val {record.metric_name} (recorded)": record.val_metric,
-           f"trivial predictor ({trivial})": record.baseline, **{k.replace("_", " "): v for k, v in metrics.items()}}
-    text = _table([row])
+    # one row per split, one column per quantity: a test number never sits under a validation heading
+    names = [k.removeprefix(f"{split}_") for k in metrics]
+    where = "test split, now" if split == "test" else "validation split, now"
+    rows = [{"rows": where, **{n.replace("_", " "): metrics[f"{split}_{n}"] for n in names}},
+            {"rows": "validation split, recorded at training (best epoch)",
+             **{n.replace("_", " "): record.val_metric if n == record.metric_name else None for n in names}}]
+    if record.baseline is not None:
+        rows.append({"rows": f"trivial predictor ({trivial}), validation split",
+                     **{n.replace("_", " "): record.baseline if n == record.metric_name else None for n in names}})
+    text = _table(rows)
     if record.baseline is not None:
         rep.summary["baseline"] = {"val_metric": record.val_metric, "trivial": record.baseline,
                                    "below": record.below_baseline}
@@ -121,9 +131,10 @@ def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | 
     if shape:
         k = min(5, res.eigenvectors.shape[1])
         mean_input = x.reshape(len(x), *in_shape).mean(0).sum(0)
-        figs.append(plots.image_grid([mean_input, _maps(diag, in_shape)], ["mean input", "AGOP diagonal"],
+        figs.append(plots.image_grid([mean_input, _maps(diag, in_shape)], ["mean input (pixel value)",
+                                     "AGOP diagonal (larger = used more)"],
                                      rep.out / "agop.png", "Which pixels the expert's logits use (AGOP diagonal)",
-                                     colorbar="pixel value | AGOP diagonal (larger = used more)"))
+                                     shared=False))
         figs.append(plots.image_grid([res.eigenvectors[:, i].reshape(in_shape).sum(0) for i in range(k)],
                                      [f"eigenvector {i + 1} (λ={float(res.eigenvalues[i]):.3g})" for i in range(k)],
                                      rep.out / "agop_eigenvectors.png", "Top AGOP eigenvectors: feature directions",
@@ -135,7 +146,7 @@ def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | 
                                          "(they sum to the AGOP)", colorbar="AGOP diagonal"))
     else:
         figs.append(plots.bars(diag, rep.out / "agop.png", "AGOP diagonal of the logits: how much each input is used",
-                               labels=names, top=min(30, diag.numel())))
+                               labels=names, top=min(30, diag.numel()), xlabel="AGOP diagonal (larger = used more)"))
     layer = first_layer(model)
     nfa_why = None
     if res.matrix is None:
@@ -167,7 +178,8 @@ def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | 
     text += "<h3>Neural Feature Ansatz (first layer WᵀW vs AGOP)</h3>"
     text += (("<p class='how'>Cosine similarity of the first layer's Gram matrix WᵀW (and of its change from "
               "initialisation) with the AGOP and its square root; near 1: the layer learned the features the "
-              "logits use.</p>" + _table([nfa])) if nfa else f"<p>Not computed: {html.escape(nfa_why)}.</p>")
+              "logits use.</p>" + _table([{NFA_WORDS.get(k, k): v for k, v in nfa.items()}]))
+             if nfa else f"<p>Not computed: {html.escape(nfa_why)}.</p>")
     rep.add("AGOP of the logits: which input features the expert uses", text, figs,
             how="The average over training rows of JᵀJ, J = d logits / d input. Its diagonal says how strongly the "
                 "expert's logits (not its probabilities) change with each input; its top eigenvectors are the "
@@ -229,17 +241,15 @@ def section_attribution(rep: Report, model, data, saved) -> None:
                                          colorbar="mean |attribution|"))
             if method == "integrated_gradients":
                 examples = list(range(min(4, len(x))))
-                figs.append(plots.image_grid([x[i].reshape(in_shape).sum(0) for i in examples] +
-                                             [attr[i].reshape(in_shape).sum(0) for i in examples],
-                                             [f"input (true {classes[int(y[i])] if n_classes > 1 else float(y[i])})"
-                                              for i in examples] + ["IG map"] * len(examples),
-                                             rep.out / "examples.png", "examples (top) and their integrated gradients "
-                                             "(bottom: red raises the explained logit, blue lowers it)",
-                                             symmetric=True, cols=len(examples), colorbar="value | attribution"))
+                figs.append(plots.examples([x[i].reshape(in_shape).sum(0) for i in examples],
+                                           [attr[i].reshape(in_shape).sum(0) for i in examples],
+                                           _example_titles(model, data, x[examples], y[examples], classes),
+                                           rep.out / "examples.png", "validation examples (top) and their integrated "
+                                           "gradients for the true class's logit (bottom)"))
         else:
             mean = attr.abs().reshape(len(attr), -1).mean(0)
             figs.append(plots.bars(mean, rep.out / f"{method}.png", f"{title}: mean |attribution| per input "
-                                   "over all rows", labels=names))
+                                   "over all rows", labels=names, xlabel="mean |attribution|"))
     rep.summary["attribution"] = info
     baseline_text = ("a zero baseline (a black image)" if image else
                      "a baseline of zero, except on inputs that are another expert's probabilities, where zero is off "
@@ -252,9 +262,22 @@ def section_attribution(rep: Report, model, data, saved) -> None:
                 "|gradient| at the row. The charts show mean |attribution|: size, not sign.")
 
 
+def _example_titles(model, data, x, y, classes: list[str]) -> list[str]:
+    """`true even · predicted odd (p 0.62)` per example row (regression: true and predicted values)."""
+    from moe_pipeline.training.train import infer
+
+    probs = infer(model, x, data.task)["probs"]
+    if data.task != "classification":
+        return [f"true {float(t):.3g} · predicted {float(p[0]):.3g}" for t, p in zip(y, probs)]
+    return [f"true {classes[int(t)]} · predicted {classes[int(p.argmax())]} (p {float(p.max()):.2f})"
+            for t, p in zip(y, probs)]
+
+
 def section_dynamics(rep: Report, view, record) -> None:
     series = {key: view.registry.metric_history(record.run_id, key) for key in ("train_loss", "val_loss", "grad_norm")}
-    best = view.registry.metric_history(record.run_id, "final_best_epoch")
+    # `final_best_epoch`: what versions logged before the best epoch's metrics were named `best_*`
+    best = (view.registry.metric_history(record.run_id, "best_epoch")
+            or view.registry.metric_history(record.run_id, "final_best_epoch"))
     best_epoch = int(best[-1][1]) if best else None
     rep.summary["dynamics"] = {**{k: [v for _, v in pts] for k, pts in series.items()}, "best_epoch": best_epoch}
     rep.add("Training dynamics (from MLflow)", "", [plots.training_curves(
@@ -265,21 +288,31 @@ def section_dynamics(rep: Report, view, record) -> None:
 
 def section_opacity(rep: Report, view, expert, data, record, modes: list[str], runs: int, progress=None) -> None:
     """`progress(what, k)`: told before the k-th training (`init run 2 of 3`)."""
-    from moe_pipeline.inspect.opacity import sensitivity
+    from moe_pipeline.inspect.opacity import CRITERIA, sensitivity
     from moe_pipeline.state.fingerprint import training_seeds
+    from moe_pipeline.training.train import primary_metric
 
     spec = view.pipeline.experts[expert]
     result = sensitivity(spec, view.pipeline.resources_for(expert), data, *training_seeds(record.spec), modes, runs,
                          progress)
     rep.summary["opacity"] = result
-    skip = ("verdict", "digests", "shared", "varied")
-    rows = [{"source": mode, "what varied": vals["varied"],
-             **{k.replace("_", " "): v for k, v in vals.items() if k not in skip}} for mode, vals in result.items()]
+    metric = primary_metric(data.task)
+    rows = [{"source": mode, "what varied": vals["varied"], "runs": vals["runs"],
+             "prediction churn": f"{100 * vals['prediction_churn_mean']:.1f}%" if "prediction_churn_mean" in vals
+             else "n/a (regression)",
+             f"val {metric} mean": f"{vals[f'val_{metric}_mean']:.4f}",
+             f"val {metric} spread (max − min)": f"{vals[f'val_{metric}_spread']:.4f}",
+             "embedding CKA": f"{vals['embedding_cka_mean']:.3f}", "AGOP correlation": f"{vals['agop_correlation_mean']:.3f}",
+             "eigenspace overlap": f"{vals['eigenspace_overlap_mean']:.3f}",
+             "effective rank per run": ", ".join(str(r) for r in vals["effective_rank"])} for mode, vals in result.items()]
     verdicts = "".join(f"<li><b>{mode}</b>: {html.escape(vals['verdict'])}</li>" for mode, vals in result.items())
-    rep.add("Learning opacity by source", f"<ul>{verdicts}</ul>" + _table(rows),
+    figure = plots.opacity_chart(result, metric, rep.out / "opacity.png")
+    rep.add("Learning opacity by source", f"<ul>{verdicts}</ul><p class='how'>{html.escape(CRITERIA)}</p>"
+            + _table(rows), [figure],
             how=f"Each source retrained {runs} times in memory with only that source changed (nothing registered). "
                 "Churn: share of validation predictions two runs disagree on; CKA: similarity of their embeddings; "
-                "AGOP correlation and eigenspace overlap (at the effective rank): whether they use the same features.")
+                "AGOP correlation and eigenspace overlap (at the effective rank): whether they use the same features. "
+                "Every number is the mean over pairs of runs.")
 
 
 def _planted(pipeline, expert: str) -> list[int] | None:

@@ -18,6 +18,9 @@ from moe_pipeline.registry.reader import RegistryReader, _short
 from moe_pipeline.registry.versions import CURRENT, HOST, PID
 from moe_pipeline.state.record import NEEDS_RETRAIN, Record, to_tags
 
+# MLflow's UI reads this experiment tag to choose its pages: model training, not a GenAI app's traces
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
 
 class Registry:
     """The store's writes: runs, artifacts, model versions, tags, the `current` alias.
@@ -65,12 +68,16 @@ class Registry:
             experiment = self._call("get experiment", self.client.get_experiment_by_name, self.pipeline_name)
             if experiment is not None:
                 self._experiment_id = experiment.experiment_id
+                if EXPERIMENT_KIND not in experiment.tags:  # made before the kind was set: once
+                    self._call("tag experiment", self.client.set_experiment_tag, self._experiment_id, EXPERIMENT_KIND,
+                               MODEL_TRAINING)
                 return self._experiment_id
             root = self.reader.artifact_root()
             try:
                 self.requests += 1
                 self._experiment_id = self.client.create_experiment(
-                    self.pipeline_name, artifact_location=f"{root}/{self.pipeline_name}" if root else None)
+                    self.pipeline_name, artifact_location=f"{root}/{self.pipeline_name}" if root else None,
+                    tags={EXPERIMENT_KIND: MODEL_TRAINING})
             except MlflowException as exc:
                 if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                     raise RegistryError(f"MLflow registry at {self.tracking_uri}: create experiment failed: "
@@ -138,7 +145,8 @@ class Registry:
         now = int(time.time() * 1000)
         params_list = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
         metric_list = [Metric(k, float(v), now, int(row["epoch"])) for row in history for k, v in row.items() if k != "epoch"]
-        metric_list += [Metric(f"final_{k}", float(v), now, 0) for k, v in metrics.items()]  # best-epoch weights
+        # the registered weights are the best epoch's: `best_val_accuracy` beside the per-epoch `val_accuracy`
+        metric_list += [Metric(k if k.startswith("best_") else f"best_{k}", float(v), now, 0) for k, v in metrics.items()]
         # as few requests as MLflow's limits allow: 100 params and 1,000 entries in all per batch
         while params_list or metric_list:
             params, params_list = params_list[:100], params_list[100:]
@@ -171,6 +179,13 @@ class Registry:
             for path in dict.fromkeys(files):
                 shutil.copy2(path, folder / path.name)
             self.log_artifacts(run_id, folder, artifact_path)
+
+    def link_report(self, expert: str, version: int, run_id: str, description: str, artifact: str) -> None:
+        """The version's description (the MLflow UI's version list shows it) ends with a link to its
+        inspect report, an artifact of the version's own run."""
+        link = f"#/experiments/{self.experiment_id()}/runs/{run_id}/artifacts/{artifact}"
+        text = (f"{description} · " if description else "") + f"inspect report: [{artifact}]({link}) (runs:/{run_id}/{artifact})"
+        self._call("describe version", self.client.update_model_version, self.model_name(expert), str(version), text)
 
     def register(self, record: Record, run_id: str, description: str = "") -> tuple[Record, str]:
         """Create the model version from the run's artifacts, then (last) point `current` at it.

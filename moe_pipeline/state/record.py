@@ -17,6 +17,9 @@ NEEDS_RETRAIN = PREFIX + "needs_retrain"
 VALIDATED_AGAINST = PREFIX + "validated_against"
 RETRAINED_BECAUSE = PREFIX + "retrained_because"  # on a version the cutoff check did not keep the old one for
 MODEL_STATUS = PREFIX + "status"  # on the registered model: "v3 stale: SPEC train.lr: 0.003 -> 0.001"
+# on each version, its first tag (the MLflow UI's version list shows tags in the order they were
+# set): fresh | stale | pending for the current version, "superseded by v4" for the ones before
+STATE = PREFIX + "state"
 
 
 @dataclass
@@ -62,6 +65,7 @@ class Record:
     validated: dict[str, Any] | None = None  # last cutoff check: upstreams validated against, deltas
     trained_upstream: dict[str, UpstreamRef] | None = None  # what it was trained on; `upstream` may move on
     baseline: float | None = None  # validation metric of the trivial predictor (majority class / mean)
+    state: str | None = None  # the `moe.state` tag; None on versions registered before it existed
 
     @classmethod
     def from_training(cls, expert: str, run_id: str, fp, upstream: dict[str, UpstreamRef], trained,
@@ -73,7 +77,7 @@ class Record:
                    code_hash=fp.code_hash, data=fp.data, data_hash=fp.data_hash, upstream=upstream,
                    train_seconds=round(trained.seconds, 3), peak_memory_mb=round(trained.peak_memory_mb, 2),
                    metric_name=trained.metric, val_metric=trained.metrics[f"val_{trained.metric}"], sha256=sha256,
-                   outputs_sha=outputs_sha, baseline=trained.baseline)
+                   outputs_sha=outputs_sha, baseline=trained.baseline, state="fresh")
 
     def __post_init__(self) -> None:
         if self.trained_upstream is None:
@@ -111,9 +115,12 @@ def to_tags(record: Record) -> dict[str, str]:
     body["upstream"] = {k: asdict(v) for k, v in (record.trained_upstream or {}).items()}
     if record.baseline is not None:  # absent on versions recorded before the baseline check
         body["baseline"] = record.baseline
-    tags = {RECORD: json.dumps(body, sort_keys=True), OUTPUTS: outputs_tag(record), **summary_tags(record)}
+    # short tags first, the whole record last: the MLflow UI's version list shows them in this order
+    tags = {STATE: record.state} if record.state is not None else {}
+    tags.update(summary_tags(record))
     if record.needs_retrain is not None:
         tags[NEEDS_RETRAIN] = record.needs_retrain
+    tags.update({RECORD: json.dumps(body, sort_keys=True), OUTPUTS: outputs_tag(record)})
     if record.validated is not None:
         tags[VALIDATED_AGAINST] = json.dumps(record.validated, sort_keys=True)
     return tags
@@ -153,7 +160,7 @@ def from_tags(expert: str, version: int, run_id: str, tags: dict[str, str]) -> R
             expert=expert, version=int(version), run_id=run_id or "", upstream=current, trained_upstream=trained,
             outputs_dir=outputs.get("dir", "outputs"), outputs_sha=outputs.get("sha", ""),
             outputs_files=outputs.get("files") or None, needs_retrain=tags.get(NEEDS_RETRAIN), validated=validated,
-            baseline=body.get("baseline"),
+            baseline=body.get("baseline"), state=tags.get(STATE),
             **{name: body[name] for name in _IMMUTABLE})
     except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a tag edited by hand, or cut short
         what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, KeyError) else f"no field {exc}"

@@ -60,6 +60,7 @@ def pages(tmp_path_factory: pytest.TempPathFactory):
     text = pipeline.read_text()
     at = text.index("lr: 1.0e-2")  # has_loop's, the first
     pipeline.write_text(text[:at] + "lr: 2.0e-2" + text[at + len("lr: 1.0e-2"):])
+    _moe(project, "status", "tiny.yaml", "--record")  # the stale state into the registry's tags
     _moe(project, "report", "tiny.yaml")
     _moe(project, "explain", "tiny.yaml", "--split", "test", "--row", "3", "--html", "explain.html", "--allow-stale")
     overview = project / "reports" / "browser" / "overview"

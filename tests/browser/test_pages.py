@@ -9,6 +9,7 @@ graphs: every arrow ends at its own point, its share label sits in the reading e
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -125,6 +126,12 @@ def test_the_mlflow_model_list_names_every_expert(browser, pages):
     WebDriverWait(browser, 30).until(lambda d: "browser.digit" in d.find_element("tag name", "body").text)
     text = browser.find_element("tag name", "body").text
     assert all(f"browser.{name}" in text for name in ("has_loop", "is_even", "digit"))
+    browser.get(pages["mlflow"] + "/#/models/browser.has_loop")  # its version list says the version is stale
+    WebDriverWait(browser, 30).until(lambda d: "moe.state" in d.find_element("tag name", "body").text)
+    row = browser.find_element("tag name", "body").text
+    at = row.index("moe.state")
+    assert re.match(r"moe\.state\s*:?\s*stale", row[at:]), row[at - 200:at + 200]
+    assert "inspect report" in row  # `report` inspected it: the description links the page
 
 
 @pytest.fixture(autouse=True)

@@ -427,8 +427,9 @@ def test_a_failure_partway_lists_what_was_trained_and_blames_the_source_key(tmp_
     capsys.readouterr()
     assert cli("run", path) == 2
     captured = capsys.readouterr()
-    assert captured.err.startswith(f"error: {path}:4:3: source 't': {tmp_path / 'pngs' / '1' / 'bad.png'}: "), \
-        captured.err
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: {path}:4:3: source 't': {tmp_path / 'pngs' / '1' / 'bad.png'}: "), captured.err
     table = [line for line in captured.out.splitlines() if "ahead" in line]
     assert len(table) == 1 and "trained" in table[0] and "v1" in table[0], captured.out
     versions = MlflowClient(registry_uri, registry_uri).search_model_versions("name = 'bad.ahead'")

@@ -167,11 +167,22 @@ def test_read_only_commands_leave_the_registry_byte_for_byte_unchanged(tiny: Pat
         assert store_bytes(registry_uri) == before, f"`{' '.join(args)}` wrote to the registry"
     capsys.readouterr()
     assert cli("status", tiny, "--record") == 0
-    # has_loop stale, digit pending: the version tag and the registered model tag of each
-    assert "recorded 4 tag(s) in the registry" in capsys.readouterr().err
+    # has_loop stale, digit pending: the version's two tags (state, reason) and the registered model's tag of each
+    assert "recorded 6 tag(s) in the registry" in capsys.readouterr().err
     assert store_bytes(registry_uri) != before
     assert cli("status", tiny, "--record") == 0
     assert "recorded 0 tag(s)" in capsys.readouterr().err  # already in agreement: nothing rewritten
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(registry_uri, registry_uri)
+    state = {name: client.get_model_version(f"tiny.{name}", "1").tags.get("moe.state")
+             for name in ("has_loop", "is_even", "digit")}
+    assert state == {"has_loop": "stale", "is_even": "fresh", "digit": "pending"}  # the version list says it
+    assert cli("run", tiny) == 0
+    assert client.get_model_version("tiny.has_loop", "1").tags["moe.state"] == "superseded by v2"
+    assert client.get_model_version("tiny.has_loop", "2").tags["moe.state"] == "fresh"
+    # MLflow's UI files the experiment under model training, not GenAI
+    assert client.get_experiment_by_name("tiny").tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_two_pipeline_files_on_one_registry_do_not_rewrite_each_others_tags(tiny: Path, registry_uri: str, capsys):
