@@ -49,17 +49,26 @@ def export(
     from moe_pipeline.pipeline.paths import project_root
     from moe_pipeline.registry.mlmodel import write_system_mlmodel
 
-    view, system = _system(pipeline, None, allow_stale)
-    out = out or project_root(view.loaded.path) / "exports" / view.pipeline.name
-    replace_export(out, lambda folder: (system.save(folder),
-                                        write_system_mlmodel(folder, system.fields, _columns(system))))
-    pinned = ", ".join(f"{n} v{p.version}" for n, p in system.experts.items())
+    from moe_pipeline.cli.progress import steps
+
+    total = 3 if register else 2
+    with steps("export") as say:
+        say = say or (lambda what, done, total: None)
+        say("loading the current versions (sha256-checked)", 0, total)
+        view, system = _system(pipeline, None, allow_stale)
+        out = out or project_root(view.loaded.path) / "exports" / view.pipeline.name
+        say(f"writing {out}", 1, total)
+        replace_export(out, lambda folder: (system.save(folder),
+                                            write_system_mlmodel(folder, system.fields, _columns(system))))
+        pinned = ", ".join(f"{n} v{p.version}" for n, p in system.experts.items())
+        if register:
+            from moe_pipeline.registry.writes import Registry
+
+            say("registering the system in the registry", 2, total)
+            registry = Registry(view.registry.tracking_uri, view.pipeline.name)
+            version = registry.register_system(out, pinned, f"the {view.pipeline.name} system: {pinned}")
     typer.echo(f"exported {view.pipeline.name} ({pinned}) to {out}")
     if register:
-        from moe_pipeline.registry.writes import Registry
-
-        registry = Registry(view.registry.tracking_uri, view.pipeline.name)
-        version = registry.register_system(out, pinned, f"the {view.pipeline.name} system: {pinned}")
         import shlex
 
         # the command names the store: `models:/` is looked up in MLFLOW_TRACKING_URI, which a
@@ -170,12 +179,25 @@ def predict(
 
 
 def _progress(n: int):
+    """predict's progress over its rows: a rich bar on a terminal, a line per tenth in a pipe
+    (stderr); nothing for one batch, which takes well under 2 s."""
     import contextlib
 
     from moe_pipeline.serve.system import BATCH
 
-    if n <= BATCH or not sys.stderr.isatty():
+    if n <= BATCH:
         return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def lines():
+        said = [0]
+
+        def line(done: int, total: int) -> None:
+            tenth = 10 * done // total
+            if tenth > said[0]:
+                said[0] = tenth
+                print(f"predict: {done} of {total} rows", file=sys.stderr, flush=True)
+        yield line
 
     @contextlib.contextmanager
     def bar():
@@ -184,7 +206,7 @@ def _progress(n: int):
         with Progress(transient=True) as progress:
             task = progress.add_task("predict", total=n)
             yield lambda done, total: progress.update(task, completed=done)
-    return bar()
+    return bar() if sys.stderr.isatty() else lines()
 
 
 def _truth(view, system, split: str, row: int) -> dict[str, str]:
@@ -220,7 +242,10 @@ def explain(
     n = system.check_inputs(fields)
     if row >= n:
         raise SelectionError(f"--row {row}: the input has {n} rows (0..{n - 1})")
-    answers = explain_row(system, fields, row)
+    from moe_pipeline.cli.progress import steps
+
+    with steps("explain") as say:
+        answers = explain_row(system, fields, row, say)
     if html is not None:
         from moe_pipeline.serve.explain import to_html
 

@@ -48,12 +48,18 @@ class Answer:
                 "steps": self.steps}
 
 
-def explain(system, fields: dict[str, np.ndarray], row: int) -> list[Answer]:
-    """One Answer per expert of `system`, in graph order, for row `row` of `fields`."""
+def explain(system, fields: dict[str, np.ndarray], row: int, progress=None) -> list[Answer]:
+    """One Answer per expert of `system`, in graph order, for row `row` of `fields`;
+    `progress(what, done, total)` is told each expert before its attributions are computed."""
     one = {ref: np.asarray(value)[row:row + 1] for ref, value in fields.items()}
     system.check_inputs(one)
     done = system._forward(one)
-    return [_answer(system, name, one, done) for name in system.order]
+    answers = []
+    for k, name in enumerate(system.order):
+        if progress:
+            progress(f"{name}: integrated gradients", k, len(system.order))
+        answers.append(_answer(system, name, one, done))
+    return answers
 
 
 def _label(p, probs: torch.Tensor) -> tuple[str, float | None, int | None]:
