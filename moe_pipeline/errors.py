@@ -100,8 +100,11 @@ class Interrupted(BaseException):
         self.signum = signum
         self.exit_code = 128 + signum
         self.expert: str | None = None  # set on the way out by the step that was running
+        self.doing: str | None = None  # what a command other than `run` was doing (`inspect has_loop: AGOP`)
 
     def describe(self) -> str:
+        if self.doing is not None:
+            return f"stopped at {self.doing}; nothing registered"
         if self.expert is None:
             return "nothing was training; nothing registered"
         return f"{self.expert} was training; nothing registered for it"

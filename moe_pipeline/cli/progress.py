@@ -67,21 +67,30 @@ def steps(command: str, quiet: bool = False) -> Iterator[Step | None]:
     stderr (`inspect has_loop: [3/7] AGOP`); nothing with `quiet`. stdout keeps the results alone."""
     import sys
 
+    from moe_pipeline.errors import Interrupted
+
     if quiet:
         yield None
         return
-    if not sys.stderr.isatty():
-        def line(what: str, done: int, total: int) -> None:
-            print(f"{command}: [{done + 1}/{total}] {what}", file=sys.stderr, flush=True)
-        yield line
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    where = [command]  # the step now running: an interrupt's message names it
+    try:
+        if not sys.stderr.isatty():
+            def line(what: str, done: int, total: int) -> None:
+                where[0] = f"{command}: {what}"
+                print(f"{command}: [{done + 1}/{total}] {what}", file=sys.stderr, flush=True)
+            yield line
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn(f"{command}: {{task.description}}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("", total=None)
+        with Progress(TextColumn(f"{command}: {{task.description}}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task("", total=None)
 
-        def update(what: str, done: int, total: int) -> None:
-            progress.update(task, description=what, completed=done, total=total)
-        yield update
+            def update(what: str, done: int, total: int) -> None:
+                where[0] = f"{command}: {what}"
+                progress.update(task, description=what, completed=done, total=total)
+            yield update
+    except Interrupted as exc:
+        exc.doing = exc.doing or where[0]
+        raise
