@@ -82,6 +82,20 @@ class DataStore:
             placed.placed = True
             raise placed from None
 
+    def field_format(self, ref: str) -> dict[str, Any]:
+        """What reading one source field from a user's file takes (a version's spec.json keeps it,
+        so `predict` need not load the training data to learn it): its shape per row and dtype,
+        a table field's column names, an image field's size and mode."""
+        owner, _, field = ref.partition(".")
+        data, source = self.source(owner), self.pipeline.sources[owner]
+        raw = data.raw_field(field, "test")
+        out: dict[str, Any] = {"shape": list(raw.shape[1:]), "dtype": str(raw.dtype).replace("torch.", "")}
+        if source.loader in ("csv", "parquet") and data.names.get(field):
+            out["columns"] = list(data.names[field])
+        if source.loader == "imagefolder" and field == "image":
+            out["image"] = {"size": list(source.size), "mode": source.mode}
+        return out
+
     def field_hash(self, ref: str) -> str:
         """Content hash of `source.field` including which rows form each split.
 

@@ -112,7 +112,9 @@ def train_into(folder: Path, job: TrainingJob, pipeline, store, data, located: L
     saved_spec = VersionSpec(spec=job.spec, in_shape=list(data.in_shape), n_outputs=data.n_outputs, task=data.task,
                              blocks=[(b.ref, b.start, b.stop) for b in data.blocks], micro_batch=result.micro_batch,
                              device=result.device, transforms=transforms, feature_names=data.feature_names,
-                             class_names=data.class_names)
+                             class_names=data.class_names,
+                             fields={b.ref: store.field_format(b.ref) for b in data.blocks
+                                     if b.ref.partition(".")[0] in pipeline.sources})
     probe = probe_rows(len(data.y["val"]), job.probe_size)
     write_version_files(folder, result.model, result.initial_first_layer, result.outputs, saved_spec, probe)
     weakest = (weakest_class(result.outputs["val"]["logits"], data.y["val"], data.class_names)

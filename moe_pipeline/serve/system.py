@@ -44,19 +44,6 @@ class Pinned:
         return self.saved.class_names
 
 
-def field_format(view, owner: str, field: str) -> dict[str, Any]:
-    """What the system needs to read one source field from a user's file, kept in system.json:
-    its shape per row and dtype, a table field's column names, an image field's size and mode."""
-    data, source = view.store.source(owner), view.pipeline.sources[owner]
-    raw = data.raw_field(field, "test")
-    out: dict[str, Any] = {"shape": list(raw.shape[1:]), "dtype": str(raw.dtype).replace("torch.", "")}
-    if source.loader in ("csv", "parquet") and data.names.get(field):
-        out["columns"] = list(data.names[field])
-    if source.loader == "imagefolder" and field == "image":
-        out["image"] = {"size": list(source.size), "mode": source.mode}
-    return out
-
-
 class System:
     """The whole graph as one model: pinned expert versions in topological order and the fields they read."""
 
@@ -64,7 +51,7 @@ class System:
         self.pipeline = pipeline
         self.experts = experts
         self.order = order  # topological
-        self.fields = fields  # "source.field" -> `field_format`: {"shape": [...] per row, "dtype": "float32", ...}
+        self.fields = fields  # "source.field" -> `DataStore.field_format`: {"shape": [...] per row, "dtype": ...}
         consumed = {ref.partition(".")[0] for p in experts.values() for ref in p.inputs}
         self.sinks = [name for name in order if name not in consumed]
 
@@ -100,9 +87,9 @@ class System:
         fields = {}
         for p in pinned.values():
             for ref in p.inputs:
-                owner, _, field = ref.partition(".")
-                if owner in view.pipeline.sources:
-                    fields[ref] = field_format(view, owner, field)
+                if ref.partition(".")[0] in view.pipeline.sources:
+                    # from the version's record; only a version trained before it was kept loads the data
+                    fields[ref] = p.saved.fields.get(ref) or view.store.field_format(ref)
         return cls(view.pipeline.name, pinned, order, fields)
 
     def save(self, folder: Path) -> Path:

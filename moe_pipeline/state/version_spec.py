@@ -19,8 +19,9 @@ class VersionSpec(BaseModel):
     spec: the expert's resolved spec as its fingerprint hashed it (model, train, inputs...);
     in_shape: one row's input shape; n_outputs: logits per row; task: classification or
     regression; blocks: (input reference, first column, end column) of the flattened input;
-    micro_batch, device: how it was trained; transforms, feature_names, class_names: what
-    prediction and inspection need to read inputs as training did.
+    micro_batch, device: how it was trained; transforms, feature_names, class_names, fields
+    (each source input's shape, dtype, columns): what prediction and inspection need to read
+    inputs as training did.
     """
 
     model_config = ConfigDict(extra="ignore")  # a newer writer's extra keys do not stop an older reader
@@ -35,6 +36,7 @@ class VersionSpec(BaseModel):
     transforms: dict[str, dict[str, Any]] = {}
     feature_names: list[str] | None = None
     class_names: list[str] | None = None
+    fields: dict[str, dict[str, Any]] = {}  # source input -> `DataStore.field_format` (empty on older versions)
 
     @property
     def inputs(self) -> list[str]:

@@ -138,6 +138,15 @@ def test_wine_csv_trains_names_flow_and_the_final_expert_beats_ninety_percent(wi
     assert list(by_model["cultivar.class"]) == list(by_cli["cultivar.class"])
     assert np.allclose(by_model["cultivar.p[class_0]"], by_cli["cultivar.p[class_0]"], atol=1e-6)
     assert (by_cli["cultivar.class"] == frame["cultivar"]).mean() >= 0.8
+    # the system learns its inputs' shapes, dtypes and columns from the versions' records: the training
+    # file is not parsed again to build it (predict's cost does not grow with the training data)
+    from moe_pipeline.data.store import DataStore
+
+    expected = View(load_pipeline(wine)).store.field_format("wine.features")
+    assert expected["columns"][:2] == ["alcohol", "malic_acid"] and expected["shape"] == [13]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DataStore, "source", lambda self, name: pytest.fail(f"source {name} loaded"))
+        assert System.from_view(View(load_pipeline(wine)), ["cultivar"]).fields == {"wine.features": expected}
 
 
 def test_one_edited_cell_makes_exactly_its_readers_stale_and_touch_makes_nothing_stale(wine: Path, registry_uri: str,
