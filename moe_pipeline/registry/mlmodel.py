@@ -69,3 +69,12 @@ def _write(folder: Path, inputs, outputs, params) -> None:
     model = Model(signature=ModelSignature(inputs=inputs, outputs=outputs, params=params))
     mlflow.pyfunc.add_to_model(model, loader_module=LOADER, data=".", python_env="python_env.yaml")
     model.save(str(folder / "MLmodel"))
+
+
+def bad_input(message: str) -> Exception:
+    """The error a served model raises for input it cannot answer (a NaN, a wrong shape or
+    dtype, a missing column): MLflow's scoring server answers it with HTTP 400 and this message,
+    not 500 (a server fault). Imported only when there is such an error to raise."""
+    from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)

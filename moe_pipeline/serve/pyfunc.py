@@ -61,9 +61,15 @@ class SystemModel:
         self.system = system
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None):
-        fields = _as_fields(model_input, self.system)
+        from moe_pipeline.errors import MoeError
+
         experts = None if (params or {}).get("all_experts") else self.system.sinks
-        return self.system.table(self.system.outputs(fields, experts))
+        try:
+            return self.system.table(self.system.outputs(_as_fields(model_input, self.system), experts))
+        except MoeError as exc:  # the caller's input, not the server: HTTP 400 with our message
+            from moe_pipeline.registry.mlmodel import bad_input
+
+            raise bad_input(str(exc)) from None
 
 
 def _as_fields(model_input: Any, system) -> dict[str, np.ndarray]:

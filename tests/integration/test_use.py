@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -172,6 +173,16 @@ json.dump(out, open({str(tmp_path / 'experts.json')!r}, "w"))
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, server.stderr.read().decode()[-2000:]
                 time.sleep(0.5)
+        # input the model cannot answer is the caller's error: 400 with the reason, not a 500
+        bad = images[:2].copy()
+        bad[1, 0, 3, 3] = float("nan")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", headers={"Content-Type":
+                                         "application/json"}, data=json.dumps({"inputs": {"digits.image": bad.tolist()}}
+                                                                              ).encode())
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 400
+        assert "holds NaN or inf (first in row 1)" in refused.value.read().decode()
     finally:
         if server.poll() is None:
             os.killpg(server.pid, 15)
