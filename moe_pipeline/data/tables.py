@@ -74,15 +74,28 @@ def read_parquet(source: Any, path: Path) -> tuple[list[Group], dict[str, Any]]:
     """The groups and each needed column as a pyarrow array (row i is the file's row i)."""
     import pyarrow.parquet as pq
 
-    try:
-        table = pq.read_table(path)
+    from moe_pipeline.data.files import max_array_bytes
+
+    try:  # the footer first: the columns and the row count, before any data is read
+        meta = pq.ParquetFile(path).metadata
+        names = meta.schema.to_arrow_schema().names
     except Exception as exc:  # pyarrow raises several types for a broken file; the user needs the reason
         raise DataError(f"{path}: cannot read parquet: {exc}") from None
-    if table.num_rows == 0:
+    if meta.num_rows == 0:
         raise DataError(f"{path}: the file has no rows")
-    _no_duplicates(table.column_names, path)
-    groups = groups_of(source, table.column_names, path)
-    return groups, {c: table.column(c).combine_chunks() for g in groups for c in g.columns}
+    _no_duplicates(names, path)
+    groups = groups_of(source, names, path)
+    wanted = [c for g in groups for c in g.columns]
+    size = meta.num_rows * len(wanted) * 8  # each needed column as float64 while it is checked
+    if size > max_array_bytes():
+        need = f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+        raise DataError(f"{path}: {meta.num_rows} rows x {len(wanted)} columns need {need} to read, "
+                        "more than half this machine's memory; split the data or use a smaller sample")
+    try:
+        table = pq.read_table(path, columns=wanted)  # only the columns the fields name
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read parquet: {exc}") from None
+    return groups, {c: table.column(c).combine_chunks() for c in wanted}
 
 
 def to_fields(groups: list[Group], columns: dict[str, Any], path: Path, first_row: int):

@@ -108,3 +108,23 @@ def test_validate_finds_a_wrong_column_from_the_header_alone_at_the_sources_key(
         load_pipeline(pipeline)
     text = str(info.value)
     assert text.startswith(f"{pipeline}:6:5: sources.s.fields: ") and "no column matches 'wrost *'" in text
+
+
+def test_a_parquet_file_too_large_for_memory_is_refused_from_its_footer(tmp_path: Path, monkeypatch):
+    """The row count and columns come from the footer: a file that would not fit is an error before
+    a byte of its data is read (the bound is half this machine's memory; here set small)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from moe_pipeline.data import files
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"a": [1.0] * 1000, "b": [2.0] * 1000, "y": ["x", "z"] * 500}), path)
+    source = TableSource.model_validate({"loader": "parquet", "path": "t.parquet", "label": "y"})
+    monkeypatch.setattr(files, "max_array_bytes", lambda: 1000 * 3 * 8 - 1)
+    read = []
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: read.append(a) or pytest.fail("data read"))
+    with pytest.raises(DataError) as info:
+        files.read(source, path, "t")
+    assert str(info.value) == (f"{path}: 1000 rows x 3 columns need 0.0 MiB to read, more than half this machine's "
+                               "memory; split the data or use a smaller sample") and read == []
