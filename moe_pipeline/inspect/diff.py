@@ -3,7 +3,7 @@
 Record differences in the words `status` uses (SPEC keys, CODE objects, DATA fields, UPSTREAM
 versions); per split, the metric of each, the paired test of their difference (McNemar's exact
 test for classification, a seeded paired bootstrap interval for regression), the prediction
-churn and the rows that flipped. `mcnemar_exact` and `paired_bootstrap` are pure; `diff_versions`
+churn, the rows that flipped and the confusion matrix's change (B minus A). `mcnemar_exact` and `paired_bootstrap` are pure; `diff_versions`
 reads the two versions' stored outputs through a `View` and computes nothing by training.
 """
 from __future__ import annotations
@@ -59,6 +59,16 @@ class SplitChange:
     churn: float | None  # share of rows whose predicted class changed
     right_to_wrong: list[int] = field(default_factory=list)  # row numbers within the split
     wrong_to_right: list[int] = field(default_factory=list)
+    confusion_delta: list[list[int]] | None = None  # B's confusion counts minus A's: rows true, columns predicted
+    classes: list[str] | None = None  # the class of each row and column of `confusion_delta`
+
+    def moved(self, top: int = 3) -> list[str]:
+        """The confusion cells that changed most, `true 3, predicted 8: +4`, largest change first."""
+        if not self.confusion_delta:
+            return []
+        cells = [(abs(d), i, j, d) for i, row in enumerate(self.confusion_delta) for j, d in enumerate(row) if d and i != j]
+        names = self.classes or [str(k) for k in range(len(self.confusion_delta))]
+        return [f"true {names[i]}, predicted {names[j]}: {d:+d}" for _, i, j, d in sorted(cells, key=lambda c: (-c[0], c[1], c[2]))[:top]]
 
     @property
     def detectable(self) -> bool:
@@ -91,6 +101,8 @@ class VersionDiff:
                 line += (f"; churn {100 * s.churn:.1f}%, {len(s.right_to_wrong)} right->wrong, "
                          f"{len(s.wrong_to_right)} wrong->right")
             out.append(line)
+            if s.moved():
+                out.append(f"    errors that moved most ({s.split}, B minus A): " + "; ".join(s.moved()))
         return out
 
     def as_dict(self) -> dict:
@@ -119,6 +131,7 @@ def diff_versions(view, expert: str, version_a: int | None = None, version_b: in
                   splits: tuple[str, ...] = ("val", "test")) -> VersionDiff:
     """Version B (default: current) against A (default: the highest version below B)."""
     from moe_pipeline.errors import SelectionError
+    from moe_pipeline.inspect.confusion import confusion_matrix
     from moe_pipeline.training.train import metrics_of
 
     b = view.record(expert, version_b)
@@ -141,10 +154,12 @@ def diff_versions(view, expert: str, version_a: int | None = None, version_b: in
             pred_a, pred_b = logits_a.argmax(1), logits_b.argmax(1)
             right_a, right_b = pred_a == y, pred_b == y
             _, _, p = mcnemar_exact(right_a, right_b)
+            delta = confusion_matrix(y, pred_b, data.n_outputs) - confusion_matrix(y, pred_a, data.n_outputs)
             changes.append(SplitChange(split, metric_a, metric_b, "McNemar exact", p, None,
                                        float((pred_a != pred_b).double().mean()),
                                        torch.nonzero(right_a & ~right_b).flatten().tolist(),
-                                       torch.nonzero(~right_a & right_b).flatten().tolist()))
+                                       torch.nonzero(~right_a & right_b).flatten().tolist(),
+                                       delta.tolist(), data.class_names))
         else:
             pred_a = outputs_a[split]["probs"].reshape(len(y), -1)[:, 0]
             pred_b = outputs_b[split]["probs"].reshape(len(y), -1)[:, 0]

@@ -40,6 +40,12 @@ def test_diff_names_the_record_change_and_counts_flips_as_a_recount_does(tiny: P
         want = binomtest(len(entry["right_to_wrong"]), discordant, 0.5).pvalue if discordant else 1.0
         assert abs(entry["p_value"] - want) < 1e-12
         assert entry["detectable"] == (want < 0.05)
+        # the confusion matrix's change, recounted cell by cell
+        recount = [[0, 0], [0, 0]]
+        for truth, a, b in zip(y.tolist(), pred[1].tolist(), pred[2].tolist()):
+            recount[truth][b] += 1
+            recount[truth][a] -= 1
+        assert entry["confusion_delta"] == recount
 
     capsys.readouterr()
     assert cli("diff", tiny, "is_even") == 0
