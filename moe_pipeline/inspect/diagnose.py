@@ -50,6 +50,11 @@ class Diagnosis:
     errors_with_every_upstream_right: int | None
     upstream: list[UpstreamFinding] = field(default_factory=list)
     headroom_metric: float | None = None  # every probability input perfect at once
+    # classification: the reader's confusion counts (rows true, columns predicted) on the rows where
+    # every upstream expert was right, and on the rows where at least one was wrong
+    confusion_upstream_right: list[list[int]] | None = None
+    confusion_upstream_wrong: list[list[int]] | None = None
+    classes: list[str] | None = None
 
     def fix_first(self) -> list[UpstreamFinding]:
         """Upstream experts with an oracle gain, most gain per training second first (then raw gain)."""
@@ -63,6 +68,13 @@ class Diagnosis:
             head += (f", {self.errors} error(s) in {self.rows} rows, {self.errors_with_every_upstream_right} of them "
                      "with every upstream expert right")
         out = [head]
+        for label, counts in (("every upstream right", self.confusion_upstream_right),
+                              ("some upstream wrong", self.confusion_upstream_wrong)):
+            if counts is not None:
+                total = sum(map(sum, counts))
+                right = sum(counts[k][k] for k in range(len(counts)))
+                out.append(f"  rows with {label}: {total}, {self.expert} right on {right}"
+                           + (f" ({right / total:.1%})" if total else ""))
         points = 100.0 if self.metric_name == "accuracy" else 1.0
         unit = " pt" if self.metric_name == "accuracy" else ""
         for u in self.fix_first():
@@ -155,11 +167,20 @@ def diagnose_expert(view, expert: str, split: str = "test") -> Diagnosis:
     for w in wrong.values():
         any_wrong |= w
     has_oracle = any(f.gain is not None for f in findings)
+    split_counts: dict[str, list[list[int]] | None] = {"right": None, "wrong": None}
+    if reader_wrong is not None:
+        from moe_pipeline.inspect.confusion import confusion_matrix
+
+        pred = infer(model, x, data.task)["logits"].argmax(1)
+        split_counts = {"right": confusion_matrix(y[~any_wrong], pred[~any_wrong], data.n_outputs).tolist(),
+                        "wrong": confusion_matrix(y[any_wrong], pred[any_wrong], data.n_outputs).tolist()}
     return Diagnosis(
         expert=expert, version=record.version, split=split, metric_name=metric_name, metric=actual, rows=len(y),
         errors=int(reader_wrong.sum()) if reader_wrong is not None else None,
         errors_with_every_upstream_right=int((reader_wrong & ~any_wrong).sum()) if reader_wrong is not None else None,
-        upstream=findings, headroom_metric=metric(oracle_all) if has_oracle else None)
+        upstream=findings, headroom_metric=metric(oracle_all) if has_oracle else None,
+        confusion_upstream_right=split_counts["right"], confusion_upstream_wrong=split_counts["wrong"],
+        classes=data.class_names)
 
 
 def record_of(view, upstream: str, reader_record):

@@ -47,9 +47,20 @@ def test_diagnose_counts_provenance_and_oracle_gain_as_a_hand_recount_does(tiny:
     assert findings["is_even"]["gain"] is None and "reads is_even.embedding" in findings["is_even"]["not_applicable"]
     assert digit["fix_first"] == ["has_loop"]
 
+    # the reader's confusion split by whether its upstream experts were right, recounted row by row
+    even_wrong = view.load_outputs(view.record("is_even"))["test"]["probs"].argmax(1) != (labels % 2 == 0).long()
+    some_wrong = (loop_wrong | even_wrong).tolist()
+    recount = {True: [[0] * 10 for _ in range(10)], False: [[0] * 10 for _ in range(10)]}
+    for truth, pred, wrong in zip(labels.tolist(), digit_probs.argmax(1).tolist(), some_wrong):
+        recount[wrong][truth][pred] += 1
+    assert digit["confusion_upstream_wrong"] == recount[True] and digit["confusion_upstream_right"] == recount[False]
+
     capsys.readouterr()
     assert cli("diagnose", tiny) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("digit v1 on test: accuracy ") and lines[1].startswith("  has_loop: ")
+    assert lines[0].startswith("digit v1 on test: accuracy ") and lines[3].startswith("  has_loop: ")
+    right = sum(recount[False][k][k] for k in range(10))
+    assert lines[1] == f"  rows with every upstream right: {some_wrong.count(False)}, digit right on {right} " \
+                       f"({right / some_wrong.count(False):.1%})"
     assert any(line.startswith("  is_even: n/a (reads is_even.embedding") for line in lines)
     assert cli("diagnose", tiny, "has_loop") == 2  # reads no expert: nothing to diagnose
