@@ -13,3 +13,7 @@ def has_loop(label: torch.Tensor) -> torch.Tensor:
 
 def is_even(label: torch.Tensor) -> torch.Tensor:
     return (label % 2 == 0).long()
+
+
+def is_large(label: torch.Tensor) -> torch.Tensor:
+    return (label >= 5).long()
