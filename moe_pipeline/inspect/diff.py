@@ -3,8 +3,9 @@
 Record differences in the words `status` uses (SPEC keys, CODE objects, DATA fields, UPSTREAM
 versions); per split, the metric of each, the paired test of their difference (McNemar's exact
 test for classification, a seeded paired bootstrap interval for regression), the prediction
-churn, the rows that flipped and the confusion matrix's change (B minus A). `mcnemar_exact` and `paired_bootstrap` are pure; `diff_versions`
-reads the two versions' stored outputs through a `View` and computes nothing by training.
+churn, the rows that flipped and the confusion matrix's change (B minus A); and how the
+features each version uses moved (their AGOP diagonals on the same training rows). `mcnemar_exact` and `paired_bootstrap` are pure; `diff_versions`
+reads the two versions' stored outputs and weights through a `View` and trains nothing.
 """
 from __future__ import annotations
 
@@ -15,6 +16,20 @@ import torch
 
 SIGNIFICANCE = 0.05  # below it a difference is reported as detectable
 BOOTSTRAP_ROUNDS = 2000
+AGOP_ROWS = 500  # training rows both versions' AGOP diagonals are computed on (the same rows)
+
+
+def feature_shift(diag_a: torch.Tensor, diag_b: torch.Tensor, names: list[str], top: int = 3) -> dict:
+    """How the features two versions use moved: the cosine of their AGOP diagonals, and the
+    features whose share of the trace grew or fell most (in points of the trace)."""
+    share_a = diag_a.double() / diag_a.double().sum().clamp(min=1e-300)
+    share_b = diag_b.double() / diag_b.double().sum().clamp(min=1e-300)
+    change = share_b - share_a
+    order = change.argsort()
+    cosine = float(share_a @ share_b / (share_a.norm() * share_b.norm()).clamp(min=1e-300))
+    return {"cosine": cosine,
+            "gained": [(names[i], float(change[i])) for i in order.flip(0)[:top].tolist() if change[i] > 0],
+            "lost": [(names[i], float(change[i])) for i in order[:top].tolist() if change[i] < 0]}
 
 
 def mcnemar_exact(a_right: torch.Tensor, b_right: torch.Tensor) -> tuple[int, int, float]:
@@ -87,6 +102,7 @@ class VersionDiff:
     metric_name: str
     record: list[str]  # `SPEC train.lr: 0.01 -> 0.005`, `UPSTREAM has_loop v1 -> v2`, ...
     splits: list[SplitChange]
+    features: dict | None = None  # `feature_shift` of the two versions on the same training rows
 
     def lines(self) -> list[str]:
         out = [f"{self.expert} v{self.version_a} -> v{self.version_b}"]
@@ -103,6 +119,13 @@ class VersionDiff:
             out.append(line)
             if s.moved():
                 out.append(f"    errors that moved most ({s.split}, B minus A): " + "; ".join(s.moved()))
+        if self.features is not None:
+            shift = self.features
+            line = f"  features used (AGOP diagonal, same {AGOP_ROWS} training rows at most): cosine {shift['cosine']:.3f}"
+            for word in ("gained", "lost"):
+                if shift[word]:
+                    line += f"; {word}: " + ", ".join(f"{name} ({100 * d:+.1f} pt)" for name, d in shift[word])
+            out.append(line)
         return out
 
     def as_dict(self) -> dict:
@@ -165,4 +188,10 @@ def diff_versions(view, expert: str, version_a: int | None = None, version_b: in
             pred_b = outputs_b[split]["probs"].reshape(len(y), -1)[:, 0]
             interval = paired_bootstrap(pred_a, pred_b, y.reshape(len(y), -1)[:, 0])
             changes.append(SplitChange(split, metric_a, metric_b, "paired bootstrap", None, interval, None))
-    return VersionDiff(expert, a.version, b.version, b.metric_name, record_changes(a, b), changes)
+    from moe_pipeline.inspect.agop import agop_diagonal
+    from moe_pipeline.inspect.sections import feature_names
+
+    rows = data.x["train"][:AGOP_ROWS]
+    diags = [agop_diagonal(view.load_model(r)[0], rows) for r in (a, b)]
+    shift = feature_shift(*diags, feature_names(data, list(data.in_shape)))
+    return VersionDiff(expert, a.version, b.version, b.metric_name, record_changes(a, b), changes, shift)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import cli, store_bytes
 
 
@@ -46,6 +48,22 @@ def test_diff_names_the_record_change_and_counts_flips_as_a_recount_does(tiny: P
             recount[truth][b] += 1
             recount[truth][a] -= 1
         assert entry["confusion_delta"] == recount
+
+    # the feature shift against a brute-force AGOP (a full Jacobian per row, in a loop)
+    from moe_pipeline.inspect.agop import agop_per_sample
+    from moe_pipeline.inspect.diff import AGOP_ROWS
+
+    rows = view.expert_data("is_even")[0].x["train"][:AGOP_ROWS]
+    share = {}
+    for v in (1, 2):
+        diag = agop_per_sample(view.load_model(view.record("is_even", v))[0], rows).diagonal()
+        share[v] = diag / diag.sum()
+    cosine = float(share[1] @ share[2] / (share[1].norm() * share[2].norm()))
+    assert abs(report["features"]["cosine"] - cosine) < 1e-6  # float32 Jacobians against float64 ones
+    change = share[2] - share[1]
+    best = int(change.argmax())
+    assert report["features"]["gained"][0] == [f"digits.image (row {best // 8}, col {best % 8})",
+                                               pytest.approx(float(change[best]), abs=1e-6)]
 
     capsys.readouterr()
     assert cli("diff", tiny, "is_even") == 0
