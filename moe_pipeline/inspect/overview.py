@@ -46,6 +46,7 @@ class Edge:
     metric_without: float | None = None  # the ablation's validation metric, where one ran
     recommendation: str = "keep"
     why: str = ""
+    oracle_gain: float | None = None  # `diagnose`: the reader's test metric gain were this upstream perfect
 
     @property
     def metric_change(self) -> float | None:
@@ -134,7 +135,35 @@ def _boxes(view, statuses, reliance: dict[str, list[dict[str, Any]]], links: dic
     return boxes, arrows
 
 
-def _page(title: str, svg: str, edges: list[Edge], weak: float, tolerance: float, seconds: float) -> str:
+def add_diagnoses(view, edges: list[Edge]) -> list[str]:
+    """Each expert-to-expert edge's oracle gain (`diagnose`, inference only, on the test split),
+    and one sentence per reader naming the upstream to fix first."""
+    from moe_pipeline.inspect.diagnose import diagnose_expert
+
+    sentences = []
+    for reader in sorted({e.expert for e in edges if e.ref.partition(".")[0] in view.pipeline.experts}):
+        found = diagnose_expert(view, reader)
+        gains = {u.ref: u.gain for u in found.upstream}
+        for edge in edges:
+            if edge.expert == reader and edge.ref in gains:
+                edge.oracle_gain = gains[edge.ref]
+        first = found.fix_first()
+        if first:
+            points = 100.0 if found.metric_name == "accuracy" else 1.0
+            unit = " pt" if found.metric_name == "accuracy" else ""
+            best = first[0]
+            sentences.append(f"To improve {reader} (test {found.metric_name} {found.metric:.4f}), fix {best.expert} "
+                             f"first: {best.gain * points:+.1f}{unit} if it were perfect, for "
+                             f"{best.train_seconds or 0:.1f} s of training; "
+                             f"{found.errors_with_every_upstream_right} of {reader}'s {found.errors} test errors "
+                             "happen with every upstream expert right (those are its own)."
+                             if found.errors is not None else
+                             f"To improve {reader}, fix {best.expert} first: {best.gain * points:+.3f} if perfect.")
+    return sentences
+
+
+def _page(title: str, svg: str, edges: list[Edge], weak: float, tolerance: float, seconds: float,
+          sentences: list[str] = ()) -> str:
     from moe_pipeline.inspect.page import STYLE, table as _table
 
     rows = [{"input": e.ref, "read by": e.expert, "reliance share": f"{e.share:.1%}",
@@ -142,7 +171,9 @@ def _page(title: str, svg: str, edges: list[Edge], weak: float, tolerance: float
              "val metric now": e.metric_now,
              "without the input": e.metric_without if e.metric_without is not None else "—",
              "change": f"{e.metric_change:+.4f}" if e.metric_change is not None else "—",
-             "recommendation": e.recommendation, "why": e.why} for e in edges]
+             "recommendation": e.recommendation, "why": e.why,
+             "if the upstream were perfect (test)": "—" if e.oracle_gain is None else
+             (f"{100 * e.oracle_gain:+.1f} pt" if e.metric == "accuracy" else f"{e.oracle_gain:+.4f}")} for e in edges]
     legend = "".join(f"<span style='background:{fill};border:1px solid #999;padding:1px 8px;margin-right:6px'>"
                      f"{name}</span>" for name, fill in FILLS.items())
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -155,7 +186,10 @@ def _page(title: str, svg: str, edges: list[Edge], weak: float, tolerance: float
             "may retrain the reading expert and everything below it (the exposure: their recorded training "
             f"seconds). Inputs with a reliance share below {weak:.0%} are ablated: the reading expert is retrained "
             "in memory without the input (same seeds, nothing registered). If its validation metric falls by at "
-            f"most {tolerance}, the input is not worth its exposure: drop it.</p>" + _table(rows) +
+            f"most {tolerance}, the input is not worth its exposure: drop it. The last column is `diagnose`'s "
+            "oracle gain: the reader's test metric were that upstream expert perfect (its probabilities replaced by "
+            "its true answer; inference only).</p>"
+            + "".join(f"<p><b>{html.escape(line)}</b></p>" for line in sentences) + _table(rows) +
             f"<p>Written in {seconds:.1f} s.</p></body></html>")
 
 
@@ -184,17 +218,19 @@ def pipeline_report(loaded, out: Path | None = None, weak: float = WEAK, toleran
         links[expert] = f"experts/{expert}/report.html"
     say(f"ablating the inputs below {weak:.0%} reliance", len(inspected), len(inspected) + 1)
     edges = dependency_table(view, reliance, weak, tolerance)
+    sentences = add_diagnoses(view, edges)
     boxes, arrows = _boxes(view, statuses, reliance, links)
     title = f"{view.pipeline.name}: pipeline overview"
     seconds = time.perf_counter() - started
     page = out / "overview.html"
     svg = graph_html(boxes, arrows, "the input's share of the reader's AGOP trace")
-    page.write_text(_page(title, svg, edges, weak, tolerance, seconds))
+    page.write_text(_page(title, svg, edges, weak, tolerance, seconds, sentences))
     summary = out / "overview.json"
     summary.write_text(json.dumps({
         "pipeline": view.pipeline.name, "weak": weak, "tolerance": tolerance, "seconds": round(seconds, 2),
         "statuses": {n: s.status for n, s in statuses.items()},
-        "edges": [{**dataclasses.asdict(e), "metric_change": e.metric_change} for e in edges]}, indent=2))
+        "edges": [{**dataclasses.asdict(e), "metric_change": e.metric_change} for e in edges],
+        "fix_first": sentences}, indent=2))
     Registry.over(view.registry).log_report([page, summary], "overview")
     if not quiet:
         from rich.markup import escape

@@ -2,6 +2,7 @@
 upstream expert is useful to the downstream one and another is useless by construction."""
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -58,7 +59,7 @@ experts:
 
 
 def test_overview_recommends_dropping_the_useless_input_and_keeping_the_useful_ones(tmp_path: Path,
-                                                                                 registry_uri: str):
+                                                                                 registry_uri: str, capsys):
     (tmp_path / "overview_stages.py").write_text(STAGES)
     path = tmp_path / "deps.yaml"
     path.write_text(PIPELINE)
@@ -86,6 +87,17 @@ def test_overview_recommends_dropping_the_useless_input_and_keeping_the_useful_o
 
     page = (out / "overview.html").read_text()
     assert "<svg" in page and "Dependency table" in page
+    # diagnose's oracle gains beside the edges they belong to, and its fix-first sentence on the page
+    capsys.readouterr()
+    assert cli("diagnose", path, "final", "--json") == 0
+    diagnosis = json.loads(capsys.readouterr().out)["experts"][0]
+    for finding in diagnosis["upstream"]:
+        assert edges[(finding["ref"], "final")]["oracle_gain"] == finding["gain"]
+    assert edges[("p.x", "bit0")]["oracle_gain"] is None  # a source field has no oracle
+    first = diagnosis["fix_first"][0]
+    (sentence,) = summary["fix_first"]
+    assert sentence.startswith(f"To improve final (test accuracy {diagnosis['metric']:.4f}), fix {first} first: ")
+    assert html.escape(sentence) in page
     for expert in ("bit0", "bit1", "bit2", "final"):
         assert f'href="experts/{expert}/report.html"' in page
         assert (out / "experts" / expert / "report.html").exists()
