@@ -61,7 +61,13 @@ class Registry:
     def _pages(self, what: str, search, filter_string: str, page_size: int) -> Iterator:
         return self.reader._pages(what, search, filter_string, page_size)
 
-    def experiment_id(self) -> str:
+    def experiment_id(self, create: bool = True) -> str | None:
+        """The pipeline's experiment; made on first need (a training run) unless `create` is
+        False, which answers None where it does not exist yet: a run that fails before training
+        anything leaves no empty experiment behind."""
+        if self._experiment_id is None and not create:
+            experiment = self._call("get experiment", self.client.get_experiment_by_name, self.pipeline_name)
+            return experiment.experiment_id if experiment is not None else None
         if self._experiment_id is None:
             from mlflow.exceptions import MlflowException
 
@@ -111,7 +117,10 @@ class Registry:
         (expert, version) pairs registered from each. Runs of other hosts are left alone."""
         from moe_pipeline.registry.scratch import pid_alive
 
-        runs = self._call("search runs", self.client.search_runs, [self.experiment_id()],
+        experiment = self.experiment_id(create=False)
+        if experiment is None:  # nothing ever ran here
+            return {}
+        runs = self._call("search runs", self.client.search_runs, [experiment],
                           filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST}` = '{socket.gethostname()}'",
                           max_results=10_000)
         dead = {r.info.run_id: [] for r in runs if not pid_alive(int(r.data.tags.get(PID, "0") or 0))}
@@ -125,7 +134,10 @@ class Registry:
     def running_runs_tagged(self, key: str, value: str) -> list[str]:
         """Ids of this pipeline's RUNNING runs whose tag `key` is `value`."""
         escaped = value.replace("'", "''")
-        runs = self._call("search runs", self.client.search_runs, [self.experiment_id()],
+        experiment = self.experiment_id(create=False)
+        if experiment is None:
+            return []
+        runs = self._call("search runs", self.client.search_runs, [experiment],
                           filter_string=f"attributes.status = 'RUNNING' and tags.`{key}` = '{escaped}'", max_results=100)
         return [r.info.run_id for r in runs]
 

@@ -353,7 +353,9 @@ def _assert_clean_failure(path: Path, registry_uri: str, fragment: str, capsys) 
     if before is not None:
         assert store_bytes(registry_uri) == before
     if Path(registry_uri[len("sqlite:///"):]).exists():
-        assert MlflowClient(registry_uri, registry_uri).search_model_versions("name LIKE 'bad.%'") == []
+        client = MlflowClient(registry_uri, registry_uri)
+        assert client.search_model_versions("name LIKE 'bad.%'") == []
+        assert client.get_experiment_by_name("bad") is None  # no empty experiment left behind, so no FAILED run
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CSV))
