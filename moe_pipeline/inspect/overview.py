@@ -186,7 +186,7 @@ def _page(title: str, svg: str, edges: list[Edge], weak: float, tolerance: float
             "may retrain the reading expert and everything below it (the exposure: their recorded training "
             f"seconds). Inputs with a reliance share below {weak:.0%} are ablated: the reading expert is retrained "
             "in memory without the input (same seeds, nothing registered). If its validation metric falls by at "
-            f"most {tolerance}, the input is not worth its exposure: drop it. The last column is `diagnose`'s "
+            f"most {tolerance}, the input is not worth its exposure: drop it. The last column is diagnose's "
             "oracle gain: the reader's test metric were that upstream expert perfect (its probabilities replaced by "
             "its true answer; inference only).</p>"
             + "".join(f"<p><b>{html.escape(line)}</b></p>" for line in sentences) + _table(rows) +
