@@ -154,7 +154,7 @@ def add_diagnoses(view, edges: list[Edge]) -> list[str]:
             best = first[0]
             sentences.append(f"To improve {reader} (test {found.metric_name} {found.metric:.4f}), fix {best.expert} "
                              f"first: {best.gain * points:+.1f}{unit} if it were perfect, for "
-                             f"{best.train_seconds or 0:.1f} s of training; "
+                             f"{best.train_seconds or 0:.1f} s of training (the most gain per second); "
                              f"{found.errors_with_every_upstream_right} of {reader}'s {found.errors} test errors "
                              "happen with every upstream expert right (those are its own)."
                              if found.errors is not None else
