@@ -36,10 +36,8 @@ class _Lines:
 
     def __init__(self, stream):
         self.stream = stream
-        self.count = 0
 
     def expert(self, name: str, epochs: int):
-        self.count += 1
         print(f"run: training {name} ({epochs} epochs at most)", file=self.stream, flush=True)
         return lambda epoch, total, record: None
 
