@@ -85,7 +85,7 @@ def _csv(source: Any, path: Path, name: str) -> FileData:
 def _parquet(source: Any, path: Path, name: str) -> FileData:
     from moe_pipeline.data.tables import read_parquet, to_fields
 
-    groups, columns = read_parquet(source, path)
+    groups, columns = read_parquet(source, path, max_array_bytes())
     return FileData(*to_fields(groups, columns, path, first_row=0))
 
 

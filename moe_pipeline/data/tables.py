@@ -70,11 +70,10 @@ def read_csv(source: Any, path: Path) -> tuple[list[Group], dict[str, Any]]:
     return groups, {c: table.column(c).combine_chunks() for c in wanted}
 
 
-def read_parquet(source: Any, path: Path) -> tuple[list[Group], dict[str, Any]]:
-    """The groups and each needed column as a pyarrow array (row i is the file's row i)."""
+def read_parquet(source: Any, path: Path, max_bytes: int) -> tuple[list[Group], dict[str, Any]]:
+    """The groups and each needed column as a pyarrow array (row i is the file's row i); a file
+    whose needed columns would take more than `max_bytes` to read is refused from its footer."""
     import pyarrow.parquet as pq
-
-    from moe_pipeline.data.files import max_array_bytes
 
     try:  # the footer first: the columns and the row count, before any data is read
         meta = pq.ParquetFile(path).metadata
@@ -87,7 +86,7 @@ def read_parquet(source: Any, path: Path) -> tuple[list[Group], dict[str, Any]]:
     groups = groups_of(source, names, path)
     wanted = [c for g in groups for c in g.columns]
     size = meta.num_rows * len(wanted) * 8  # each needed column as float64 while it is checked
-    if size > max_array_bytes():
+    if size > max_bytes:
         need = f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
         raise DataError(f"{path}: {meta.num_rows} rows x {len(wanted)} columns need {need} to read, "
                         "more than half this machine's memory; split the data or use a smaller sample")
