@@ -1,8 +1,8 @@
 """`moe-pipeline diagnose` (which upstream expert to fix first) and `moe-pipeline diff` (what a
 retraining changed).
 
-Both read the registry through a View and train nothing; they write nothing (`--json` prints
-to stdout). Heavy imports stay inside the commands.
+Both read the registry through a View and train nothing; they write nothing but the page
+`--html` names (`--json` prints to stdout). Heavy imports stay inside the commands.
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ def diagnose(
                                            show_default=False),
     split: str = typer.Option("test", "--split", help="train, val or test"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    html: Optional[Path] = typer.Option(None, "--html", help="also write the diagnosis as a page to this .html file",
+                                        show_default=False),
 ) -> None:
     """Trace a reading expert's errors to the upstream experts wrong on the same rows, and rank
     them by oracle gain (its metric if that upstream were perfect) per second of their training."""
@@ -40,6 +42,11 @@ def diagnose(
         names = [n for n in g.order(view.graph) if not list(view.graph.successors(n))
                  and list(g.upstream(view.graph, n))]
     results = [diagnose_expert(view, name, split) for name in names]
+    if html is not None:
+        from moe_pipeline.inspect.findings_page import diagnosis_html
+
+        html.write_text(diagnosis_html(results, f"{view.pipeline.name}: which expert to fix first ({split} split)"))
+        typer.echo(f"page: {html}", err=True)
     if as_json:
         typer.echo(json.dumps({"pipeline": view.pipeline.name, "split": split,
                                "experts": [r.as_dict() for r in results]}, indent=2, default=float))
@@ -55,6 +62,8 @@ def diff(
     version_a: Optional[int] = typer.Argument(None, help="default: the version before B", show_default=False),
     version_b: Optional[int] = typer.Argument(None, help="default: the current version", show_default=False),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    html: Optional[Path] = typer.Option(None, "--html", help="also write the comparison as a page to this .html file",
+                                        show_default=False),
 ) -> None:
     """What a retraining changed: record differences, metric deltas with a paired test of
     significance, prediction churn and the rows that flipped, on val and test."""
@@ -65,7 +74,13 @@ def diff(
     with long_lived():  # torch: see moe_pipeline.longlived
         from moe_pipeline.inspect.diff import diff_versions
 
-    result = diff_versions(View(load_pipeline(pipeline)), expert, version_a, version_b)
+    view = View(load_pipeline(pipeline))
+    result = diff_versions(view, expert, version_a, version_b)
+    if html is not None:
+        from moe_pipeline.inspect.findings_page import diff_html
+
+        html.write_text(diff_html(result, f"{view.pipeline.name}.{expert}: v{result.version_a} -> v{result.version_b}"))
+        typer.echo(f"page: {html}", err=True)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=2, default=float))
         return

@@ -17,14 +17,20 @@ def _plt():
     return plt
 
 
-def heatmap(matrix: torch.Tensor, path: Path, title: str, labels: Sequence[str] | None = None, fmt: str = "d") -> Path:
+def heatmap(matrix: torch.Tensor, path: Path, title: str, labels: Sequence[str] | None = None, fmt: str = "d",
+            signed: bool = False) -> Path:
+    """A confusion matrix (rows true, columns predicted) with its numbers in the cells; `signed`: a
+    change of counts, on a diverging scale centred at 0 (red more, blue fewer)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(1.0 + 0.45 * matrix.shape[1], 4.2), max(0.8 + 0.45 * matrix.shape[0], 3.4)))
-    im = ax.imshow(matrix.double().numpy(), cmap="Blues")
+    limit = float(matrix.abs().max()) or 1.0
+    im = ax.imshow(matrix.double().numpy(), cmap="RdBu_r" if signed else "Blues",
+                   vmin=-limit if signed else None, vmax=limit if signed else None)
     for (i, j), value in zip(((i, j) for i in range(matrix.shape[0]) for j in range(matrix.shape[1])),
                              matrix.flatten().tolist()):
-        ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=7,
-                color="white" if value > 0.6 * float(matrix.max()) else "black")
+        strong = abs(value) > 0.6 * limit if signed else value > 0.6 * float(matrix.max())
+        ax.text(j, i, format(value, "+d" if signed and fmt == "d" and value else fmt), ha="center", va="center",
+                fontsize=7, color="white" if strong else "black")
     ticks = labels or [str(i) for i in range(matrix.shape[0])]
     ax.set_xticks(range(matrix.shape[1]), ticks, rotation=45 if max(len(t) for t in ticks) > 2 else 0, ha="right"
                   if max(len(t) for t in ticks) > 2 else "center")

@@ -63,12 +63,14 @@ def pages(tmp_path_factory: pytest.TempPathFactory):
     _moe(project, "status", "tiny.yaml", "--record")  # the stale state into the registry's tags
     _moe(project, "report", "tiny.yaml")
     _moe(project, "explain", "tiny.yaml", "--split", "test", "--row", "3", "--html", "explain.html", "--allow-stale")
+    _moe(project, "diagnose", "tiny.yaml", "--html", "diagnose.html")
     overview = project / "reports" / "browser" / "overview"
     server = _mlflow_ui(project)
     try:
         yield {"overview": (overview / "overview.html").as_uri(),
                "expert": (overview / "experts" / "has_loop" / "report.html").as_uri(),
-               "explain": (project / "explain.html").as_uri(), "mlflow": server[0]}
+               "explain": (project / "explain.html").as_uri(), "diagnose": (project / "diagnose.html").as_uri(),
+               "mlflow": server[0]}
     finally:
         server[1].terminate()
         server[1].wait(timeout=30)

@@ -1,6 +1,7 @@
 """The pages as a person sees them: Debian's chromium (through its chromedriver, headless) opens
-the overview, an expert's report and the explain page of a small trained pipeline whose first
-expert's `lr` was changed afterwards, and the MLflow UI's model list of its registry.
+the overview, an expert's report, the explain page and the diagnose page of a small trained
+pipeline whose first expert's `lr` was changed afterwards, and the MLflow UI's model list of its
+registry.
 
 On every page: nothing wider than the window, every image loaded, no console error. On the
 graphs: every arrow ends at its own point, its share label sits in the reading expert's box
@@ -117,6 +118,11 @@ def test_the_explain_page_draws_the_same_graph(browser, pages):
     nodes, edges = _graph(browser)
     assert {"digits.image", "has_loop", "is_even", "digit"} <= set(nodes)
     _check_arrows(nodes, edges)
+
+
+def test_the_diagnose_page_shows_whole(browser, pages):
+    _looks_whole(browser, pages["diagnose"])
+    assert browser.execute_script("return document.images.length") == 2  # the two confusion matrices
 
 
 def test_the_mlflow_model_list_names_every_expert(browser, pages):

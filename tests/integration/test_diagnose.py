@@ -11,7 +11,8 @@ from tests.conftest import cli, store_bytes
 LOOPED = (0, 6, 8, 9)
 
 
-def test_diagnose_counts_provenance_and_oracle_gain_as_a_hand_recount_does(tiny: Path, registry_uri: str, capsys):
+def test_diagnose_counts_provenance_and_oracle_gain_as_a_hand_recount_does(tiny: Path, registry_uri: str, capsys,
+                                                                           tmp_path: Path):
     from moe_pipeline.execute.view import View
     from moe_pipeline.pipeline.loader import load_pipeline
     from moe_pipeline.training.train import infer
@@ -64,3 +65,8 @@ def test_diagnose_counts_provenance_and_oracle_gain_as_a_hand_recount_does(tiny:
                        f"({right / some_wrong.count(False):.1%})"
     assert any(line.startswith("  is_even: n/a (reads is_even.embedding") for line in lines)
     assert cli("diagnose", tiny, "has_loop") == 2  # reads no expert: nothing to diagnose
+    assert cli("diagnose", tiny, "--html", tmp_path / "diagnose.html") == 0  # the same, as a page
+    page = (tmp_path / "diagnose.html").read_text()
+    assert store_bytes(registry_uri) == before  # the page is the only thing written
+    assert page.count("<img") == 2 and "rows with every upstream right: " in page
+    assert f"{findings['has_loop']['gain'] * 100:+.1f} pt" in page and "reads is_even.embedding" in page

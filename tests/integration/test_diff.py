@@ -71,3 +71,8 @@ def test_diff_names_the_record_change_and_counts_flips_as_a_recount_does(tiny: P
     assert lines[:2] == ["is_even v1 -> v2", "  SPEC train.lr: 0.01 -> 0.005"]
     assert any("difference" in line and line.startswith("  test: accuracy ") for line in lines)
     assert cli("diff", tiny, "digit", "1", "1") == 0  # a version against itself: nothing changed
+    assert cli("diff", tiny, "is_even", "--html", tiny.parent / "diff.html") == 0  # the same, as a page
+    page = (tiny.parent / "diff.html").read_text()
+    assert store_bytes(registry_uri) == before
+    assert page.count("<img") == 2 and "SPEC train.lr: 0.01 -&gt; 0.005" in page
+    assert f"<b>{report['features']['cosine']:.3f}</b>" in page

@@ -1,0 +1,90 @@
+"""The pages of `diagnose --html` and `diff --html`: what the terminal prints, with its tables and
+confusion matrices drawn. One self-contained HTML file each (PNG figures inline, no scripts).
+
+Takes the computed `Diagnosis` and `VersionDiff` (inspect/diagnose.py, inspect/diff.py) and
+draws them; computes nothing of its own, and writes only the page the user asked for.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import tempfile
+from pathlib import Path
+
+import torch
+
+from moe_pipeline.inspect import plots
+from moe_pipeline.inspect.page import STYLE, table
+
+
+def _figure(draw) -> str:
+    with tempfile.TemporaryDirectory() as folder:
+        path = draw(Path(folder) / "figure.png")
+        data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
+
+
+def diagnosis_html(results: list, title: str) -> str:
+    """Per reading expert: the summary lines, its upstream experts ranked as what to fix first, and
+    its confusion matrices on the rows where every upstream was right and where some were wrong."""
+    parts = []
+    for d in results:
+        lines = "".join(f"<li>{html.escape(line.strip())}</li>" for line in d.lines())
+        rows = [{"upstream": u.expert, "input": u.ref,
+                 "its error rate": "—" if u.error_rate is None else f"{100 * u.error_rate:.1f}%",
+                 f"wrong on {d.expert}'s errors": "—" if u.wrong_on_reader_errors is None else
+                 f"{u.wrong_on_reader_errors} of {d.errors}",
+                 f"{d.metric_name} if it were perfect": "—" if u.oracle_metric is None else f"{u.oracle_metric:.4f}",
+                 "gain": u.not_applicable or (f"{100 * u.gain:+.1f} pt" if d.metric_name == "accuracy" else
+                                               f"{u.gain:+.4f}"),
+                 "training seconds": "—" if u.train_seconds is None else f"{u.train_seconds:.1f}"}
+                for u in [*d.fix_first(), *(u for u in d.upstream if u.gain is None)]]
+        figures = ""
+        for label, counts in (("every upstream expert right", d.confusion_upstream_right),
+                              ("some upstream expert wrong", d.confusion_upstream_wrong)):
+            if counts is not None:
+                matrix = torch.tensor(counts)
+                figures += _figure(lambda path, m=matrix, label=label: plots.heatmap(
+                    m, path, f"{d.expert} on {d.split}: rows with {label} ({int(m.sum())})", d.classes))
+        parts.append(f"<section><h2>{html.escape(d.expert)} v{d.version}</h2><ul>{lines}</ul>"
+                     "<p class='how'>Gain: the reader's metric with that upstream's probabilities replaced by its true "
+                     "answer (inference only); ranked by gain per second of the upstream's training.</p>"
+                     f"{table(rows)}<h3>Where its errors are</h3><p class='how'>Rows are true classes, columns "
+                     f"predictions. An error where every upstream expert was right is {html.escape(d.expert)}'s own; "
+                     f"fixing an upstream cannot remove it.</p>{figures}</section>")
+    return _page(title, "".join(parts))
+
+
+def diff_html(result, title: str) -> str:
+    """The record changes, per split the metrics with their paired test and churn, the change of
+    the confusion matrix (B minus A) and the features that moved."""
+    record = "".join(f"<li><code>{html.escape(line)}</code></li>" for line in result.record) or \
+        "<li>same spec, code, data and upstream</li>"
+    rows = [{"split": s.split, f"{result.metric_name} v{result.version_a}": f"{s.metric_a:.4f}",
+             f"{result.metric_name} v{result.version_b}": f"{s.metric_b:.4f}", "change": f"{s.metric_b - s.metric_a:+.4f}",
+             "test": s.test, "p or 95% interval": f"{s.p_value:.3g}" if s.p_value is not None else
+             f"[{s.interval[0]:+.4f}, {s.interval[1]:+.4f}]",
+             "verdict": "a detectable difference" if s.detectable else "no detectable difference",
+             "churn": "—" if s.churn is None else f"{100 * s.churn:.1f}%",
+             "right → wrong": len(s.right_to_wrong), "wrong → right": len(s.wrong_to_right)} for s in result.splits]
+    figures = "".join(_figure(lambda path, s=s: plots.heatmap(
+        torch.tensor(s.confusion_delta), path, f"{s.split}: confusion v{result.version_b} minus v{result.version_a}",
+        s.classes, signed=True)) for s in result.splits if s.confusion_delta)
+    features = ""
+    if result.features is not None:
+        moved = [{"feature": name, "share of the AGOP trace": f"{100 * change:+.1f} pt"}
+                 for name, change in [*result.features["gained"], *result.features["lost"]]]
+        features = (f"<h2>Features used</h2><p>Cosine of the two versions' AGOP diagonals on the same training rows: "
+                    f"<b>{result.features['cosine']:.3f}</b> (1: the same features in the same proportions).</p>"
+                    + table(moved))
+    body = (f"<h2>What the records say changed</h2><ul>{record}</ul><h2>Behaviour</h2>{table(rows)}"
+            "<p class='how'>McNemar's exact test on the rows one version got right and the other wrong "
+            "(classification), or a seeded paired bootstrap of the R² change (regression). In the matrices rows are "
+            "true classes, columns predictions; red: more rows there in the new version, blue: fewer.</p>"
+            f"{figures}{features}")
+    return _page(title, body)
