@@ -23,6 +23,8 @@ def diagnose(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     html: Optional[Path] = typer.Option(None, "--html", help="also write the diagnosis as a page to this .html file",
                                         show_default=False),
+    retrain: bool = typer.Option(False, "--retrain", help="also retrain the reader in memory with each upstream "
+                                 "perfect (nothing registered): what it could learn from a perfect upstream"),
 ) -> None:
     """Trace a reading expert's errors to the upstream experts wrong on the same rows, and rank
     them by oracle gain (its metric if that upstream were perfect) per second of their training."""
@@ -41,7 +43,7 @@ def diagnose(
     else:
         names = [n for n in g.order(view.graph) if not list(view.graph.successors(n))
                  and list(g.upstream(view.graph, n))]
-    results = [diagnose_expert(view, name, split) for name in names]
+    results = [diagnose_expert(view, name, split, retrain) for name in names]
     if html is not None:
         from moe_pipeline.inspect.findings_page import diagnosis_html
 

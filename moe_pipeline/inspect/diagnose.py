@@ -28,6 +28,8 @@ class UpstreamFinding:
     gain: float | None  # oracle_metric - the reader's metric
     not_applicable: str | None  # why there is no oracle gain
     train_seconds: float | None  # what retraining this upstream costs (its recorded training time)
+    retrained_metric: float | None = None  # `--retrain`: the reader retrained on this upstream perfect
+    retrained_gain: float | None = None
 
     @property
     def gain_per_second(self) -> float | None:
@@ -81,7 +83,9 @@ class Diagnosis:
             blame = (f" (wrong on {u.wrong_on_reader_errors} of {self.errors} {self.expert} errors)"
                      if u.wrong_on_reader_errors is not None and self.errors else "")
             cost = f", {u.train_seconds:.1f} s to train" if u.train_seconds is not None else ""
-            out.append(f"  {u.expert}: {u.gain * points:+.1f}{unit} if perfect{blame}{cost}")
+            retrained = (f"; {u.retrained_gain * points:+.1f}{unit} with {self.expert} retrained on it perfect"
+                         if u.retrained_gain is not None else "")
+            out.append(f"  {u.expert}: {u.gain * points:+.1f}{unit} if perfect{blame}{cost}{retrained}")
         for u in self.upstream:
             if u.gain is None:
                 out.append(f"  {u.expert}: n/a ({u.not_applicable})")
@@ -113,8 +117,12 @@ def oracle_inputs(x: torch.Tensor, start: int, stop: int, target: torch.Tensor, 
     return out
 
 
-def diagnose_expert(view, expert: str, split: str = "test") -> Diagnosis:
-    """The diagnosis of one reading expert's current version on `split` (inference only)."""
+def diagnose_expert(view, expert: str, split: str = "test", retrain: bool = False) -> Diagnosis:
+    """The diagnosis of one reading expert's current version on `split` (inference only).
+
+    `retrain`: also retrain the reader in memory (its own seeds and settings, nothing registered)
+    with each upstream's probabilities perfect in every split, and measure it on `split` with them
+    perfect: what the reader could learn from a perfect upstream, beyond what it does with one."""
     from moe_pipeline.errors import SelectionError
     from moe_pipeline.pipeline import graph as g
     from moe_pipeline.training.train import infer, metrics_of
@@ -158,6 +166,9 @@ def diagnose_expert(view, expert: str, split: str = "test") -> Diagnosis:
                 oracle = oracle_inputs(x, block.start, block.stop, target, up_data.task)
                 finding.oracle_metric = metric(oracle)
                 finding.gain = finding.oracle_metric - actual
+                if retrain:
+                    finding.retrained_metric = _retrained(view, expert, record, data, block, up_data, split)
+                    finding.retrained_gain = finding.retrained_metric - actual
                 oracle_all = oracle_inputs(oracle_all, block.start, block.stop, target, up_data.task)
             findings.append(finding)
     counts = provenance(reader_wrong, wrong) if reader_wrong is not None else {}
@@ -181,6 +192,27 @@ def diagnose_expert(view, expert: str, split: str = "test") -> Diagnosis:
         upstream=findings, headroom_metric=metric(oracle_all) if has_oracle else None,
         confusion_upstream_right=split_counts["right"], confusion_upstream_wrong=split_counts["wrong"],
         classes=data.class_names)
+
+
+def oracle_data(data, block, up_data):
+    """The reader's data with one upstream's probability columns perfect in every split."""
+    import dataclasses
+
+    x = {s: oracle_inputs(data.x[s], block.start, block.stop, up_data.y[s], up_data.task) for s in SPLITS}
+    return dataclasses.replace(data, x=x)
+
+
+def _retrained(view, expert: str, record, data, block, up_data, split: str) -> float:
+    from moe_pipeline.state.fingerprint import training_seeds
+    from moe_pipeline.training.train import infer, metrics_of, train_expert
+
+    spec = view.pipeline.experts[expert]
+    init_seed, order_seed = training_seeds(record.spec)
+    perfect = oracle_data(data, block, up_data)
+    model = train_expert(spec.model, spec.train, view.pipeline.resources_for(expert), perfect, init_seed,
+                         order_seed=order_seed).model
+    logits = infer(model, perfect.x[split], data.task)["logits"]
+    return metrics_of(data.task, logits, data.y[split], split)[f"{split}_{record.metric_name}"]
 
 
 def record_of(view, upstream: str, reader_record):

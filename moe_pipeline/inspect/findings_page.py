@@ -42,7 +42,10 @@ def diagnosis_html(results: list, title: str) -> str:
                  f"{d.metric_name} if it were perfect": "—" if u.oracle_metric is None else f"{u.oracle_metric:.4f}",
                  "gain": u.not_applicable or (f"{100 * u.gain:+.1f} pt" if d.metric_name == "accuracy" else
                                                f"{u.gain:+.4f}"),
-                 "training seconds": "—" if u.train_seconds is None else f"{u.train_seconds:.1f}"}
+                 "training seconds": "—" if u.train_seconds is None else f"{u.train_seconds:.1f}",
+                 **({f"gain with {d.expert} retrained on it perfect": "—" if u.retrained_gain is None else
+                     (f"{100 * u.retrained_gain:+.1f} pt" if d.metric_name == "accuracy" else f"{u.retrained_gain:+.4f}")}
+                    if any(f.retrained_gain is not None for f in d.upstream) else {})}
                 for u in [*d.fix_first(), *(u for u in d.upstream if u.gain is None)]]
         figures = ""
         for label, counts in (("every upstream expert right", d.confusion_upstream_right),

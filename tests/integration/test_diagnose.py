@@ -65,6 +65,31 @@ def test_diagnose_counts_provenance_and_oracle_gain_as_a_hand_recount_does(tiny:
                        f"({right / some_wrong.count(False):.1%})"
     assert any(line.startswith("  is_even: n/a (reads is_even.embedding") for line in lines)
     assert cli("diagnose", tiny, "has_loop") == 2  # reads no expert: nothing to diagnose
+    # --retrain: digit retrained in memory on has_loop perfect in every split (its own seeds), by hand
+    import dataclasses
+
+    from moe_pipeline.pipeline.loader import load_pipeline as load
+    from moe_pipeline.state.fingerprint import training_seeds
+    from moe_pipeline.training.train import train_expert
+
+    capsys.readouterr()
+    assert cli("diagnose", tiny, "--retrain", "--json") == 0
+    retrained = {u["expert"]: u for u in json.loads(capsys.readouterr().out)["experts"][0]["upstream"]}
+    pipeline = load(tiny).pipeline
+    splits = view.store.source("digits").splits
+    perfect = {s: data.x[s].clone() for s in ("train", "val", "test")}
+    for s in perfect:
+        loops = torch.isin(view.store.source("digits").fields["label"][splits[s]], torch.tensor(LOOPED)).long()
+        perfect[s][:, 0:2] = torch.nn.functional.one_hot(loops, 2).float()
+    init_seed, order_seed = training_seeds(view.record("digit").spec)
+    spec = pipeline.experts["digit"]
+    by_hand = train_expert(spec.model, spec.train, pipeline.resources_for("digit"), dataclasses.replace(data, x=perfect),
+                           init_seed, order_seed=order_seed).model
+    accuracy = float((infer(by_hand, perfect["test"], "classification")["logits"].argmax(1) == labels).double().mean())
+    assert abs(retrained["has_loop"]["retrained_metric"] - accuracy) < 1e-12
+    assert abs(retrained["has_loop"]["retrained_gain"] - (accuracy - digit["metric"])) < 1e-12
+    assert retrained["is_even"]["retrained_metric"] is None  # an embedding input has no oracle
+    assert store_bytes(registry_uri) == before  # retrained in memory: nothing registered
     assert cli("diagnose", tiny, "--html", tmp_path / "diagnose.html") == 0  # the same, as a page
     page = (tmp_path / "diagnose.html").read_text()
     assert store_bytes(registry_uri) == before  # the page is the only thing written
