@@ -16,6 +16,11 @@ import torch
 SPLITS = ("train", "val", "test")
 
 
+def metric_change(value: float, metric_name: str) -> str:
+    """A change of a metric as every page and line writes it: points for accuracy, else 4 decimals."""
+    return f"{100 * value:+.1f} pt" if metric_name == "accuracy" else f"{value:+.4f}"
+
+
 @dataclass
 class UpstreamFinding:
     """One upstream expert of a reader, as a candidate to improve."""
@@ -63,6 +68,9 @@ class Diagnosis:
         ranked = [u for u in self.upstream if u.gain is not None]
         return sorted(ranked, key=lambda u: (-(u.gain_per_second or 0.0), -u.gain))
 
+    def change(self, value: float) -> str:
+        return metric_change(value, self.metric_name)
+
     def lines(self) -> list[str]:
         """The terminal answer: one line per upstream, ranked, then what has no oracle."""
         head = f"{self.expert} v{self.version} on {self.split}: {self.metric_name} {self.metric:.4f}"
@@ -77,21 +85,19 @@ class Diagnosis:
                 right = sum(counts[k][k] for k in range(len(counts)))
                 out.append(f"  rows with {label}: {total}, {self.expert} right on {right}"
                            + (f" ({right / total:.1%})" if total else ""))
-        points = 100.0 if self.metric_name == "accuracy" else 1.0
-        unit = " pt" if self.metric_name == "accuracy" else ""
         for u in self.fix_first():
             blame = (f" (wrong on {u.wrong_on_reader_errors} of {self.errors} {self.expert} errors)"
                      if u.wrong_on_reader_errors is not None and self.errors else "")
             cost = f", {u.train_seconds:.1f} s to train" if u.train_seconds is not None else ""
-            retrained = (f"; {u.retrained_gain * points:+.1f}{unit} with {self.expert} retrained on it perfect"
+            retrained = (f"; {self.change(u.retrained_gain)} with {self.expert} retrained on it perfect"
                          if u.retrained_gain is not None else "")
-            out.append(f"  {u.expert}: {u.gain * points:+.1f}{unit} if perfect{blame}{cost}{retrained}")
+            out.append(f"  {u.expert}: {self.change(u.gain)} if perfect{blame}{cost}{retrained}")
         for u in self.upstream:
             if u.gain is None:
                 out.append(f"  {u.expert}: n/a ({u.not_applicable})")
         if self.headroom_metric is not None:
             out.append(f"  every probability input perfect: {self.metric_name} {self.headroom_metric:.4f} "
-                       f"({(self.headroom_metric - self.metric) * points:+.1f}{unit})")
+                       f"({self.change(self.headroom_metric - self.metric)})")
         return out
 
     def as_dict(self) -> dict:

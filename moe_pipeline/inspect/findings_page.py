@@ -6,22 +6,12 @@ draws them; computes nothing of its own, and writes only the page the user asked
 """
 from __future__ import annotations
 
-import base64
 import html
-import tempfile
-from pathlib import Path
 
 import torch
 
 from moe_pipeline.inspect import plots
-from moe_pipeline.inspect.page import STYLE, table
-
-
-def _figure(draw) -> str:
-    with tempfile.TemporaryDirectory() as folder:
-        path = draw(Path(folder) / "figure.png")
-        data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
+from moe_pipeline.inspect.page import STYLE, drawn, table
 
 
 def _page(title: str, body: str) -> str:
@@ -40,11 +30,10 @@ def diagnosis_html(results: list, title: str) -> str:
                  f"wrong on {d.expert}'s errors": "—" if u.wrong_on_reader_errors is None else
                  f"{u.wrong_on_reader_errors} of {d.errors}",
                  f"{d.metric_name} if it were perfect": "—" if u.oracle_metric is None else f"{u.oracle_metric:.4f}",
-                 "gain": u.not_applicable or (f"{100 * u.gain:+.1f} pt" if d.metric_name == "accuracy" else
-                                               f"{u.gain:+.4f}"),
+                 "gain": u.not_applicable or d.change(u.gain),
                  "training seconds": "—" if u.train_seconds is None else f"{u.train_seconds:.1f}",
                  **({f"gain with {d.expert} retrained on it perfect": "—" if u.retrained_gain is None else
-                     (f"{100 * u.retrained_gain:+.1f} pt" if d.metric_name == "accuracy" else f"{u.retrained_gain:+.4f}")}
+                     d.change(u.retrained_gain)}
                     if any(f.retrained_gain is not None for f in d.upstream) else {})}
                 for u in [*d.fix_first(), *(u for u in d.upstream if u.gain is None)]]
         figures = ""
@@ -52,7 +41,7 @@ def diagnosis_html(results: list, title: str) -> str:
                               ("some upstream expert wrong", d.confusion_upstream_wrong)):
             if counts is not None:
                 matrix = torch.tensor(counts)
-                figures += _figure(lambda path, m=matrix, label=label: plots.heatmap(
+                figures += drawn(lambda path, m=matrix, label=label: plots.heatmap(
                     m, path, f"{d.expert} on {d.split}: rows with {label} ({int(m.sum())})", d.classes))
         parts.append(f"<section><h2>{html.escape(d.expert)} v{d.version}</h2><ul>{lines}</ul>"
                      "<p class='how'>Gain: the reader's metric with that upstream's probabilities replaced by its true "
@@ -75,7 +64,7 @@ def diff_html(result, title: str) -> str:
              "verdict": "a detectable difference" if s.detectable else "no detectable difference",
              "churn": "—" if s.churn is None else f"{100 * s.churn:.1f}%",
              "right → wrong": len(s.right_to_wrong), "wrong → right": len(s.wrong_to_right)} for s in result.splits]
-    figures = "".join(_figure(lambda path, s=s: plots.heatmap(
+    figures = "".join(drawn(lambda path, s=s: plots.heatmap(
         torch.tensor(s.confusion_delta), path, f"{s.split}: confusion v{result.version_b} minus v{result.version_a}",
         s.classes, signed=True)) for s in result.splits if s.confusion_delta)
     features = ""

@@ -149,21 +149,20 @@ def add_diagnoses(view, edges: list[Edge]) -> list[str]:
                 edge.oracle_gain = gains[edge.ref]
         first = found.fix_first()
         if first:
-            points = 100.0 if found.metric_name == "accuracy" else 1.0
-            unit = " pt" if found.metric_name == "accuracy" else ""
             best = first[0]
             sentences.append(f"To improve {reader} (test {found.metric_name} {found.metric:.4f}), fix {best.expert} "
-                             f"first: {best.gain * points:+.1f}{unit} if it were perfect, for "
+                             f"first: {found.change(best.gain)} if it were perfect, for "
                              f"{best.train_seconds or 0:.1f} s of training (the most gain per second); "
                              f"{found.errors_with_every_upstream_right} of {reader}'s {found.errors} test errors "
                              "happen with every upstream expert right (those are its own)."
                              if found.errors is not None else
-                             f"To improve {reader}, fix {best.expert} first: {best.gain * points:+.3f} if perfect.")
+                             f"To improve {reader}, fix {best.expert} first: {found.change(best.gain)} if perfect.")
     return sentences
 
 
 def _page(title: str, svg: str, edges: list[Edge], weak: float, tolerance: float, seconds: float,
           sentences: list[str] = ()) -> str:
+    from moe_pipeline.inspect.diagnose import metric_change
     from moe_pipeline.inspect.page import STYLE, table as _table
 
     rows = [{"input": e.ref, "read by": e.expert, "reliance share": f"{e.share:.1%}",
@@ -173,7 +172,7 @@ def _page(title: str, svg: str, edges: list[Edge], weak: float, tolerance: float
              "change": f"{e.metric_change:+.4f}" if e.metric_change is not None else "—",
              "recommendation": e.recommendation, "why": e.why,
              "if the upstream were perfect (test)": "—" if e.oracle_gain is None else
-             (f"{100 * e.oracle_gain:+.1f} pt" if e.metric == "accuracy" else f"{e.oracle_gain:+.4f}")} for e in edges]
+             metric_change(e.oracle_gain, e.metric)} for e in edges]
     legend = "".join(f"<span style='background:{fill};border:1px solid #999;padding:1px 8px;margin-right:6px'>"
                      f"{name}</span>" for name, fill in FILLS.items())
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

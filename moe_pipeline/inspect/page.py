@@ -51,6 +51,20 @@ STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto
          ".toc{background:#fafafa;border:1px solid #e3e3e3;padding:.4em 1em;margin:1em 0}.toc ol{margin:.3em 0}")
 
 
+def figure_html(path: Path, alt: str | None = None) -> str:
+    """A PNG as an inline <figure>: the page stays one self-contained file."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(alt or path.stem)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def drawn(draw, alt: str | None = None) -> str:
+    """`draw(path)` writes a PNG (and returns its path) into a folder of its own; the figure, inline."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        return figure_html(draw(Path(folder) / "figure.png"), alt)
+
+
 def write_html(rep: Report) -> Path:
     """The page: title, status, a table of contents, then each section with its figures inline."""
     anchors = [re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip("-") for heading, _, _ in rep.sections]
@@ -58,9 +72,7 @@ def write_html(rep: Report) -> Path:
     parts = [f"<h1>{html.escape(rep.title)}</h1>", rep.header, f"<nav class='toc'><b>Contents</b><ol>{contents}</ol></nav>"]
     for anchor, (heading, text, figs) in zip(anchors, rep.sections):
         parts.append(f"<section id='{anchor}'><h2>{html.escape(heading)}</h2>{text}")
-        for fig in figs:
-            data = base64.b64encode(fig.read_bytes()).decode()
-            parts.append(f'<figure><img alt="{fig.stem}" src="data:image/png;base64,{data}"></figure>')
+        parts += [figure_html(fig) for fig in figs]
         parts.append("</section>")
     path = rep.out / "report.html"
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(rep.title)}</title>"

@@ -126,20 +126,27 @@ def _attribution_bar(fig, limit: float, where: list[float]) -> None:
 
 
 def input_attributions(image: torch.Tensor, maps: dict[str, torch.Tensor], path: Path, title: str) -> Path:
-    """One input in grayscale, then the same input under each expert's attributions (one scale)."""
+    """One input in grayscale, then the same input under each expert's attributions (one scale),
+    four panels to a row so that a page shows them at a readable size."""
     plt = _plt()
     n = 1 + len(maps)
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n + 0.9, 3.2), squeeze=False)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 0.9, 2.8 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
     low, high = float(image.min()), float(image.max())
     limit = max([float(m.abs().max()) for m in maps.values()] + [0.0]) or 1.0
-    axes[0, 0].imshow(image.double().numpy(), cmap="gray", vmin=low, vmax=high)
-    axes[0, 0].set_title("the input", fontsize=8)
-    for ax, (name, attribution) in zip(axes[0, 1:], maps.items()):
+    panels = list(axes.flat)
+    panels[0].imshow(image.double().numpy(), cmap="gray", vmin=low, vmax=high)
+    panels[0].set_title("the input", fontsize=9)
+    for ax, (name, attribution) in zip(panels[1:], maps.items()):
         _overlay(ax, image, attribution, low, high, limit)
-        ax.set_title(textwrap.fill(f"{name}: attributions", 24), fontsize=8)
-    for ax in axes[0]:
+        ax.set_title(textwrap.fill(f"{name}: attributions", 24), fontsize=9)
+    for ax in panels[:n]:
+        ax.axis("on")
         _pixel_ticks(ax, *image.shape)
-    fig.suptitle(textwrap.fill(title, int((2.6 * n + 0.9) * 11)), fontsize=10)
+    fig.suptitle(textwrap.fill(title, int((2.6 * cols + 0.9) * 11)), fontsize=10)
     fig.tight_layout()
     if maps:
         fig.subplots_adjust(right=0.9)

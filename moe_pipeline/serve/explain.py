@@ -150,20 +150,16 @@ each arrow's width and the percentage at its end is the share of the reader's ou
 def _field_html(ref: str, values: np.ndarray, readers: list[Answer], columns: list[str] | None) -> str:
     """A source field of the example: an image with each reader's attributions over it, or a table
     of its values with each reader's attribution per column."""
-    import base64
-    import tempfile
     from html import escape
-    from pathlib import Path
 
     if values.ndim == 3:  # (channels, height, width)
+        from moe_pipeline.inspect.page import drawn
         from moe_pipeline.inspect.plots import input_attributions
 
-        with tempfile.TemporaryDirectory() as folder:
-            path = input_attributions(torch.as_tensor(values).sum(0),
-                                      {a.expert: torch.as_tensor(a.maps[ref]).sum(0) for a in readers},
-                                      Path(folder) / "example.png", f"{ref}, and the pixels each expert reading it used")
-            data = base64.b64encode(path.read_bytes()).decode()
-        return f'<h3>{escape(ref)}</h3><figure><img alt="{escape(ref)}" src="data:image/png;base64,{data}"></figure>'
+        figure = drawn(lambda path: input_attributions(
+            torch.as_tensor(values).sum(0), {a.expert: torch.as_tensor(a.maps[ref]).sum(0) for a in readers}, path,
+            f"{ref}, and the pixels each expert reading it used"), alt=ref)
+        return f"<h3>{escape(ref)}</h3>{figure}"
     flat = values.reshape(-1)
     names = columns if columns and len(columns) == flat.size else [f"{ref}[{i}]" for i in range(flat.size)]
     head = "".join(f"<th>attribution in {escape(a.expert)}</th>" for a in readers)
