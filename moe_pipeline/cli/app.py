@@ -206,6 +206,29 @@ def run(
             tables.print_outcomes(exc.outcomes, as_json)
             raise exc.cause or exc
     tables.print_outcomes(outcomes, as_json)
+    if not as_json:
+        _print_behaviour_changes(loaded, outcomes)
+
+
+def _print_behaviour_changes(loaded, outcomes) -> None:
+    """One `diff` line per expert this run trained a new version of over an older one: what the
+    retraining changed on the test rows (`diff` says the rest)."""
+    retrained = [o for o in outcomes if o.action in ("trained", "retrained") and o.version > 1]
+    if not retrained:
+        return
+    from moe_pipeline.errors import MoeError
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.longlived import long_lived
+
+    with long_lived():  # torch: see moe_pipeline.longlived
+        from moe_pipeline.inspect.diff import diff_versions
+
+    view = View(loaded)  # a fresh read: the versions this run registered
+    for o in retrained:
+        try:
+            typer.echo(diff_versions(view, str(o.expert), version_b=o.version, splits=("test",), features=False).summary())
+        except MoeError as exc:  # the run itself succeeded: say why there is no comparison, and go on
+            typer.echo(f"{o.expert} v{o.version}: no behavioural diff ({exc})")
 
 
 @app.command()

@@ -2,7 +2,8 @@
 retraining changed).
 
 Both read the registry through a View and train nothing; they write nothing but the page
-`--html` names (`--json` prints to stdout). Heavy imports stay inside the commands.
+`--html` names (`--json` prints to stdout) and, with `--log`, that page as an artifact of the
+version's MLflow run. Heavy imports stay inside the commands.
 """
 from __future__ import annotations
 
@@ -13,6 +14,24 @@ from typing import Optional
 import typer
 
 PipelineArg = typer.Argument(..., help="pipeline YAML file, e.g. pipelines/digits.yaml", show_default=False)
+LogOption = typer.Option(False, "--log", help="also log the page under the version's MLflow run (the only write)")
+
+
+def _write_page(view, page: str, html: Path | None, log_to, artifact: str) -> None:
+    """The page to the file `--html` names and, with `--log` (`log_to`: the record of the version
+    whose run gets it), to that run as `artifact` (`diagnose/digit-test.html`)."""
+    if html is not None:
+        html.write_text(page)
+        typer.echo(f"page: {html}", err=True)
+    if log_to is not None:
+        from moe_pipeline.registry.scratch import scratch_dir
+        from moe_pipeline.registry.writes import Registry
+
+        folder, name = artifact.rsplit("/", 1)
+        with scratch_dir("page") as scratch:
+            (scratch / name).write_text(page)
+            Registry.over(view.registry).log_files(log_to.run_id, [scratch / name], folder)
+        typer.echo(f"logged: runs:/{log_to.run_id}/{artifact}", err=True)
 
 
 def diagnose(
@@ -25,6 +44,7 @@ def diagnose(
                                         show_default=False),
     retrain: bool = typer.Option(False, "--retrain", help="also retrain the reader in memory with each upstream "
                                  "perfect (nothing registered): what it could learn from a perfect upstream"),
+    log: bool = LogOption,
 ) -> None:
     """Trace a reading expert's errors to the upstream experts wrong on the same rows, and rank
     them by oracle gain (its metric if that upstream were perfect) per second of their training."""
@@ -44,11 +64,14 @@ def diagnose(
         names = [n for n in g.order(view.graph) if not list(view.graph.successors(n))
                  and list(g.upstream(view.graph, n))]
     results = [diagnose_expert(view, name, split, retrain) for name in names]
-    if html is not None:
+    if html is not None or log:
         from moe_pipeline.inspect.findings_page import diagnosis_html
 
-        html.write_text(diagnosis_html(results, f"{view.pipeline.name}: which expert to fix first ({split} split)"))
-        typer.echo(f"page: {html}", err=True)
+        page = diagnosis_html(results, f"{view.pipeline.name}: which expert to fix first ({split} split)")
+        # with --log each reader's own version run gets the page (it holds every reader diagnosed)
+        logged = [view.record(r.expert, r.version) for r in results] if log else [None]
+        for k, record in enumerate(logged):
+            _write_page(view, page, html if k == 0 else None, record, f"diagnose/{split}.html")
     if as_json:
         typer.echo(json.dumps({"pipeline": view.pipeline.name, "split": split,
                                "experts": [r.as_dict() for r in results]}, indent=2, default=float))
@@ -66,6 +89,7 @@ def diff(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     html: Optional[Path] = typer.Option(None, "--html", help="also write the comparison as a page to this .html file",
                                         show_default=False),
+    log: bool = LogOption,
 ) -> None:
     """What a retraining changed: record differences, metric deltas with a paired test of
     significance, prediction churn and the rows that flipped, on val and test."""
@@ -78,11 +102,12 @@ def diff(
 
     view = View(load_pipeline(pipeline))
     result = diff_versions(view, expert, version_a, version_b)
-    if html is not None:
+    if html is not None or log:
         from moe_pipeline.inspect.findings_page import diff_html
 
-        html.write_text(diff_html(result, f"{view.pipeline.name}.{expert}: v{result.version_a} -> v{result.version_b}"))
-        typer.echo(f"page: {html}", err=True)
+        page = diff_html(result, f"{view.pipeline.name}.{expert}: v{result.version_a} -> v{result.version_b}")
+        _write_page(view, page, html, view.record(expert, result.version_b) if log else None,
+                    f"diff/v{result.version_a}-v{result.version_b}.html")
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=2, default=float))
         return

@@ -119,10 +119,12 @@ def top_eigen_matrix_free(model: nn.Module, x: torch.Tensor, k: int, tol: float 
 
 
 def compute(model: nn.Module, x: torch.Tensor, k: int = 8, dense_limit: int = DENSE_LIMIT,
-            chunk: int = 512) -> AGOPResult:
+            chunk: int = 512, per_class: bool = True) -> AGOPResult:
+    """The top k eigenpairs and the diagonal; dense (every eigenvalue, and with `per_class` the
+    per-output parts) up to `dense_limit` features, matrix-free beyond."""
     d = x[0].numel()
     if d <= dense_limit:
-        matrix, parts = agop(model, x, chunk, per_class=True)
+        matrix, parts = agop(model, x, chunk, per_class=True) if per_class else (agop(model, x, chunk), None)
         values, vectors = torch.linalg.eigh(matrix)
         order = values.argsort(descending=True)[:k]
         return AGOPResult(matrix.diagonal().clone(), values[order], vectors[:, order], matrix, parts, len(x),

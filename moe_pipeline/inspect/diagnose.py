@@ -92,6 +92,10 @@ class Diagnosis:
             retrained = (f"; {self.change(u.retrained_gain)} with {self.expert} retrained on it perfect"
                          if u.retrained_gain is not None else "")
             out.append(f"  {u.expert}: {self.change(u.gain)} if perfect{blame}{cost}{retrained}")
+            if u.gain < 0 and u.retrained_gain is None:
+                # a reader fitted to an uncertain upstream's probabilities can misread confident ones
+                out.append(f"    (below today's: {self.expert} learned {u.expert}'s own probabilities; --retrain "
+                           f"measures {self.expert} retrained on a perfect {u.expert})")
         for u in self.upstream:
             if u.gain is None:
                 out.append(f"  {u.expert}: n/a ({u.not_applicable})")

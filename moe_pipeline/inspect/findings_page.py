@@ -11,6 +11,7 @@ import html
 import torch
 
 from moe_pipeline.inspect import plots
+from moe_pipeline.inspect.diff import FLIPPED_SHOWN
 from moe_pipeline.inspect.page import STYLE, drawn, table
 
 
@@ -66,17 +67,52 @@ def diff_html(result, title: str) -> str:
              "right → wrong": len(s.right_to_wrong), "wrong → right": len(s.wrong_to_right)} for s in result.splits]
     figures = "".join(drawn(lambda path, s=s: plots.heatmap(
         torch.tensor(s.confusion_delta), path, f"{s.split}: confusion v{result.version_b} minus v{result.version_a}",
-        s.classes, signed=True)) for s in result.splits if s.confusion_delta)
+        s.classes, signed=True, colorbar=f"rows, v{result.version_b} minus v{result.version_a}")) for s in result.splits if s.confusion_delta)
     features = ""
     if result.features is not None:
         moved = [{"feature": name, "share of the AGOP trace": f"{100 * change:+.1f} pt"}
                  for name, change in [*result.features["gained"], *result.features["lost"]]]
         features = (f"<h2>Features used</h2><p>Cosine of the two versions' AGOP diagonals on the same training rows: "
-                    f"<b>{result.features['cosine']:.3f}</b> (1: the same features in the same proportions).</p>"
+                    f"<b>{result.features['cosine']:.3f}</b> (1: the same features in the same proportions). "
+                    f"Overlap of their top-{result.features['rank']} AGOP eigenspaces (the larger effective rank): "
+                    f"<b>{result.features['overlap']:.3f}</b> (1: the same feature directions, 0: none shared).</p>"
                     + table(moved))
     body = (f"<h2>What the records say changed</h2><ul>{record}</ul><h2>Behaviour</h2>{table(rows)}"
             "<p class='how'>McNemar's exact test on the rows one version got right and the other wrong "
             "(classification), or a seeded paired bootstrap of the R² change (regression). In the matrices rows are "
             "true classes, columns predictions; red: more rows there in the new version, blue: fewer.</p>"
-            f"{figures}{features}")
+            f"{figures}{_flipped(result)}{features}")
     return _page(title, body)
+
+
+SHOWN_COLUMNS = 12  # input columns of a flipped row shown in its table (the first ones)
+
+
+def _flipped(result) -> str:
+    """The test rows that flipped, as images where the expert reads an image, else their values."""
+    if not result.flipped:
+        return ""
+    head = (f"<h2>Rows that flipped (test)</h2><p class='how'>The first {FLIPPED_SHOWN} test rows of each direction "
+            f"(right → wrong, wrong → right), with their inputs as v{result.version_b} reads them.</p>")
+    inputs = result.flipped_inputs
+    titles = [f"row {f.row}: true {f.truth}, v{result.version_a} {f.before}, v{result.version_b} {f.after}"
+              for f in result.flipped]
+    if inputs is not None and inputs.dim() == 4:  # (n, C, H, W): channels averaged for display
+        grid = [image.double().mean(0) for image in inputs]
+        parts = ""
+        for direction in ("right -> wrong", "wrong -> right"):
+            chosen = [k for k, f in enumerate(result.flipped) if f.direction == direction]
+            if chosen:
+                parts += drawn(lambda path, chosen=chosen, direction=direction: plots.image_grid(
+                    [grid[k] for k in chosen], [titles[k] for k in chosen], path,
+                    f"{result.expert}: test rows {direction.replace('->', 'to')} (v{result.version_a} to "
+                    f"v{result.version_b})", cmap="gray", cols=4, colorbar="pixel value"))
+        return head + parts
+    names = result.input_names[:SHOWN_COLUMNS]
+    rows = [{"direction": f.direction.replace("->", "→"), "row": f.row, "true": f.truth, f"v{result.version_a}": f.before,
+             f"v{result.version_b}": f.after,
+             **({name: float(v) for name, v in zip(names, inputs[k].flatten().tolist())} if inputs is not None else {})}
+            for k, f in enumerate(result.flipped)]
+    more = len(result.input_names) - len(names)
+    note = f"<p class='how'>The first {len(names)} of {len(result.input_names)} input columns.</p>" if more > 0 else ""
+    return head + table(rows) + note

@@ -18,9 +18,10 @@ def _plt():
 
 
 def heatmap(matrix: torch.Tensor, path: Path, title: str, labels: Sequence[str] | None = None, fmt: str = "d",
-            signed: bool = False) -> Path:
+            signed: bool = False, colorbar: str = "rows") -> Path:
     """A confusion matrix (rows true, columns predicted) with its numbers in the cells; `signed`: a
-    change of counts, on a diverging scale centred at 0 (red more, blue fewer)."""
+    change of counts, on a diverging scale centred at 0 (red more, blue fewer). `colorbar`
+    names what the colour counts."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(1.0 + 0.45 * matrix.shape[1], 4.2), max(0.8 + 0.45 * matrix.shape[0], 3.4)))
     limit = float(matrix.abs().max()) or 1.0
@@ -38,7 +39,7 @@ def heatmap(matrix: torch.Tensor, path: Path, title: str, labels: Sequence[str] 
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.colorbar(im, ax=ax, fraction=0.046).set_label(colorbar)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

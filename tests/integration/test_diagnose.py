@@ -95,3 +95,113 @@ def test_diagnose_counts_provenance_and_oracle_gain_as_a_hand_recount_does(tiny:
     assert store_bytes(registry_uri) == before  # the page is the only thing written
     assert page.count("<img") == 2 and "rows with every upstream right: " in page
     assert f"{findings['has_loop']['gain'] * 100:+.1f} pt" in page and "reads is_even.embedding" in page
+
+
+BITS = '''
+import torch
+
+
+def make():
+    """Three independent bits, each decided by its own four features; `code` is a + 2b + 4c."""
+    g = torch.Generator().manual_seed(0)
+    n = 3000
+    fields, code = {}, torch.zeros(n, dtype=torch.long)
+    for k, name in enumerate("abc"):
+        x = torch.randn(n, 4, generator=g)
+        fields[name] = x
+        fields[f"{name}_bit"] = ((x[:, 0] + x[:, 1] - x[:, 2]) > 0).long()
+        code += fields[f"{name}_bit"] << k
+    fields["code"] = code
+    return fields
+'''
+
+PLANTED = """
+name: planted
+seed: 0
+sources:
+  s: {loader: "MOD:make", fields: [a, b, c, a_bit, b_bit, c_bit, code], split: {val: 0.2, test: 0.2}}
+experts:
+  bit_a:
+    inputs: [s.a]
+    target: s.a_bit
+    model: {kind: mlp, hidden: [16]}
+    train: {epochs: 30, batch_size: 64, lr: 1.0e-2, patience: null}
+  bit_b:  # the planted weak one: one epoch at a tenth of the others' learning rate
+    inputs: [s.b]
+    target: s.b_bit
+    model: {kind: mlp, hidden: [16]}
+    train: {epochs: 1, batch_size: 64, lr: 1.0e-3, patience: null}
+  bit_c:
+    inputs: [s.c]
+    target: s.c_bit
+    model: {kind: mlp, hidden: [16]}
+    train: {epochs: 30, batch_size: 64, lr: 1.0e-2, patience: null}
+  code:
+    inputs: [bit_a.probs, bit_b.probs, bit_c.probs]
+    target: s.code
+    model: {kind: mlp, hidden: [32]}
+    train: {epochs: 60, batch_size: 64, lr: 1.0e-2, patience: null}
+"""
+
+
+def test_a_planted_weak_upstream_is_ranked_first_and_its_numbers_match_a_loop_over_rows(
+        tmp_path: Path, monkeypatch, registry_uri: str, request, capsys):
+    """Of three upstream experts, one is trained too briefly: `diagnose` ranks it first, with the
+    largest oracle gain and the largest share of the reader's errors; every number is recounted
+    in plain Python, one row at a time."""
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.pipeline.loader import load_pipeline
+    from tests.conftest import unique_module
+
+    module = unique_module("bits", request, tmp_path, monkeypatch, BITS)
+    path = tmp_path / "planted.yaml"
+    path.write_text(PLANTED.replace("MOD", module))
+    assert cli("run", path, "--quiet") == 0
+    capsys.readouterr()
+    assert cli("diagnose", path, "--json") == 0
+    (code,) = json.loads(capsys.readouterr().out)["experts"]
+    found = {u["expert"]: u for u in code["upstream"]}
+    assert code["fix_first"][0] == "bit_b"
+    assert found["bit_b"]["gain"] > max(found["bit_a"]["gain"], found["bit_c"]["gain"])
+    assert found["bit_b"]["wrong_on_reader_errors"] > max(found["bit_a"]["wrong_on_reader_errors"],
+                                                          found["bit_c"]["wrong_on_reader_errors"])
+
+    # the brute-force reference: each test row on its own, as Python lists
+    view = View(load_pipeline(path))
+    model, _ = view.load_model(view.record("code"))
+    source = view.store.source("s")
+    rows = source.splits["test"].tolist()
+    truth = {name: source.fields[f"{name[-1]}_bit"].tolist() for name in ("bit_a", "bit_b", "bit_c")}
+    probs = {name: view.load_outputs(view.record(name))["test"]["probs"].tolist() for name in truth}
+    labels = source.fields["code"].tolist()
+
+    def answer(columns: list[float]) -> int:
+        with torch.no_grad():
+            scores = model(torch.tensor([columns]))[0].tolist()
+        return scores.index(max(scores))
+
+    right = {"actual": 0, **{name: 0 for name in truth}}
+    reader_errors, blamed = 0, {name: 0 for name in truth}
+    for k, row in enumerate(rows):
+        inputs = {name: probs[name][k] for name in truth}
+        guess = answer(inputs["bit_a"] + inputs["bit_b"] + inputs["bit_c"])
+        right["actual"] += guess == labels[row]
+        if guess != labels[row]:
+            reader_errors += 1
+            for name in truth:
+                blamed[name] += max(range(2), key=lambda c: inputs[name][c]) != truth[name][row]
+        for name in truth:  # this upstream replaced by a perfect one: its true answer, one-hot
+            perfect = dict(inputs, **{name: [1.0 - truth[name][row], float(truth[name][row])]})
+            right[name] += answer(perfect["bit_a"] + perfect["bit_b"] + perfect["bit_c"]) == labels[row]
+    assert code["errors"] == reader_errors and abs(code["metric"] - right["actual"] / len(rows)) < 1e-12
+    for name in truth:
+        assert found[name]["wrong_on_reader_errors"] == blamed[name]
+        assert abs(found[name]["oracle_metric"] - right[name] / len(rows)) < 1e-12
+        assert abs(found[name]["gain"] - (right[name] - right["actual"]) / len(rows)) < 1e-12
+
+    # --log: the page under the reader's version run, and nothing else written
+    from mlflow.tracking import MlflowClient
+
+    assert cli("diagnose", path, "--log") == 0
+    client = MlflowClient(registry_uri, registry_uri)
+    assert [f.path for f in client.list_artifacts(view.record("code").run_id, "diagnose")] == ["diagnose/test.html"]
