@@ -95,7 +95,7 @@ def _flipped(result) -> str:
     head = (f"<h2>Rows that flipped (test)</h2><p class='how'>The first {FLIPPED_SHOWN} test rows of each direction "
             f"(right → wrong, wrong → right), with their inputs as v{result.version_b} reads them.</p>")
     inputs = result.flipped_inputs
-    titles = [f"row {f.row}: true {f.truth}, v{result.version_a} {f.before}, v{result.version_b} {f.after}"
+    titles = [f"row {f.row}, true {f.truth}\nv{result.version_a} {f.before} → v{result.version_b} {f.after}"
               for f in result.flipped]
     if inputs is not None and inputs.dim() == 4:  # (n, C, H, W): channels averaged for display
         grid = [image.double().mean(0) for image in inputs]
