@@ -8,6 +8,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+QUOTED = 60  # characters of a value from a data file that a message shows
+
+
+def quoted(value: object, limit: int = QUOTED) -> str:
+    """A value from a data file as a message shows it: repr'd, and cut to its first `limit`
+    characters with its length when longer (a 200,000-character cell stays one readable line)."""
+    text = str(value)
+    if len(text) <= limit:
+        return repr(value)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a pipeline file, located as FILE:LINE:COL."""

@@ -7,6 +7,7 @@ Must not import torch or mlflow.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -77,16 +78,27 @@ class StatCache:
         target = folder / f"{key}.json"
         if target.exists():
             return
-        folder.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entries, separators=(",", ":")))
-        os.replace(tmp, target)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(entries, separators=(",", ":")))
+            os.replace(tmp, target)
+        except OSError:  # as `save`: only the cache is lost (a changed file's reason names the folder)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
     def save(self) -> None:
+        """Write the cache (atomically). A folder that cannot be written (read-only, full) costs
+        only the cache: the next `status` hashes again."""
         if not self._dirty or self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self._entries, sort_keys=True))
-        os.replace(tmp, self.path)  # atomic: a concurrent reader sees the old or the new file, never half
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self._entries, sort_keys=True))
+            os.replace(tmp, self.path)  # atomic: a concurrent reader sees the old or the new file, never half
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            return
         self._dirty = False

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from moe_pipeline.errors import DataError
+from moe_pipeline.errors import DataError, quoted
 from moe_pipeline.pipeline.columns import Group, groups_of
 
 def read_csv(source: Any, path: Path) -> tuple[list[Group], dict[str, Any]]:
@@ -43,8 +43,9 @@ def read_csv(source: Any, path: Path) -> tuple[list[Group], dict[str, Any]]:
     first_line = raw.decode("utf-8-sig").split("\n", 1)[0]
     header = next(csv.reader(io.StringIO(first_line), delimiter=source.delimiter))
     if len(header) < 2:
-        raise DataError(f"{path}: found one column ({header[0][:60]!r}) with delimiter {source.delimiter!r}; "
-                        "set `delimiter:` to the file's separator")
+        # the line itself is not quoted: a path pointing at some other file must not print its content
+        raise DataError(f"{path}: found one column with delimiter {source.delimiter!r} in the first line; is it a "
+                        "table? If so, set `delimiter:` to the file's separator")
     _no_duplicates(header, path)
     groups = groups_of(source, header, path)
     wanted = [c for g in groups for c in g.columns]
@@ -142,7 +143,7 @@ def _numbers(column, name: str, group: Group, path: Path, first_row: int) -> np.
         text = "" if cell is None else str(cell).strip()
         value = _float(text)
         if value is None or not np.isfinite(value):
-            what = "an empty cell" if not text else f"{cell!r}, not a number" if value is None else "NaN or inf"
+            what = "an empty cell" if not text else f"{quoted(cell)}, not a number" if value is None else "NaN or inf"
             raise DataError(f"{path}: {_row(row, first_row)}, column {name!r}: {what}; field '{group.name}' "
                             f"({group.kind}) must hold finite numbers (clean the file, or leave the column "
                             "out of it)")
@@ -171,7 +172,7 @@ def _categorical(column, group: Group, path: Path, first_row: int) -> tuple[np.n
         spelled: dict[float, str] = {}
         for value, number in zip(distinct, numbers):
             if number in spelled:
-                raise DataError(f"{path}: column {name!r} holds {spelled[number]!r} and {value!r}, one number written "
+                raise DataError(f"{path}: column {name!r} holds {quoted(spelled[number])} and {quoted(value)}, one number written "
                                 f"two ways; as classes they would be two: write each class one way")
             spelled[number] = value
         distinct = [d for _, d in sorted(zip(numbers, distinct))]
@@ -194,7 +195,7 @@ def _no_duplicates(header: list[str], path: Path) -> None:
     seen: dict[str, int] = {}
     for number, name in enumerate(header, start=1):
         if name in seen:
-            raise DataError(f"{path}: the header names column {name!r} twice (columns {seen[name]} and {number}); "
+            raise DataError(f"{path}: the header names column {quoted(name)} twice (columns {seen[name]} and {number}); "
                             "rename one: a table's columns are found by name")
         seen[name] = number
 

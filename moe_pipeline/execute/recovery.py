@@ -36,13 +36,29 @@ def recover_dead_runs(view: View, registry: Registry) -> list[str]:
 def fail_runs_of_expired_leases(view: View, registry: Registry, lease, notify: Callable[[str], None]) -> None:
     """Runs that held a lease which expired before `lease` was taken died (or hung): FAILED, and
     the versions they registered that never became current deleted."""
+    for holder in lease.reaped:
+        _fail_runs_of(view, registry, lease.expert, holder, notify)
+
+
+def delete_dead_leases(view: View, registry: Registry, notify: Callable[[str], None]) -> None:
+    """The leases of any of the pipeline's experts whose holder died (a process of this host that
+    is gone, or an expiry nobody renewed): their runs FAILED, their never-current versions
+    deleted, the lease itself deleted; not left until the next run that trains that expert."""
+    from moe_pipeline.registry.lease import dead_leases, delete_lease
+
+    for expert, holder in dead_leases(registry, view.pipeline.experts):
+        _fail_runs_of(view, registry, expert, holder, notify)
+        delete_lease(registry, holder.name)
+        notify(f"{expert}: deleted the lease {holder.name} of {holder.describe()} (its holder is gone)")
+
+
+def _fail_runs_of(view: View, registry: Registry, expert_name: str, holder, notify: Callable[[str], None]) -> None:
     from moe_pipeline.registry.lease import TOKEN
 
-    for holder in lease.reaped:
-        for run_id in registry.running_runs_tagged(TOKEN, holder.token):
-            registry.finish_run(run_id, "FAILED")
-            notify(f"{lease.expert}: marked run {run_id} of {holder.describe()} FAILED (its lease expired)")
-            snap = view.snapshot(refresh=True)
-            for expert, version in registry.versions_of_run(run_id):
-                if expert not in snap or snap[expert].current != version:
-                    registry.delete_version(expert, version)
+    for run_id in registry.running_runs_tagged(TOKEN, holder.token):
+        registry.finish_run(run_id, "FAILED")
+        notify(f"{expert_name}: marked run {run_id} of {holder.describe()} FAILED (its lease expired)")
+        snap = view.snapshot(refresh=True)
+        for expert, version in registry.versions_of_run(run_id):
+            if expert not in snap or snap[expert].current != version:
+                registry.delete_version(expert, version)

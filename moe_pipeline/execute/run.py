@@ -50,7 +50,9 @@ class Run:
 
     def recover(self) -> list[str]:
         """What killed runs left, put right (see `recovery`); one line per thing done."""
-        return recovery.recover_dead_runs(self.view, self.registry)
+        done = recovery.recover_dead_runs(self.view, self.registry)
+        recovery.delete_dead_leases(self.view, self.registry, self.notify)
+        return done
 
     def plan(self, names: list[str], downstream: str | None = None, force: bool = False) -> planner.Plan:
         """The plan on the registry as it is now, every current artifact verified (a damaged one
@@ -94,8 +96,9 @@ class Run:
         from moe_pipeline.registry.lease import Lease
 
         expert = str(step.expert)
-        lease = Lease(self.registry, expert)  # its time to live: MOE_LEASE_TTL
-        try:
+        # its time to live: MOE_LEASE_TTL; given back on leaving, where a failure to give it back
+        # never hides the error that ended the step (see Lease.__exit__)
+        with Lease(self.registry, expert) as lease:
             lease.acquire(self.wait, lambda holder: self.notify(
                 f"{expert}: being trained by {holder.describe()}; waiting for it (up to {self.wait:.0f} s)"))
             recovery.fail_runs_of_expired_leases(self.view, self.registry, lease, self.notify)
@@ -105,8 +108,6 @@ class Run:
                 return Outcome(expert, "unchanged", now.version, now.metric_name, now.val_metric, 0.0, 0.0,
                                f"trained by another run: v{now.version}")
             return self._decide(step, lease, bar)
-        finally:
-            lease.release()
 
     def _decide(self, step: planner.Step, lease, bar) -> Outcome:
         """Train, or first re-evaluate: the upstream has trained by now, so decide on the state as it is."""

@@ -53,7 +53,7 @@ class View:
         self.loaded = loaded
         self.pipeline = loaded.pipeline
         self.graph = g.expert_graph(self.pipeline)
-        root = project_root(loaded.path)
+        root = self.project_root = project_root(loaded.path)
         self.store = DataStore(self.pipeline, root, StatCache(root / ".moe-cache" / "stat-cache.json"), loaded.where)
         self.registry = RegistryReader(tracking_uri or resolve_tracking_uri(self.pipeline, loaded.path), self.pipeline.name)
         self._snapshot: dict[str, ExpertVersions] | None = None
@@ -216,7 +216,8 @@ class View:
         from moe_pipeline.training.rebuild import load_version_model
 
         saved = VersionSpec.read(self.artifact(record, SPEC))
-        return load_version_model(saved, self.artifact(record, WEIGHTS)), saved
+        named = frozenset(e.model.cls for e in self.pipeline.experts.values() if e.model.kind == "custom")
+        return load_version_model(saved, self.artifact(record, WEIGHTS), self.project_root, named), saved
 
     def expert_data(self, expert: str, upstream_versions: dict[str, int] | None = None):
         """Inputs and target of one expert; upstream inputs come from stored outputs.

@@ -229,6 +229,8 @@ def _schema_problem(err: dict, positions: dict, filename: str) -> Problem:
     if kind == "missing":
         return Problem(filename, line, col, _dotted(found), f"missing required key '{loc[-1]}'")
     message = constraint_message(kind, err.get("ctx") or {}) or err["msg"]
+    if kind == "value_error" and "error" in (err.get("ctx") or {}):  # our validators' own words, without pydantic's prefix
+        message = str(err["ctx"]["error"])
     if kind == "union_tag_invalid":
         ctx = {k: str(v).strip("'") for k, v in err["ctx"].items()}
         return Problem(filename, line, col, _dotted(found),

@@ -57,6 +57,9 @@ class DigitsSource(Strict):
         return ("image", "label")
 
 
+MAX_PLANTED_CELLS = 500_000_000  # rows x columns of a synthetic source (2 GiB as float32)
+
+
 class PlantedSource(Strict):
     """Seeded synthetic data whose target depends only on the `informative` coordinates.
 
@@ -72,6 +75,13 @@ class PlantedSource(Strict):
     noise: float = Field(0.0, ge=0.0)
     seed: Seed = 0
     split: Split = Split()
+
+    @model_validator(mode="after")
+    def _fits(self) -> "PlantedSource":
+        if self.n * self.d > MAX_PLANTED_CELLS:
+            raise ValueError(f"{self.n} rows x {self.d} columns is {self.n * self.d:,} values; a planted source "
+                             f"holds at most {MAX_PLANTED_CELLS:,} ({MAX_PLANTED_CELLS * 4 / 2**30:.0f} GiB as float32)")
+        return self
 
     @field_validator("informative")
     @classmethod
@@ -294,6 +304,17 @@ class ExpertSpec(Strict):
     train: TrainSpec = TrainSpec()
     cutoff: CutoffSpec | Literal["off"] = CutoffSpec()
     resources: ResourcesSpec | None = None
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, value: list[str] | None) -> list[str] | None:
+        # two classes of one name would make one column of the predictions' table hide the other
+        seen: set[str] = set()
+        for name in value or ():
+            if name in seen:
+                raise ValueError(f"{name!r} is listed twice; each class needs its own name")
+            seen.add(name)
+        return value
 
     @property
     def target_field(self) -> str:

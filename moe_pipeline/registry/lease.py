@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from moe_pipeline.errors import RegistryError
+from moe_pipeline.registry.reader import _short
 from moe_pipeline.registry.scratch import pid_alive
 
 PREFIX = "moe-lease."
@@ -73,17 +74,7 @@ class Lease:
 
     def holders(self) -> list[Holder]:
         """Every generation of this expert's lease in the registry, lowest first."""
-        escaped = self.base.replace("'", "''")
-        found = []
-        for model in self.registry._pages("search leases", self.registry.client.search_registered_models,
-                                          f"name LIKE '{escaped}%'", 1000):
-            suffix = model.name[len(self.base):]
-            if not model.name.startswith(self.base) or not suffix.isdigit():  # LIKE's `_` matches any character
-                continue
-            tags = dict(model.tags or {})
-            found.append(Holder(model.name, int(suffix), tags.get(TOKEN, ""), tags.get("moe.lease.host", ""),
-                                int(tags.get("moe.lease.pid", "0") or 0), float(tags.get("moe.lease.expires", "0") or 0)))
-        return sorted(found, key=lambda h: h.generation)
+        return [holder for head, holder in _search(self.registry, self.base) if head == ""]
 
     # ------------------------------------------------------------ taking and giving back
 
@@ -111,7 +102,7 @@ class Lease:
                     # read says "does not exist" instead (a real race, seen with four runs on sqlite).
                     if str(exc.error_code) in {"RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"}:
                         continue
-                    raise RegistryError(f"cannot take the lease of '{self.expert}': {exc}") from None
+                    raise RegistryError(f"cannot take the lease of '{self.expert}': {_short(exc)}") from None
                 self.held = name
                 self.reaped = holders
                 for old in holders:  # expired generations: nobody renews them any more
@@ -150,8 +141,14 @@ class Lease:
     def __enter__(self) -> "Lease":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.release()
+    def __exit__(self, kind, value, traceback) -> None:
+        try:
+            self.release()
+        except RegistryError:
+            # Leaving on an error (a full disk, a registry gone): that error is the one to report.
+            # The lease left behind expires unrenewed, and the next run deletes it.
+            if kind is None:
+                raise
 
     # ------------------------------------------------------------ internals
 
@@ -160,14 +157,7 @@ class Lease:
                 "moe.lease.pid": str(os.getpid()), "moe.lease.expires": f"{now + self.ttl:.3f}"}
 
     def _delete(self, name: str) -> None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self.registry.requests += 1
-            self.registry.client.delete_registered_model(name)
-        except MlflowException as exc:
-            if "RESOURCE_DOES_NOT_EXIST" not in str(exc.error_code):  # someone reaped it first: fine
-                raise RegistryError(f"cannot delete lease {name}: {exc}") from None
+        delete_lease(self.registry, name)
 
     def _start_renewing(self) -> None:
         """Push the expiry forward every ttl/3 from a thread with its own client (training holds the GIL
@@ -187,3 +177,40 @@ class Lease:
 
         self._renewer = threading.Thread(target=renew, name=f"lease-{self.expert}", daemon=True)
         self._renewer.start()
+
+
+def _search(registry, base: str) -> list[tuple[str, Holder]]:
+    """The leases whose names start with `base`, lowest generation first, each with what stands
+    between `base` and its generation: "" under an expert's base, the expert under a pipeline's."""
+    escaped = base.replace("'", "''")
+    found = []
+    for model in registry._pages("search leases", registry.client.search_registered_models,
+                                 f"name LIKE '{escaped}%'", 1000):
+        head, _, suffix = model.name[len(base):].rpartition(".")
+        if not model.name.startswith(base) or not suffix.isdigit():  # LIKE's `_` matches any character
+            continue
+        tags = dict(model.tags or {})
+        found.append((head, Holder(model.name, int(suffix), tags.get(TOKEN, ""), tags.get("moe.lease.host", ""),
+                                   int(tags.get("moe.lease.pid", "0") or 0),
+                                   float(tags.get("moe.lease.expires", "0") or 0))))
+    return sorted(found, key=lambda found: found[1].generation)
+
+
+def dead_leases(registry, experts) -> list[tuple[str, Holder]]:
+    """(expert, holder) of every lease of these experts whose holder is gone or stopped renewing:
+    one search for the whole pipeline."""
+    now, known = time.time(), set(experts)
+    return [(expert, holder) for expert, holder in _search(registry, f"{PREFIX}{registry.model_name('')}")
+            if expert in known and holder.expired(now)]
+
+
+def delete_lease(registry, name: str) -> None:
+    """A hard delete (the name is free again); one that another run deleted first is fine."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registry.requests += 1
+        registry.client.delete_registered_model(name)
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" not in str(exc.error_code):  # someone reaped it first: fine
+            raise RegistryError(f"cannot delete lease {name}: {_short(exc)}") from None

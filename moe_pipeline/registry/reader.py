@@ -91,10 +91,11 @@ class RegistryReader:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own output says what happens
         import logging
 
-        from filelock import FileLock
-
         for noisy in ("mlflow", "alembic"):  # migrations log at INFO; our tables say what happened
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # MLflow's SQL store logs every database error it re-raises, traceback and all; we turn the
+        # re-raised one into one message (a read-only or full registry would print pages of it)
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
         path = sqlite_path(self.tracking_uri)
         lock: contextlib.AbstractContextManager = contextlib.nullcontext()
@@ -104,7 +105,7 @@ class RegistryReader:
             except OSError as exc:
                 raise RegistryError(f"cannot create the registry folder {path.parent}: {exc.strerror}") from None
             # MLflow migrates a new sqlite store on first use; two processes doing that at once race.
-            lock = FileLock(str(path) + ".lock", timeout=120)
+            lock = _creation_lock(path)
         # importing mlflow, and the first request, which imports its SQL store and opens it
         with long_lived():
             from mlflow.tracking import MlflowClient
@@ -265,6 +266,26 @@ def _artifact_problem(path: Path, artifact: str, expected: str | None) -> str | 
     return None
 
 
+def _creation_lock(path: Path):
+    """The lock under which a new sqlite store is created and migrated. A folder this process
+    cannot write holds a store nobody creates here (a read-only registry): no lock, and the
+    store's own errors say what cannot be done."""
+    from filelock import FileLock
+
+    if not os.access(path.parent, os.W_OK):
+        if path.exists():
+            return contextlib.nullcontext()
+        raise RegistryError(f"cannot create the registry {path}: its folder {path.parent} is not writable")
+    return FileLock(str(path) + ".lock", timeout=120)
+
+
 def _short(exc: Exception) -> str:
+    """An MLflow or database error as one line, with what it means where the cause is known."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if len(text) < 300 else text[:297] + "..."
+    text = text if len(text) < 300 else text[:297] + "..."
+    if any(word in text for word in ("readonly database", "Read-only file system", "Operation not permitted",
+                                     "Permission denied", "unable to open database file")):
+        text += " (the registry cannot be written from here: a read-only folder or file system?)"
+    elif any(word in text for word in ("database or disk is full", "No space left", "File too large", "disk I/O error")):
+        text += " (writing the registry failed: is its disk full? Free space, then run again; what was half-written is not used)"
+    return text

@@ -169,3 +169,28 @@ def test_a_lease_given_back_between_a_name_clash_and_mlflows_read_of_it_is_looke
     finally:
         lease.release()
     assert other.search_registered_models(f"name LIKE '{lease.base}%'") == []
+
+
+def test_a_dead_lease_of_an_expert_this_run_does_not_train_is_deleted_and_its_run_failed(tiny: Path, registry_uri: str,
+                                                                                        capsys):
+    """A run killed while it held is_even's lease, then a run that trains only has_loop: the dead
+    lease is deleted (not left until is_even trains again) and its run marked FAILED."""
+    assert cli("run", tiny, "--quiet", "has_loop") == 0  # creates the store and the experiment
+    client = MlflowClient(registry_uri, registry_uri)
+    experiment = client.get_experiment_by_name("tiny")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid of this host that no longer runs
+    dead = client.create_run(experiment.experiment_id, tags={"moe.expert": "is_even", "moe.lease.token": "killed"})
+    client.create_registered_model("moe-lease.tiny.is_even.3", tags={
+        "moe.lease": "is_even", "moe.lease.token": "killed", "moe.lease.host": __import__("socket").gethostname(),
+        "moe.lease.pid": str(gone.pid), "moe.lease.expires": f"{time.time() + 3600:.3f}"})
+    live = client.create_registered_model("moe-lease.tiny.digit.1", tags={  # a live holder's lease stays
+        "moe.lease": "digit", "moe.lease.token": "alive", "moe.lease.host": __import__("socket").gethostname(),
+        "moe.lease.pid": str(os.getpid()), "moe.lease.expires": f"{time.time() + 3600:.3f}"})
+
+    capsys.readouterr()
+    assert cli("run", tiny, "--quiet", "has_loop", "--force") == 0
+    err = capsys.readouterr().err
+    assert client.get_run(dead.info.run_id).info.status == "FAILED"
+    assert "deleted the lease moe-lease.tiny.is_even.3 of a run on" in err
+    assert [m.name for m in client.search_registered_models("name LIKE 'moe-lease.%'")] == [live.name]

@@ -53,6 +53,11 @@ CASES = {  # name -> (file bytes, LINE:COL or None, a fragment of the message)
     "recursive alias": (b"name: x\ndescription: &r [*r]\n", None, "recursive alias"),
     "5,000-digit integer": (_demo("seed: 0", "seed: " + "7" * 5000), None, "seed: a number of 5000 digits"),
     "sexagesimal epochs": (_demo("epochs: 15", "epochs: 1:30"), None, "epochs: must be a whole number (got '1:30')"),
+    "planted source of 10^7 x 10^5": (b"name: x\nsources:\n  p: {loader: synthetic.planted, n: 10000000, d: 100000}\n"
+                                      b"experts:\n  e: {inputs: [p.x], target: p.y}\n", None,
+                                      "sources.p: 10000000 rows x 100000 columns"),
+    "a class named twice": (_demo("classes: [odd, even]", "classes: [odd, odd]"), None,
+                            "classes: 'odd' is listed twice"),
     "description 50 kB": (_demo("description: contains", "description: " + "x" * 50_000 + " contains"), None,
                           "description: must have at most 2000 characters"),
 }

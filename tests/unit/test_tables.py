@@ -72,6 +72,25 @@ def test_a_silent_guess_is_an_error_naming_file_row_and_column(tmp_path: Path, t
     assert str(info.value).startswith(f"{path}: ") and fragment in str(info.value), str(info.value)
 
 
+def test_a_huge_cell_is_quoted_by_its_start_and_length_not_whole(tmp_path: Path):
+    """A 200,000-character cell (past the CSV reader's default field limit) is named, row and column,
+    and shown by its first characters: the message stays one readable line."""
+    path = _csv(tmp_path, "a,b,y\n1,2,x\n1," + "z" * 200_000 + ",x\n")
+    with pytest.raises(DataError) as info:
+        read(_source(label="y"), path, "t")
+    message = str(info.value)
+    assert f"{path}: row 3, column 'b': " in message and "(200000 characters)" in message and len(message) < 600
+
+
+def test_a_file_that_is_not_a_table_is_named_without_quoting_its_content(tmp_path: Path):
+    """A path pointing at some other file (a key, a password file) is refused without printing its
+    first line: an error message must not leak a file's content."""
+    path = _csv(tmp_path, "root:secret-hash:0:0\nmore\n")
+    with pytest.raises(DataError) as info:
+        read(_source(label="y"), path, "t")
+    assert "secret" not in str(info.value) and "found one column" in str(info.value)
+
+
 def test_fields_and_the_shorthand_are_one_or_the_other():
     with pytest.raises(ValueError, match="either `fields:`"):
         _source(label="y", fields={"p": {"columns": ["a"]}})
