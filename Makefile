@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lock install-check demo test bench gpu-check postgres browser graphviz clean
+.PHONY: setup lock reliability install-check demo test bench gpu-check postgres browser graphviz clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ $(STAMP): pyproject.toml requirements.lock
 UV_VERSION := 0.13.9
 UV := $(VENV)/uv/bin/uv
 TORCH_CPU := torch==2.13.0+cpu
+
+# The README's reliability table, from the outcomes of the tests marked `reliability`
+reliability: $(STAMP)
+	$(PY) tools/reliability.py
+
 lock:
 	test -x $(UV) || $(PYTHON) -m pip install -q --target $(VENV)/uv uv==$(UV_VERSION)
 	echo '$(TORCH_CPU)' > $(VENV)/torch-override.txt

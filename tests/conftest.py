@@ -243,3 +243,35 @@ def team_server() -> str:
                 os.killpg(server.pid, signal.SIGKILL)
         subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], capture_output=True, timeout=120)
         shutil.rmtree(base, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the README's reliability table
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "reliability(case, tried=1): this test proves a row of the README's "
+                                       "reliability table (tools/reliability.py); `tried`: the cases it runs")
+
+
+_RELIABILITY: list[dict] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """With MOE_RELIABILITY_OUT set, each marked test's outcome is kept for tools/reliability.py."""
+    props = dict(report.user_properties)
+    if "reliability" in props and (report.when == "call" or report.failed):
+        _RELIABILITY.append({"test": report.nodeid, "case": props["reliability"], "tried": props["tried"],
+                             "passed": report.passed and report.when == "call"})
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("reliability")
+    if marker is not None:
+        item.user_properties += [("reliability", marker.args[0]), ("tried", marker.kwargs.get("tried", 1))]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    import os
+
+    out = os.environ.get("MOE_RELIABILITY_OUT")
+    if out:
+        Path(out).write_text(json.dumps(_RELIABILITY, indent=1))

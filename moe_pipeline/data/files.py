@@ -179,6 +179,11 @@ def decode_images(files: list[Path], size: tuple[int, int], mode: str) -> np.nda
 
     height, width = size
     channels = 1 if mode == "L" else 3
+    need = len(files) * channels * height * width * 4
+    if need > max_array_bytes():  # before decoding any: 120 images of 4096x4096 would need 24 GiB
+        raise DataError(f"{files[0].parent.parent}: {len(files)} images of {height}x{width}x{channels} need "
+                        f"{need / 2**30:.1f} GiB as float32, more than half this machine's memory; use fewer or "
+                        "smaller images (`size:`)")
     images = np.empty((len(files), channels, height, width), dtype=np.float32)
     for i, file in enumerate(files):
         try:

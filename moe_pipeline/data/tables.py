@@ -41,7 +41,10 @@ def read_csv(source: Any, path: Path) -> tuple[list[Group], dict[str, Any]]:
         raise DataError(f"{path}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as "
                         "UTF-8") from None
     first_line = raw.decode("utf-8-sig").split("\n", 1)[0]
-    header = next(csv.reader(io.StringIO(first_line), delimiter=source.delimiter))
+    try:
+        header = next(csv.reader(io.StringIO(first_line), delimiter=source.delimiter), [""])
+    except csv.Error as exc:  # e.g. a header cell past the csv module's field size limit
+        raise DataError(f"{path}: line 1 (the header): {exc}") from None
     if len(header) < 2:
         # the line itself is not quoted: a path pointing at some other file must not print its content
         raise DataError(f"{path}: found one column with delimiter {source.delimiter!r} in the first line; is it a "
@@ -63,9 +66,11 @@ def read_csv(source: Any, path: Path) -> tuple[list[Group], dict[str, Any]]:
     except pa.ArrowInvalid:
         try:  # as text, `to_fields` names the first bad cell
             table = parse({c: pa.string() for c in header})
-        except pa.ArrowInvalid:  # a row of another length (or a broken quote): say which, in our words
+        except pa.ArrowInvalid as exc:  # a row of another length (or a broken quote): say which, in our words
             _name_the_bad_row(raw, source.delimiter, len(header), path)
-            raise
+            # where Python's csv reads every row whole but pyarrow does not: pyarrow's reason, without
+            # the row's content it quotes
+            raise DataError(f"{path}: cannot read as CSV: {': '.join(str(exc).split(': ')[:2])}") from None
     if table.num_rows == 0:
         raise DataError(f"{path}: the file has a header but no rows")
     return groups, {c: table.column(c).combine_chunks() for c in wanted}
@@ -201,6 +206,10 @@ def _no_duplicates(header: list[str], path: Path) -> None:
 
 
 def _name_the_bad_row(raw: bytes, delimiter: str, width: int, path: Path) -> None:
-    for number, row in enumerate(csv.reader(io.StringIO(raw.decode("utf-8-sig")), delimiter=delimiter), start=1):
-        if row and len(row) != width:
-            raise DataError(f"{path}: row {number} has {len(row)} cells, the header {width}")
+    rows = csv.reader(io.StringIO(raw.decode("utf-8-sig")), delimiter=delimiter)
+    try:
+        for number, row in enumerate(rows, start=1):
+            if row and len(row) != width:
+                raise DataError(f"{path}: row {number} has {len(row)} cells, the header {width}")
+    except csv.Error as exc:  # a broken quote, a cell past the field size limit
+        raise DataError(f"{path}: line {rows.line_num}: {exc}") from None

@@ -72,6 +72,7 @@ def wait_for(condition, timeout: float = 120.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.reliability("dead leases")
 def test_kill_9_of_a_lease_holder_then_the_next_run_proceeds_and_marks_its_run_failed(tiny: Path, registry_uri: str,
                                                                                        tmp_path: Path, capsys):
     slow = tiny.read_text().replace("epochs: 3,", "epochs: 5000,", 1)  # has_loop trains until killed
@@ -101,6 +102,7 @@ def test_kill_9_of_a_lease_holder_then_the_next_run_proceeds_and_marks_its_run_f
     assert client.search_registered_models("name LIKE 'moe-lease.%'") == []
 
 
+@pytest.mark.reliability("dead leases")
 def test_a_lease_of_another_host_expires_after_its_ttl_and_its_run_is_marked_failed(tiny: Path, registry_uri: str,
                                                                                    tmp_path: Path, capsys):
     """A holder on another machine cannot be asked whether it lives: its lease ends when unrenewed."""
@@ -171,6 +173,7 @@ def test_a_lease_given_back_between_a_name_clash_and_mlflows_read_of_it_is_looke
     assert other.search_registered_models(f"name LIKE '{lease.base}%'") == []
 
 
+@pytest.mark.reliability("dead leases")
 def test_a_dead_lease_of_an_expert_this_run_does_not_train_is_deleted_and_its_run_failed(tiny: Path, registry_uri: str,
                                                                                         capsys):
     """A run killed while it held is_even's lease, then a run that trains only has_loop: the dead

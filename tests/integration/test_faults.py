@@ -84,6 +84,7 @@ def assert_converged(path: Path, registry_uri: str, capsys) -> dict:
     ("before", "set alias"),  # registered, `current` not moved yet
     ("after", "set alias"),  # current moved, run not finished
 ])
+@pytest.mark.reliability("kill -9 in a run")
 def test_kill_9_at_each_phase_of_a_run_then_the_next_run_converges(tiny: Path, registry_uri: str, tmp_path: Path,
                                                                    when: str, what: str, capsys):
     assert killed_run(tmp_path, registry_uri, when, what, "run", tiny, "--quiet", nth=2) == -signal.SIGKILL
@@ -99,6 +100,7 @@ def test_kill_9_at_each_phase_of_a_run_then_the_next_run_converges(tiny: Path, r
     assert sum(r.info.status == "FAILED" for r in runs) == (0 if when == "after" else 1)
 
 
+@pytest.mark.reliability("kill -9 in a cutoff check")
 def test_kill_9_between_a_cutoff_checks_two_writes_never_leaves_a_false_fresh(cut_tiny: Path, registry_uri: str,
                                                                               tmp_path: Path, capsys):
     assert cli("run", cut_tiny) == 0
@@ -118,6 +120,7 @@ def test_kill_9_between_a_cutoff_checks_two_writes_never_leaves_a_false_fresh(cu
     assert experts["digit"]["validated"]["upstream"]["is_even"] == 2
 
 
+@pytest.mark.reliability("signals")
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_during_training_says_what_stopped_and_registers_nothing(tiny: Path, registry_uri: str,
                                                                           tmp_path: Path, sig, code):
@@ -143,6 +146,7 @@ def test_a_signal_during_training_says_what_stopped_and_registers_nothing(tiny: 
     assert list(Path(tempfile.gettempdir()).glob(f"moe-{proc.pid}-*")) == []  # scratch folders removed
 
 
+@pytest.mark.reliability("corrupt artifacts")
 def test_corrupt_or_deleted_artifact_is_stale_integrity_and_run_repairs_it(tiny: Path, registry_uri: str,
                                                                             capsys):
     from moe_pipeline.execute.view import View
@@ -233,6 +237,7 @@ def huge_ids(label):
     ({"target": "{from: digits.label, fn: 'faulty:returns_none'}"}, "returned NoneType"),
     ({"target": "{from: digits.label, fn: 'faulty:huge_ids'}"}, "class ids must be 0..C-1"),
 ])
+@pytest.mark.reliability("failing user code")
 def test_failures_in_user_code_or_training_are_one_message_and_register_nothing(tiny: Path, registry_uri: str,
                                                                                  tmp_path: Path, edit, fragment,
                                                                                  capsys):
@@ -257,6 +262,7 @@ def test_failures_in_user_code_or_training_are_one_message_and_register_nothing(
         assert all(r.info.status == "FAILED" for r in client.search_runs([experiment.experiment_id]))
 
 
+@pytest.mark.reliability("usage errors")
 def test_usage_errors_are_messages_not_tracebacks(tmp_path: Path):
     for args in ([], ["nonsense"], ["run"], ["dag", "-f", "png", "pipelines/digits.yaml"], ["status", "--bogus", "x"]):
         proc = subprocess.run([sys.executable, "-m", "moe_pipeline", *args], cwd=ROOT, capture_output=True, text=True)
@@ -267,6 +273,7 @@ def test_usage_errors_are_messages_not_tracebacks(tmp_path: Path):
     assert version.returncode == 0 and version.stdout.startswith("moe-pipeline ")
 
 
+@pytest.mark.reliability("signals")
 def test_ctrl_c_stops_a_long_inspect_within_a_second_naming_where_it_was(tiny: Path, registry_uri: str,
                                                                          tmp_path: Path):
     """`inspect --opacity` retrains in memory for minutes: Ctrl-C ends it at once, saying which

@@ -47,6 +47,7 @@ def one_message(err: str, fragment: str) -> None:
     assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1, err[-2000:]
 
 
+@pytest.mark.reliability("read-only registry")
 def test_a_read_only_registry_is_read_and_every_write_is_one_clear_error(tiny: Path, registry_uri: str, capsys,
                                                                          tmp_path: Path):
     assert cli("run", tiny, "--quiet") == 0
@@ -76,6 +77,7 @@ def _limited(limit: int, *args: str, env: dict) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.reliability("full disk")
 @pytest.mark.parametrize("full", ["registry database", "version artifacts"])
 def test_a_disk_that_fills_during_a_run_is_one_clear_error_and_the_next_run_converges(tiny: Path, registry_uri: str,
                                                                                       tmp_path: Path, full: str):

@@ -358,6 +358,7 @@ def _assert_clean_failure(path: Path, registry_uri: str, fragment: str, capsys) 
         assert client.get_experiment_by_name("bad") is None  # no empty experiment left behind, so no FAILED run
 
 
+@pytest.mark.reliability("bad data through run")
 @pytest.mark.parametrize("case", sorted(BAD_CSV))
 def test_bad_csv_is_one_clear_error_naming_the_file(case: str, tmp_path: Path, registry_uri: str, capsys):
     content, fragment = BAD_CSV[case]
@@ -400,6 +401,7 @@ def test_a_class_seen_only_outside_train_is_an_error(tmp_path: Path, registry_ur
     ("mode", "mode RGB, expected L"),
     ("unreadable", "cannot read the image"),
 ])
+@pytest.mark.reliability("bad data through run")
 def test_bad_images_name_the_image(case: str, fragment: str, tmp_path: Path, registry_uri: str, capsys):
     from PIL import Image
 

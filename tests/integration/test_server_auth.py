@@ -23,6 +23,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.reliability("server authentication")
 def test_authentication_is_on_beyond_loopback_unless_refused():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("registry.example")
@@ -38,6 +39,7 @@ def test_without_an_admin_password_the_server_refuses_to_start_and_says_why(tmp_
     assert done.returncode == 2 and "set MLFLOW_AUTH_ADMIN_PASSWORD" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.reliability("server authentication")
 def test_an_anonymous_client_is_refused_a_write_and_the_admin_writes(tmp_path: Path):
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient

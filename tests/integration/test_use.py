@@ -68,6 +68,7 @@ def test_predict_on_the_raw_test_split_equals_the_stored_test_outputs(trained: P
     assert np.abs(loop - stored_test_outputs(trained, "has_loop").numpy()).max() <= 1e-6
 
 
+@pytest.mark.reliability("hostile predict inputs")
 def test_a_big_endian_file_predicts_what_the_native_one_does(trained: Path, tmp_path: Path, capsys):
     from moe_pipeline.execute.view import View
     from moe_pipeline.pipeline.loader import load_pipeline
@@ -92,6 +93,7 @@ def test_a_big_endian_file_predicts_what_the_native_one_does(trained: Path, tmp_
     (lambda d: np.save(d / "bad.npy", np.zeros((2, 1, 8, 8), np.complex64)), "would lose its imaginary part"),
     (lambda d: np.save(d / "bad.npy", np.zeros((0, 1, 8, 8), np.float32)), "has 0 rows"),
 ])
+@pytest.mark.reliability("hostile predict inputs")
 def test_a_wrong_input_exits_2_names_the_problem_and_writes_nothing(trained: Path, tmp_path: Path, capsys,
                                                                     make, message):
     make(tmp_path)
@@ -103,6 +105,7 @@ def test_a_wrong_input_exits_2_names_the_problem_and_writes_nothing(trained: Pat
     assert not out.exists()
 
 
+@pytest.mark.reliability("export over a folder")
 def test_export_refuses_while_an_expert_is_stale_unless_allowed(trained: Path, tmp_path: Path, capsys):
     trained.write_text(trained.read_text().replace("lr: 1.0e-2", "lr: 2.0e-2", 1))  # has_loop stale, digit pending
     assert cli("export", trained, "--out", tmp_path / "exp") == 2
@@ -119,6 +122,7 @@ def test_export_refuses_while_an_expert_is_stale_unless_allowed(trained: Path, t
     assert (tmp_path / "mine" / "keep.txt").read_text() == "a user's file"
 
 
+@pytest.mark.reliability("hostile predict inputs")
 def test_the_registered_system_and_each_expert_version_load_as_pyfunc_in_a_fresh_process_and_serve_over_http(
         trained: Path, tmp_path: Path, registry_uri: str, capsys):
     assert cli("export", trained, "--out", tmp_path / "exp", "--register") == 0

@@ -11,6 +11,7 @@ from moe_pipeline.errors import IntegrityError
 from moe_pipeline.training.rebuild import check_code_origin
 
 
+@pytest.mark.reliability("code outside the project")
 def test_a_class_of_the_project_passes_and_one_from_elsewhere_is_refused_unimported(tmp_path: Path, monkeypatch,
                                                                                   request):
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
@@ -35,6 +36,7 @@ def test_a_class_of_the_project_passes_and_one_from_elsewhere_is_refused_unimpor
         check_code_origin("json.decoder:JSONDecoder", project)  # the standard library is not the project's
 
 
+@pytest.mark.reliability("code outside the project")
 def test_the_view_lets_the_pipeline_name_a_class_from_outside(tmp_path: Path):
     """What the pipeline file itself names was chosen by its author: only spec.json is distrusted."""
     from moe_pipeline.training.rebuild import load_version_model

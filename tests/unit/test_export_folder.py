@@ -25,6 +25,7 @@ def test_a_new_folder_gets_the_export_and_a_marker_naming_its_files(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]  # no scratch folder left beside it
 
 
+@pytest.mark.reliability("export over a folder")
 def test_an_earlier_export_is_replaced_whole(tmp_path: Path):
     out = tmp_path / "exp"
     replace_export(out, _export("v1"))
@@ -34,6 +35,7 @@ def test_an_earlier_export_is_replaced_whole(tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
 
 
+@pytest.mark.reliability("export over a folder")
 @pytest.mark.parametrize("planted", ["important.txt", "sub/thesis.tex"])
 def test_a_users_file_beside_an_export_stops_it_and_nothing_is_deleted(tmp_path: Path, planted: str):
     out = tmp_path / "exp"
@@ -45,6 +47,7 @@ def test_a_users_file_beside_an_export_stops_it_and_nothing_is_deleted(tmp_path:
     assert (out / planted).read_text() == "a user's work" and (out / "system.json").read_text() == "v1"
 
 
+@pytest.mark.reliability("export over a folder")
 def test_a_system_json_without_the_marker_is_not_taken_for_an_export(tmp_path: Path):
     out = tmp_path / "mine"
     out.mkdir()
@@ -55,6 +58,7 @@ def test_a_system_json_without_the_marker_is_not_taken_for_an_export(tmp_path: P
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "system.json"]
 
 
+@pytest.mark.reliability("export over a folder")
 def test_a_failed_write_leaves_the_earlier_export_and_no_scratch(tmp_path: Path):
     out = tmp_path / "exp"
     replace_export(out, _export("v1"))

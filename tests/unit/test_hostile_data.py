@@ -19,6 +19,7 @@ def _npy_header_only(path: Path, shape: tuple[int, ...]) -> None:
         np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": shape})
 
 
+@pytest.mark.reliability("hostile data files")
 def test_an_npy_header_claiming_ten_to_the_eleven_rows_is_refused_before_allocating(tmp_path: Path):
     path = tmp_path / "x.npy"
     _npy_header_only(path, (10**11, 4))
@@ -26,6 +27,7 @@ def test_an_npy_header_claiming_ten_to_the_eleven_rows_is_refused_before_allocat
         read(ArraySource.model_validate({"loader": "npy", "path": "x.npy"}), path, "x")
 
 
+@pytest.mark.reliability("hostile data files")
 def test_a_zero_row_npz_array_is_refused(tmp_path: Path):
     path = tmp_path / "x.npz"
     np.savez(path, x=np.zeros((0, 3), np.float32))
@@ -33,6 +35,7 @@ def test_a_zero_row_npz_array_is_refused(tmp_path: Path):
         read(ArraySource.model_validate({"loader": "npz", "path": "x.npz", "fields": ["x"]}), path, "x")
 
 
+@pytest.mark.reliability("hostile data files")
 def test_a_zip_bomb_npz_is_refused_from_its_directory(tmp_path: Path):
     path = tmp_path / "bomb.npz"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -43,6 +46,7 @@ def test_a_zip_bomb_npz_is_refused_from_its_directory(tmp_path: Path):
         read(ArraySource.model_validate({"loader": "npz", "path": "bomb.npz", "fields": ["x"]}), path, "bomb")
 
 
+@pytest.mark.reliability("hostile data files")
 def test_a_fifo_is_not_read_it_would_never_end(tmp_path: Path):
     path = tmp_path / "t.csv"
     os.mkfifo(path)
@@ -50,6 +54,7 @@ def test_a_fifo_is_not_read_it_would_never_end(tmp_path: Path):
         read(TableSource.model_validate({"loader": "csv", "path": "t.csv", "label": "y"}), path, "t")
 
 
+@pytest.mark.reliability("hostile data files")
 @pytest.mark.parametrize("plant", ["dangling", "loop", "folder"])
 def test_an_image_folder_entry_that_is_not_an_image_file_is_named(tmp_path: Path, plant: str):
     from PIL import Image
@@ -69,6 +74,7 @@ def test_an_image_folder_entry_that_is_not_an_image_file_is_named(tmp_path: Path
         read(source, tmp_path / "img", "img")
 
 
+@pytest.mark.reliability("hostile data files")
 def test_an_image_of_another_size_is_refused_from_its_header_before_decoding(tmp_path: Path):
     from PIL import Image
 
@@ -80,6 +86,7 @@ def test_an_image_of_another_size_is_refused_from_its_header_before_decoding(tmp
         read(source, tmp_path / "img", "img")
 
 
+@pytest.mark.reliability("hostile data files")
 def test_validate_refuses_a_fifo_source_at_its_path_key(tmp_path: Path):
     from moe_pipeline.errors import PipelineError
     from moe_pipeline.pipeline.loader import load_pipeline
@@ -92,3 +99,21 @@ def test_validate_refuses_a_fifo_source_at_its_path_key(tmp_path: Path):
     with pytest.raises(PipelineError) as info:
         load_pipeline(pipeline)  # returns at once: the FIFO is never opened
     assert str(info.value).startswith(f"{pipeline}:3:") and "is not a regular file" in str(info.value)
+
+
+@pytest.mark.reliability("hostile data files")
+def test_images_that_would_not_fit_in_memory_are_refused_before_any_is_decoded(tmp_path: Path, monkeypatch):
+    """The folder's total (images x size x channels as float32) is checked against the machine's
+    bound before decoding; the bound is lowered here so that two small images exceed it."""
+    from PIL import Image
+
+    from moe_pipeline.data import files
+
+    for k in range(2):
+        (tmp_path / "imgs" / "a").mkdir(parents=True, exist_ok=True)
+        Image.new("L", (8, 8)).save(tmp_path / "imgs" / "a" / f"{k}.png")
+    monkeypatch.setattr(files, "max_array_bytes", lambda: 2 * 8 * 8 * 4 - 1)
+    with pytest.raises(DataError, match="2 images of 8x8x1 need"):
+        files.decode_images(sorted((tmp_path / "imgs" / "a").iterdir()), (8, 8), "L")
+    monkeypatch.setattr(files, "max_array_bytes", lambda: 2 * 8 * 8 * 4)
+    assert files.decode_images(sorted((tmp_path / "imgs" / "a").iterdir()), (8, 8), "L").shape == (2, 1, 8, 8)

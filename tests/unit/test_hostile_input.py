@@ -63,6 +63,7 @@ CASES = {  # name -> (file bytes, LINE:COL or None, a fragment of the message)
 }
 
 
+@pytest.mark.reliability("hostile pipeline files")
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_hostile_file_is_one_clear_error(name: str, tmp_path: Path, capsys):
     content, where, fragment = CASES[name]
@@ -81,6 +82,7 @@ def test_hostile_file_is_one_clear_error(name: str, tmp_path: Path, capsys):
         assert any(line.startswith(f"{path}:{where}: ") for line in lines), lines[:5]
 
 
+@pytest.mark.reliability("hostile pipeline files")
 def test_a_million_problems_print_fifty_and_a_count(tmp_path: Path, capsys):
     path = tmp_path / "many.yaml"
     path.write_text(DEMO + "".join(f"unknown_{i}: 1\n" for i in range(5000)))
@@ -93,7 +95,8 @@ def test_a_million_problems_print_fifty_and_a_count(tmp_path: Path, capsys):
 # ---------------------------------------------------------------- fuzz
 
 PIECES = [":", "- ", "[", "]", "{", "}", "&a ", "*a", "!!python/object:os.system ", "? ", "\t", "\x00", "\n", "  ",
-          "'", '"', "#", "|", ">", "%YAML 1.1\n", "---\n", "...\n", "<<: *a\n", "1e400", ".nan", "~", "\ufeff", "\x85"]
+          "'", '"', "#", "|", ">", "%YAML 1.1\n", "---\n", "...\n", "<<: *a\n", "1e400", ".nan", "~", "\ufeff", "\x85",
+          "&r [*r]", "*r", "7" * 5000, "1:30", "0o17", "no", "on"]  # recursive aliases, huge integers, YAML 1.1 forms
 
 
 @st.composite
@@ -122,12 +125,14 @@ def _loads_or_clean_error(content: bytes, tmp_path: Path) -> None:
         assert exc.problems and all(p.line >= 1 and p.col >= 1 for p in exc.problems)
 
 
+@pytest.mark.reliability("fuzzed pipeline files", tried=2500)
 @settings(derandomize=True, max_examples=2500, deadline=None, suppress_health_check=list(HealthCheck))
 @given(content=mutated_demo())
 def test_fuzzed_demo_never_raises_anything_else(content: bytes, tmp_path_factory):
     _loads_or_clean_error(content, tmp_path_factory.getbasetemp())
 
 
+@pytest.mark.reliability("fuzzed pipeline files", tried=1500)
 @settings(derandomize=True, max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
 @given(content=st.binary(max_size=512) | st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass")))
 def test_arbitrary_bytes_never_raise_anything_else(content: bytes, tmp_path_factory):

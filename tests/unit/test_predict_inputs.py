@@ -41,6 +41,7 @@ def test_parquet_reads_as_csv_does(tmp_path: Path):
     ("alcohol,malic_acid,ash\n1,2,3\n1,oops,3\n", "row 3, column 'malic_acid': 'oops' is not a number"),
     ("alcohol,malic_acid,ash\n1,nan,3\n", "row 2, column 'malic_acid': NaN or inf"),
 ])
+@pytest.mark.reliability("hostile predict inputs")
 def test_a_table_predict_cannot_read_as_training_did_is_refused_naming_why(tmp_path: Path, text, fragment):
     path = tmp_path / "rows.csv"
     path.write_text(text)

@@ -65,6 +65,7 @@ def test_numeric_classes_sort_as_numbers(tmp_path: Path):
      "is categorical but has 2 columns"),
     ("a,b,y\n1,2,x\n", {"label": "label"}, "no column 'label' (the label)"),
 ])
+@pytest.mark.reliability("silent guesses in tables")
 def test_a_silent_guess_is_an_error_naming_file_row_and_column(tmp_path: Path, text, settings, fragment):
     path = _csv(tmp_path, text)
     with pytest.raises(DataError) as info:
@@ -72,6 +73,7 @@ def test_a_silent_guess_is_an_error_naming_file_row_and_column(tmp_path: Path, t
     assert str(info.value).startswith(f"{path}: ") and fragment in str(info.value), str(info.value)
 
 
+@pytest.mark.reliability("silent guesses in tables")
 def test_a_huge_cell_is_quoted_by_its_start_and_length_not_whole(tmp_path: Path):
     """A 200,000-character cell (past the CSV reader's default field limit) is named, row and column,
     and shown by its first characters: the message stays one readable line."""
@@ -82,6 +84,7 @@ def test_a_huge_cell_is_quoted_by_its_start_and_length_not_whole(tmp_path: Path)
     assert f"{path}: row 3, column 'b': " in message and "(200000 characters)" in message and len(message) < 600
 
 
+@pytest.mark.reliability("silent guesses in tables")
 def test_a_file_that_is_not_a_table_is_named_without_quoting_its_content(tmp_path: Path):
     """A path pointing at some other file (a key, a password file) is refused without printing its
     first line: an error message must not leak a file's content."""
@@ -96,6 +99,7 @@ def test_fields_and_the_shorthand_are_one_or_the_other():
         _source(label="y", fields={"p": {"columns": ["a"]}})
 
 
+@pytest.mark.reliability("silent guesses in tables")
 def test_parquet_nulls_are_errors_not_classes_or_numbers(tmp_path: Path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -147,3 +151,41 @@ def test_a_parquet_file_too_large_for_memory_is_refused_from_its_footer(tmp_path
         files.read(source, path, "t")
     assert str(info.value) == (f"{path}: 1000 rows x 3 columns need 0.0 MiB to read, more than half this machine's "
                                "memory; split the data or use a smaller sample") and read == []
+
+
+# ---------------------------------------------------------------- fuzz
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+TABLE = "a,b,label\n" + "".join(f"{i * 0.5},{-i},{'yes' if i % 3 else 'no'}\n" for i in range(30))
+CELLS = [",", "\n", '"', "nan", "inf", "", " ", "1e400", "00", "0", "\x00", "\xff", "a,a", "\r\n", "x" * 200_000]
+
+
+@st.composite
+def mutated_table(draw) -> bytes:
+    text = TABLE
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(text)))
+        if draw(st.booleans()):
+            text = text[:at] + draw(st.sampled_from(CELLS)) + text[at:]
+        else:
+            text = text[:at] + text[at + draw(st.integers(1, 20)):]
+    return text.encode("utf-8", "surrogateescape") if "\xff" not in text else text.encode("latin-1", "replace")
+
+
+@pytest.mark.reliability("fuzzed CSV files", tried=400)
+@settings(derandomize=True, max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(content=mutated_table())
+def test_a_mutated_csv_reads_whole_or_is_one_data_error(content: bytes, tmp_path_factory):
+    """Any mutation of a small table: it reads (every row, finite numbers, no empty class) or is
+    refused with a DataError naming the file; never another exception."""
+    path = tmp_path_factory.getbasetemp() / "fuzz.csv"
+    path.write_bytes(content)
+    try:
+        data = read(_source(label="label"), path, "t")
+    except DataError as exc:
+        assert str(exc).startswith(f"{path}"), str(exc)[:200]
+        return
+    assert np.isfinite(data.fields["features"]).all()
+    assert len(data.fields["features"]) == len(data.fields["label"]) and "" not in data.classes["label"]
