@@ -104,11 +104,30 @@ def class_ids(values: list[str]) -> tuple[np.ndarray, list[str]]:
 
 
 def _npz(source: Any, path: Path, name: str) -> FileData:
+    fields = read_npz_arrays(path, list(source.arrays))
+    return FileData(fields={f: _numeric(path, f, a) for f, a in fields.items()})
+
+
+def npz_members(path: Path) -> list[str]:
+    """The array names an .npz holds, from its zip directory (nothing inflated)."""
     import zipfile
 
     try:
-        with zipfile.ZipFile(path) as archive:  # sizes first: a zip bomb is refused before it inflates
-            for field in source.arrays:
+        with zipfile.ZipFile(path) as archive:
+            return [n[:-len(".npy")] for n in archive.namelist() if n.endswith(".npy")]
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"{path}: cannot read npz: {exc}") from None
+
+
+def read_npz_arrays(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """Only the named arrays of an .npz (`predict` given a file with arrays it does not need reads
+    none of them), each one's inflated size and declared shape checked first: a zip bomb or a
+    header claiming 10^11 rows is refused before it inflates. Never unpickles object arrays."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for field in names:
                 member = f"{field}.npy"
                 if member in archive.namelist():
                     if archive.getinfo(member).file_size > max_array_bytes():
@@ -117,24 +136,27 @@ def _npz(source: Any, path: Path, name: str) -> FileData:
                                         "machine's memory")
                     with archive.open(member) as handle:
                         _declared(handle, path, field)
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, OSError) as exc:
         raise DataError(f"{path}: cannot read npz: {exc}") from None
     try:
-        with np.load(path, allow_pickle=False) as archive:  # never unpickle object arrays
-            fields = {f: np.asarray(archive[f]) for f in source.arrays}
+        with np.load(path, allow_pickle=False) as archive:
+            return {f: np.asarray(archive[f]) for f in names}
     except (ValueError, OSError, KeyError) as exc:
         raise DataError(f"{path}: cannot read npz: {exc}") from None
-    return FileData(fields={f: _numeric(path, f, a) for f, a in fields.items()})
 
 
-def _npy(source: Any, path: Path, name: str) -> FileData:
+def read_npy(path: Path, name: str) -> np.ndarray:
+    """An .npy array, its declared shape checked before it is read. Never unpickles."""
     with open(path, "rb") as handle:
         _declared(handle, path, name)
     try:
-        array = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise DataError(f"{path}: cannot read npy: {exc}") from None
-    return FileData(fields={name: _numeric(path, name, array)})
+
+
+def _npy(source: Any, path: Path, name: str) -> FileData:
+    return FileData(fields={name: _numeric(path, name, read_npy(path, name))})
 
 
 def _numeric(path: Path, field: str, array: np.ndarray) -> np.ndarray:

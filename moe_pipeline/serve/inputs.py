@@ -39,12 +39,16 @@ def from_file(path: Path, system) -> Rows:
     try:
         if path.is_dir() or suffix in IMAGE_SUFFIXES:
             return _images(path, system)
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                found = {key: archive[key] for key in archive.files}
-            return Rows(_named(path, found, system))
+        if suffix == ".npz":  # only the arrays the system reads, each size-checked before it inflates
+            from moe_pipeline.data.files import npz_members, read_npz_arrays
+
+            wanted = _named(path, {name: name for name in npz_members(path)}, system)  # field -> array name
+            arrays = read_npz_arrays(path, sorted(set(wanted.values())))
+            return Rows({ref: arrays[name] for ref, name in wanted.items()})
         if suffix == ".npy":
-            return Rows(_only_field(path, system, np.load(path, allow_pickle=False)))
+            from moe_pipeline.data.files import read_npy
+
+            return Rows(_only_field(path, system, read_npy(path, path.stem)))
         if suffix == ".csv":
             import pyarrow.csv as pacsv
 
@@ -80,8 +84,9 @@ def _images(path: Path, system) -> Rows:
     return Rows({refs[0]: images}, [str(p.relative_to(path)) if path.is_dir() else p.name for p in files])
 
 
-def _named(path: Path, found: dict[str, np.ndarray], system) -> dict[str, np.ndarray]:
-    """Arrays named `source.field`, or `field` where that names one field of the system."""
+def _named(path: Path, found: dict[str, Any], system) -> dict[str, Any]:
+    """Arrays named `source.field`, or `field` where that names one field of the system: each of
+    the system's fields with the value `found` holds under that name."""
     out = {}
     for ref in system.fields:
         field = ref.partition(".")[2]

@@ -48,3 +48,29 @@ def test_a_table_predict_cannot_read_as_training_did_is_refused_naming_why(tmp_p
     with pytest.raises(DataError) as info:
         from_file(path, _system())
     assert str(info.value).startswith(f"{path}: ") and fragment in str(info.value), str(info.value)
+
+
+@pytest.mark.reliability("hostile predict inputs")
+def test_an_npz_is_read_for_the_arrays_the_system_needs_and_each_is_size_checked_first(tmp_path: Path):
+    """An unused member claiming 10^11 rows is never read; the same claim on the needed one is
+    refused from its header, before anything is allocated."""
+    import io
+    import zipfile
+
+    def header_only(shape) -> bytes:  # an .npy whose header claims `shape` and holds no data
+        out = io.BytesIO()
+        np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        return out.getvalue()
+
+    path = tmp_path / "rows.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        buffer = io.BytesIO()
+        np.save(buffer, np.array([[1, 2, 3]], np.float32))
+        archive.writestr("features.npy", buffer.getvalue())
+        archive.writestr("unused.npy", header_only((10**11, 4)))
+    assert from_file(path, _system()).fields["wine.features"].tolist() == [[1.0, 2.0, 3.0]]
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("features.npy", header_only((10**11, 3)))
+    with pytest.raises(DataError, match=r"array 'features' declares shape \(100000000000, 3\)"):
+        from_file(path, _system())
