@@ -116,7 +116,7 @@ def npz_members(path: Path) -> list[str]:
         with zipfile.ZipFile(path) as archive:
             return [n[:-len(".npy")] for n in archive.namelist() if n.endswith(".npy")]
     except (zipfile.BadZipFile, OSError) as exc:
-        raise DataError(f"{path}: cannot read npz: {exc}") from None
+        raise DataError(f"{path}: cannot read it as npz: {exc}") from None
 
 
 def read_npz_arrays(path: Path, names: list[str]) -> dict[str, np.ndarray]:
@@ -137,12 +137,12 @@ def read_npz_arrays(path: Path, names: list[str]) -> dict[str, np.ndarray]:
                     with archive.open(member) as handle:
                         _declared(handle, path, field)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise DataError(f"{path}: cannot read npz: {exc}") from None
+        raise DataError(f"{path}: cannot read it as npz: {exc}") from None
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {f: np.asarray(archive[f]) for f in names}
     except (ValueError, OSError, KeyError) as exc:
-        raise DataError(f"{path}: cannot read npz: {exc}") from None
+        raise DataError(f"{path}: cannot read it as npz: {exc}") from None
 
 
 def read_npy(path: Path, name: str) -> np.ndarray:
@@ -152,7 +152,7 @@ def read_npy(path: Path, name: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise DataError(f"{path}: cannot read npy: {exc}") from None
+        raise DataError(f"{path}: cannot read it as npy: {exc}") from None
 
 
 def _npy(source: Any, path: Path, name: str) -> FileData:

@@ -49,7 +49,7 @@ def read_csv(source: Any, path: Path) -> tuple[list[Group], dict[str, Any]]:
         # the line itself is not quoted: a path pointing at some other file must not print its content
         raise DataError(f"{path}: found one column with delimiter {source.delimiter!r} in the first line; is it a "
                         "table? If so, set `delimiter:` to the file's separator")
-    _no_duplicates(header, path)
+    no_duplicates(header, path)
     groups = groups_of(source, header, path)
     wanted = [c for g in groups for c in g.columns]
     numbers = {c for g in groups if g.kind != "categorical" for c in g.columns}
@@ -88,7 +88,7 @@ def read_parquet(source: Any, path: Path, max_bytes: int) -> tuple[list[Group], 
         raise DataError(f"{path}: cannot read parquet: {exc}") from None
     if meta.num_rows == 0:
         raise DataError(f"{path}: the file has no rows")
-    _no_duplicates(names, path)
+    no_duplicates(names, path)
     groups = groups_of(source, names, path)
     wanted = [c for g in groups for c in g.columns]
     size = meta.num_rows * len(wanted) * 8  # each needed column as float64 while it is checked
@@ -196,7 +196,8 @@ def _row(index: int, first_row: int) -> str:
     return f"row {index + first_row}"
 
 
-def _no_duplicates(header: list[str], path: Path) -> None:
+def no_duplicates(header: list[str], path: Path | str) -> None:
+    """A header naming a column twice is an error: columns are found by name, and one would hide the other."""
     seen: dict[str, int] = {}
     for number, name in enumerate(header, start=1):
         if name in seen:

@@ -26,10 +26,16 @@ def located(loaded: LoadedPipeline, expert: str, key: str) -> Iterator[None]:
     except DataError as exc:
         if exc.placed:  # already at its source's key
             raise
-        raise DataError(f"{where}: expert '{expert}': {exc}") from None
+        raise DataError(f"{where}: {_named(expert, exc)}") from None
     except (UserCodeError, TrainingError) as exc:
-        raise type(exc)(f"{where}: expert '{expert}': {exc}") from None
+        raise type(exc)(f"{where}: {_named(expert, exc)}") from None
     except MoeError:
         raise
     except Exception as exc:  # a model's forward or backward: user code for custom models
         raise UserCodeError(f"{where}: expert '{expert}': training raised {type(exc).__name__}: {exc}") from None
+
+
+def _named(expert: str, exc: Exception) -> str:
+    """The message after the position, naming the expert once (data code may name it already)."""
+    text, prefix = str(exc), f"expert '{expert}': "
+    return text if text.startswith(prefix) else prefix + text

@@ -113,7 +113,10 @@ def table_fields(table: Any, system, where: str, first_row: int = 0, csv: bool =
     field's columns matched by the names training recorded (any order; extra columns ignored; a
     missing one named). A CSV without a header is refused: its first row would silently become
     the column names. `where` names the input in errors; `first_row` is its first data row's number."""
+    from moe_pipeline.data.tables import no_duplicates
+
     columns = table.column_names
+    no_duplicates(columns, where)
     if csv and all(_number(name) for name in columns):
         raise DataError(f"{where}: the first row holds numbers ({', '.join(columns[:4])}...), not column names; "
                         "a CSV for predict needs a header row naming its columns")

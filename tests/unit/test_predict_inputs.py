@@ -74,3 +74,11 @@ def test_an_npz_is_read_for_the_arrays_the_system_needs_and_each_is_size_checked
         archive.writestr("features.npy", header_only((10**11, 3)))
     with pytest.raises(DataError, match=r"array 'features' declares shape \(100000000000, 3\)"):
         from_file(path, _system())
+
+
+@pytest.mark.reliability("hostile predict inputs")
+def test_a_csv_naming_a_column_twice_is_refused_not_a_traceback(tmp_path: Path):
+    path = tmp_path / "rows.csv"
+    path.write_text("alcohol,alcohol,malic_acid,ash\n1,9,2,3\n")
+    with pytest.raises(DataError, match="the header names column 'alcohol' twice"):
+        from_file(path, _system())
