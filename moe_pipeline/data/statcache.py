@@ -3,11 +3,15 @@
 A file whose (size, mtime_ns, inode) is unchanged is never read again: `status` on an
 unchanged project hashes nothing. The cache is a small JSON file in the project's
 `.moe-cache/` (never in the registry, so read-only commands leave the registry as it was).
-Must not import torch or mlflow.
+An image folder has its own table (`.moe-cache/folders/`), read only when the folder's
+listing signature (every entry's name, size, mtime and inode, from one scandir pass) differs
+from the one its hashes were derived under: a folder of 50,000 unchanged images costs one pass
+of stat calls, not 50,000 cache entries. Must not import torch or mlflow.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -59,9 +63,16 @@ class StatCache:
         self._load()[f"derived:{key}"] = value
         self._dirty = True
 
+    def folder_table(self, folder: Path) -> FolderTable:
+        """The per-file hash table of one image folder (see the module's docstring)."""
+        if self.path is None:
+            return FolderTable(None)
+        name = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:32]
+        return FolderTable(self.path.parent / "folders" / f"{name}.json")
+
     def manifest(self, key: str) -> list[list[str]] | None:
         """The file list `put_manifest` kept under `key` ([name, sha256] pairs), or None."""
-        if self.path is None:
+        if self.path is None or key in self._manifests:  # one this process kept: no need to read it back
             return self._manifests.get(key)
         try:
             return json.loads((self.path.parent / "manifests" / f"{key}.json").read_text())
@@ -102,3 +113,72 @@ class StatCache:
                 tmp.unlink(missing_ok=True)
             return
         self._dirty = False
+
+
+def folder_listing(folder: Path) -> tuple[str, dict[str, list[int]]] | None:
+    """(signature, {"class/name": [size, mtime_ns, inode, is a regular file]}) of every entry one
+    and two levels under `folder` (the image folder's layout), from one scandir pass, in the order
+    the image folder lists them; None when an entry cannot be stat'ed (a dangling link, a loop):
+    the full check names it."""
+    import stat as st_
+
+    lines, stats = [], {}
+    try:
+        with os.scandir(folder) as top:
+            subs = sorted(top, key=lambda entry: entry.name)
+        for sub in subs:
+            st = sub.stat()
+            lines.append(f"{sub.name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}")
+            if not sub.is_dir():
+                continue
+            with os.scandir(sub.path) as inner:
+                entries = sorted(inner, key=lambda entry: entry.name)
+            for entry in entries:
+                st = entry.stat()
+                name = f"{sub.name}/{entry.name}"
+                stats[name] = [st.st_size, st.st_mtime_ns, st.st_ino, int(st_.S_ISREG(st.st_mode))]
+                lines.append(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_mode}")
+    except OSError:
+        return None
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest(), stats
+
+
+class FolderTable:
+    """The sha256 of each file of one folder with the stat it was hashed under, in
+    `.moe-cache/folders/<sha256 of the folder's path>.json` (None: kept in memory only)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.hashed = 0  # files read and hashed
+
+    def sha256s(self, folder: Path, names: list[str], stats: dict[str, list[int]]) -> list[str]:
+        """The sha256 of each of `names` (relative to `folder`); a file whose stat equals the
+        one recorded is not read."""
+        try:
+            known = json.loads(self.path.read_text()) if self.path and self.path.exists() else {}
+        except (OSError, ValueError):  # a damaged table only costs a re-hash
+            known = {}
+        table, out = {}, []
+        for name in names:
+            entry, stat = known.get(name), stats[name][:3] if name in stats else None
+            if entry is None or stat is None or entry[:3] != stat:
+                stat = stat or _stat(folder / name)
+                entry = [*stat, sha256_file(folder / name)]
+                self.hashed += 1
+            table[name] = entry
+            out.append(entry[3])
+        if self.path is not None and table != known:
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_text(json.dumps(table, separators=(",", ":")))
+                os.replace(tmp, self.path)
+            except OSError:  # as the stat cache: a folder that cannot be written costs only the table
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+        return out
+
+
+def _stat(file: Path) -> list[int]:
+    st = file.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]

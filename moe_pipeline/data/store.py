@@ -30,6 +30,9 @@ BUILTIN_LOADERS = ("sklearn.digits", "synthetic.planted")
 TABLE_HASHES = 1  # how a table field's values are hashed: a new way is a new number
 
 
+FOLDER_HASHES = 1  # the form of an image folder's listing key; a change re-derives every folder's hashes
+
+
 @functools.lru_cache(maxsize=1)
 def _builtin_code_version() -> str:
     """What decides a built-in source's content besides its settings: our data code and the
@@ -60,6 +63,7 @@ class DataStore:
         self.cache = cache if cache is not None else StatCache(None)
         self._sources: dict[str, SourceData] = {}
         self._hashes: dict[str, str] = {}
+        self._listings: dict[Any, Any] = {}  # image folder -> its listing and image names, once per store
 
     def source(self, name: str) -> SourceData:
         if name not in self._sources:
@@ -141,24 +145,71 @@ class DataStore:
         if source.loader in ("csv", "parquet"):
             return self._table_field_hash(source, path, field)
         settings = source.model_dump(mode="json", by_alias=True, exclude={"transform", "path"})
-        manifest = None
         if source.loader == "imagefolder":
-            from moe_pipeline.data.files import image_files
+            return self._folder_field_hash(path, settings, field)
+        content = self.cache.sha256(path)
+        found = hashlib.sha256(json.dumps([content, settings, field, self.pipeline.seed], sort_keys=True).encode()
+                               ).hexdigest()
+        self.cache.save()
+        return found
 
-            names = [p.relative_to(path).as_posix() for p, _ in image_files(path)]
-            if field == "label":  # a label is its file's class folder: a pixel edit leaves it alone
-                content: Any = ["names", names]
-            else:
-                manifest = [[name, self.cache.sha256(path / name)] for name in names]
-                content = manifest
+    def _folder_field_hash(self, path: Path, settings: dict, field: str) -> str:
+        """An image folder's field, hashed from its file names (`label`: a label is its file's class
+        folder, so a pixel edit leaves it alone) or names and contents (`image`). Looked up under the
+        folder's listing signature first: an unchanged folder costs one scandir pass; a changed one
+        is listed and checked whole, and only the files whose stat changed are read."""
+        listing = self._listing(path)
+        key = None
+        if listing is not None:
+            key = hashlib.sha256(json.dumps([listing[0], settings, field, self.pipeline.seed, FOLDER_HASHES],
+                                            sort_keys=True).encode()).hexdigest()
+            found = self.cache.derived(f"folder:{key}")
+            if found is not None:
+                return found
+        names = self._image_names(path, listing)
+        manifest = None
+        if field == "label":
+            content: Any = ["names", names]
         else:
-            content = self.cache.sha256(path)
+            table = self.cache.folder_table(path)
+            manifest = [list(pair) for pair in zip(names, table.sha256s(path, names, listing[1] if listing else {}))]
+            self.cache.hashed += table.hashed
+            content = manifest
         found = hashlib.sha256(json.dumps([content, settings, field, self.pipeline.seed], sort_keys=True).encode()
                                ).hexdigest()
         if manifest is not None:  # kept so that a later change can name the files it touched
             self.cache.put_manifest(found, manifest)
+        if key is not None:
+            self.cache.put_derived(f"folder:{key}", found)
         self.cache.save()
         return found
+
+    def _listing(self, path: Path):
+        """`statcache.folder_listing` of an image folder, once per store (its fields share it)."""
+        from moe_pipeline.data.statcache import folder_listing
+
+        if path not in self._listings:
+            self._listings[path] = folder_listing(path)
+        return self._listings[path]
+
+    def _image_names(self, path: Path, listing) -> list[str]:
+        """The folder's images ("class/name"), as `files.image_files` lists them, from the listing
+        where every image-named entry is a regular file; else `image_files` itself, which says
+        which entry is not (or that there are none)."""
+        from moe_pipeline.data.files import IMAGE_SUFFIXES, image_files
+
+        if ("names", path) in self._listings:
+            return self._listings["names", path]
+        names = None
+        if listing is not None:
+            found = [(name, stat[3]) for name, stat in listing[1].items()  # "class/x.png": its suffix is after the last dot
+                     if name[name.rfind("."):].lower() in IMAGE_SUFFIXES and name.rfind(".") > name.rfind("/")]
+            if found and all(regular for _, regular in found):
+                names = [name for name, _ in found]
+        if names is None:
+            names = [p.relative_to(path).as_posix() for p, _ in image_files(path)]
+        self._listings["names", path] = names
+        return names
 
     def changed_files(self, ref: str, old_hash: str) -> str | None:
         """The DATA reason naming the files of an image folder that changed since the field hashed

@@ -54,3 +54,50 @@ def test_onehot_knows_the_train_values_and_leaves_an_unseen_one_all_zero():
     assert params["values"] == [0, 2, 5]
     out = apply(params, np.array([5, 0, 7]))
     assert out.tolist() == [[0, 0, 1], [1, 0, 0], [0, 0, 0]]
+
+
+def _folder_store(root, cache_file):
+    from moe_pipeline.data.store import DataStore
+    from moe_pipeline.pipeline.loader import load_pipeline
+
+    (root / "p.yaml").write_text("name: p\nsources:\n  imgs: {loader: imagefolder, path: imgs, size: [4, 4]}\n"
+                                 "experts:\n  e: {inputs: [imgs.image], target: imgs.label, model: {kind: mlp}}\n")
+    return DataStore(load_pipeline(root / "p.yaml").pipeline, root, StatCache(cache_file))
+
+
+def test_an_unchanged_image_folder_is_one_listing_pass_and_one_change_reads_one_file(tmp_path, monkeypatch):
+    """The folder's hashes equal a from-scratch hash (no cache at all) after every step; unchanged,
+    no file is read and the per-file check does not run; after one pixel edit, only that file is read."""
+    from PIL import Image
+
+    from moe_pipeline.data import files
+
+    for k in range(30):
+        (tmp_path / "imgs" / str(k % 3)).mkdir(parents=True, exist_ok=True)
+        Image.new("L", (4, 4), color=k).save(tmp_path / "imgs" / str(k % 3) / f"{k}.png")
+    cache_file = tmp_path / ".moe-cache" / "stat-cache.json"
+
+    def scratch() -> dict[str, str]:  # the reference: a store with no cache, hashing every file
+        from moe_pipeline.data.store import DataStore
+
+        store = DataStore(_folder_store(tmp_path, None).pipeline, tmp_path, StatCache(None))
+        return {ref: store.field_hash(ref) for ref in ("imgs.image", "imgs.label")}
+
+    first = _folder_store(tmp_path, cache_file)
+    assert {ref: first.field_hash(ref) for ref in ("imgs.image", "imgs.label")} == scratch()
+    assert first.cache.hashed == 30
+
+    reference, listed = scratch(), []
+    real = files.image_files
+    monkeypatch.setattr(files, "image_files", lambda folder: listed.append(folder) or real(folder))
+    again = _folder_store(tmp_path, cache_file)
+    assert {ref: again.field_hash(ref) for ref in ("imgs.image", "imgs.label")} == reference
+    assert again.cache.hashed == 0 and listed == []  # one listing pass, nothing read, nothing checked per file
+    monkeypatch.setattr(files, "image_files", real)
+
+    Image.new("L", (4, 4), color=200).save(tmp_path / "imgs" / "1" / "4.png")  # one pixel edit
+    edited = _folder_store(tmp_path, cache_file)
+    assert edited.field_hash("imgs.image") == scratch()["imgs.image"] != first.field_hash("imgs.image")
+    assert edited.cache.hashed == 1  # the edited file only
+    assert edited.field_hash("imgs.label") == first.field_hash("imgs.label")  # names unchanged: labels too
+    assert edited.changed_files("imgs.image", first.field_hash("imgs.image")) == "imgs.image (imgs/1/4.png) changed"
