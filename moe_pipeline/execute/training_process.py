@@ -140,15 +140,22 @@ class TrainingHere:
         from moe_pipeline.data.inputs import build_expert_data
         from moe_pipeline.data.store import SPLITS
         from moe_pipeline.registry.artifacts import read_tensors
+        from moe_pipeline.training.memory import reset_peak
 
+        reset_peak()  # the expert's peak: from here (its sources already resident) to the end of training
         with located("target"):
             outputs = {up: {split: read_tensors(Path(files[split])) for split in SPLITS} for up, files in upstream.items()}
             self._data = build_expert_data(expert, self.pipeline.experts[expert], self.store, outputs)
 
     def train(self, job: TrainingJob, folder: Path, located: Located, progress: Progress | None) -> TrainingSummary:
         """Train the prepared expert into `folder`."""
+        from moe_pipeline.training.memory import peak_rss_bytes
+
         data, self._data = self._data, None  # freed with this call: peak memory is one expert's
-        return train_into(folder, job, self.pipeline, self.store, data, located, progress)
+        summary = train_into(folder, job, self.pipeline, self.store, data, located, progress)
+        if summary.device == "cpu":  # the process's real peak (data, model, training); on a GPU, the device's
+            summary.peak_memory_mb = max(summary.peak_memory_mb, peak_rss_bytes() / 2**20)
+        return summary
 
 
 # ---------------------------------------------------------------- `run`'s side
@@ -167,9 +174,11 @@ class TrainingProcess:
         self._proc = subprocess.Popen([sys.executable, "-m", "moe_pipeline.execute.training_process", str(self.path), *experts],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         self._checked = False
+        self.doing = "loading the sources"  # what it was doing, should it die
 
     def prepare(self, expert: str, upstream: dict[str, dict[str, str]], located: Located) -> None:
         """Build the expert's inputs and target there; `upstream`: expert -> split -> verified outputs file."""
+        self.doing = f"preparing {expert}"
         if not self._checked:
             ready = self._reply("ready", located)
             if ready["pipeline_sha256"] != self.pipeline_sha256:
@@ -180,6 +189,7 @@ class TrainingProcess:
 
     def train(self, job: TrainingJob, folder: Path, located: Located, progress: Progress | None) -> TrainingSummary:
         """Train the prepared expert into `folder`; progress arrives epoch by epoch."""
+        self.doing = f"training {job.expert}"
         self._send(train={"job": job.to_json(), "folder": str(folder), "progress": progress is not None})
         return TrainingSummary.from_json(self._reply("trained", located, progress))
 
@@ -221,7 +231,15 @@ class TrainingProcess:
         raise self._died()
 
     def _died(self) -> TrainingError:
+        import resource
+        import signal
+
+        from moe_pipeline.training.memory import killed_message, machine_memory_bytes
+
         code = self._proc.wait()
+        if code == -signal.SIGKILL:  # the largest child reaped so far: this one (Ray's workers are not ours)
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+            return TrainingError(killed_message(self.doing, peak, machine_memory_bytes()))
         return TrainingError(f"the training process ended unexpectedly (exit code {code}); its messages are above")
 
 

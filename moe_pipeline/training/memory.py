@@ -2,7 +2,9 @@
 
 `fit_micro_batch` is pure logic over an injected `measure(batch) -> bytes`, so it is tested
 without a GPU. `PeakRSS` samples this process's resident memory on CPU, where there is no
-allocator counter to read.
+allocator counter to read. `reset_peak`/`peak_rss_bytes` read the kernel's own high-water mark
+of the process (what the run table reports), and `killed_message` says what a training
+process killed by SIGKILL most likely met.
 """
 from __future__ import annotations
 
@@ -74,3 +76,47 @@ class PeakRSS:
         self._thread.join()
         self._peak = max(self._peak, _rss_bytes())
         self.peak_growth = self._peak - self._base
+
+
+def reset_peak() -> None:
+    """Start a new high-water mark of this process's resident memory at its current size (Linux:
+    /proc/self/clear_refs; elsewhere the lifetime peak stays, coarse but honest)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_bytes() -> int:
+    """The most resident memory this process has held since `reset_peak` (or since it started)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def machine_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def killed_message(doing: str, peak: int, total: int) -> str:
+    """Why a training process ended by SIGKILL, from the peak it had reached: near the machine's
+    memory, the kernel's out-of-memory killer; far below it, someone or something else."""
+    reached = f"it had reached {peak / 2**30:.1f} GiB resident" + (f" of this machine's {total / 2**30:.1f} GiB"
+                                                                   if total else "")
+    if total and peak >= total / 2:
+        return (f"the training process was killed (SIGKILL) while {doing}; {reached}, so most likely the kernel's "
+                "out-of-memory killer ended it. A source is read whole into memory, and resources.max_memory_gb "
+                "bounds only a training step (the micro-batch): train on a sample of the data or fewer fields, "
+                "or on a machine with more memory")
+    return f"the training process was killed (SIGKILL) while {doing}; {reached} (not near the machine's memory)"

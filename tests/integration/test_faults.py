@@ -295,3 +295,41 @@ def test_ctrl_c_stops_a_long_inspect_within_a_second_naming_where_it_was(tiny: P
     assert time.monotonic() - sent < 5.0
     assert proc.returncode == 130, "".join(seen) + err
     assert "interrupted: stopped at inspect has_loop: opacity: init run" in err and "Traceback" not in err
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.reliability("kill -9 in a run")
+def test_a_training_process_killed_by_sigkill_is_named_with_the_peak_it_reached(tiny: Path, registry_uri: str,
+                                                                                tmp_path: Path, capsys):
+    """What a user sees when the kernel's out-of-memory killer ends the training process: what it
+    was doing and how much memory it had reached, not "ended unexpectedly"; the next run converges."""
+    import time
+
+    quick = tiny.read_text()
+    tiny.write_text(quick.replace("epochs: 3, batch_size: 128", "epochs: 400, batch_size: 8", 1))
+    run = subprocess.Popen([sys.executable, "-m", "moe_pipeline", "run", str(tiny)], env=env_for(tmp_path, registry_uri),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    for line in run.stderr:  # progress goes to stderr in a pipe: training has begun
+        if "training has_loop" in line or time.monotonic() > deadline:
+            break
+    (trainer,) = _children(run.pid)
+    os.kill(trainer, signal.SIGKILL)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 2, err[-2000:]
+    assert "the training process was killed (SIGKILL) while training has_loop; it had reached" in err
+    assert "GiB resident" in err and "Traceback" not in err
+    tiny.write_text(quick)
+    assert_converged(tiny, registry_uri, capsys)

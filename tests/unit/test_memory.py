@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from moe_pipeline.errors import MemoryBudgetError
@@ -72,3 +74,32 @@ def test_weakest_class_is_the_lowest_recall_against_a_loop():
     names = ["a", "b", "c", "d", "e"]
     assert weakest_class(logits, y, names) == f"{names[worst]} (recall {recalls[worst]:.2f})"
     assert weakest_class(logits, y).startswith(f"class {worst} ")
+
+
+def test_the_peak_is_the_kernels_high_water_mark_since_the_reset():
+    """Against /proc/self/statm read by hand: holding 300 MiB raises the peak at least that far
+    above where it was reset; releasing it and resetting brings it back down."""
+    from moe_pipeline.training.memory import peak_rss_bytes, reset_peak
+
+    def resident() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    reset_peak()
+    before = resident()
+    block = bytearray(300 << 20)
+    block[::4096] = b"x" * len(block[::4096])  # touch every page: resident, not only reserved
+    assert peak_rss_bytes() >= before + (300 << 20) - (8 << 20)
+    del block
+    reset_peak()
+    assert peak_rss_bytes() < before + (100 << 20)
+
+
+def test_a_kill_near_the_machines_memory_is_called_out_of_memory_and_one_far_below_is_not():
+    from moe_pipeline.training.memory import killed_message
+
+    oom = killed_message("training has_loop", 21 << 30, 24 << 30)
+    assert "training has_loop" in oom and "21.0 GiB resident of this machine's 24.0 GiB" in oom
+    assert "out-of-memory killer" in oom and "train on a sample" in oom
+    other = killed_message("preparing digit", 1 << 30, 24 << 30)
+    assert "out-of-memory" not in other and "1.0 GiB resident" in other
