@@ -63,7 +63,8 @@ class DataStore:
         self.cache = cache if cache is not None else StatCache(None)
         self._sources: dict[str, SourceData] = {}
         self._hashes: dict[str, str] = {}
-        self._listings: dict[Any, Any] = {}  # image folder -> its listing and image names, once per store
+        self._listings: dict[Path, Any] = {}  # image folder -> statcache.folder_listing, once per store
+        self._names: dict[Path, list[str]] = {}  # image folder -> its images, once per store
 
     def source(self, name: str) -> SourceData:
         if name not in self._sources:
@@ -198,8 +199,8 @@ class DataStore:
         which entry is not (or that there are none)."""
         from moe_pipeline.data.files import IMAGE_SUFFIXES, image_files
 
-        if ("names", path) in self._listings:
-            return self._listings["names", path]
+        if path in self._names:
+            return self._names[path]
         names = None
         if listing is not None:
             found = [(name, stat[3]) for name, stat in listing[1].items()  # "class/x.png": its suffix is after the last dot
@@ -208,7 +209,7 @@ class DataStore:
                 names = [name for name, _ in found]
         if names is None:
             names = [p.relative_to(path).as_posix() for p, _ in image_files(path)]
-        self._listings["names", path] = names
+        self._names[path] = names
         return names
 
     def changed_files(self, ref: str, old_hash: str) -> str | None:
