@@ -110,12 +110,15 @@ def to_fields(groups: list[Group], columns: dict[str, Any], path: Path, first_ro
         if group.kind == "categorical":
             fields[group.name], classes[group.name] = _categorical(columns[group.columns[0]], group, path, first_row)
             continue
-        matrix = np.column_stack([_numbers(columns[c], c, group, path, first_row) for c in group.columns])
+        # one float32 block, filled a column at a time: no float64 copy of the whole group
+        matrix = np.empty((len(columns[group.columns[0]]), len(group.columns)), dtype=np.float32)
+        for j, c in enumerate(group.columns):
+            matrix[:, j] = _numbers(columns[c], c, group, path, first_row)
         if group.kind == "numeric" and matrix.shape[1] == 1:
-            matrix = matrix[:, 0]
+            matrix = np.ascontiguousarray(matrix[:, 0])
         else:
             names[group.name] = list(group.columns)
-        fields[group.name] = np.ascontiguousarray(matrix, dtype=np.float32)
+        fields[group.name] = matrix
     return fields, names, classes
 
 
