@@ -40,7 +40,7 @@ class AGOPResult:
     eigenvalues: torch.Tensor  # (k,) descending
     eigenvectors: torch.Tensor  # (d, k)
     matrix: torch.Tensor | None  # (d, d), only when d <= dense_limit
-    per_class: torch.Tensor | None  # (c, d, d): per-output AGOPs, summing to `matrix`
+    class_diagonals: torch.Tensor | None  # (c, d): each output's AGOP diagonal, summing to `diagonal` (dense only)
     n: int
     spectrum: torch.Tensor | None = None  # every eigenvalue, descending (dense only)
     residuals: torch.Tensor | None = None  # ||Gv - λv|| / λ of each matrix-free pair; None = exact (dense)
@@ -56,8 +56,10 @@ class AGOPResult:
         return float(self.diagonal.sum())
 
 
-def agop(model: nn.Module, x: torch.Tensor, chunk: int = 512, per_class: bool = False) -> torch.Tensor | tuple:
-    """Dense AGOP (d, d) in float64; with per_class, also the (c, d, d) per-output parts."""
+def agop(model: nn.Module, x: torch.Tensor, chunk: int = 512, per_class: bool | str = False) -> torch.Tensor | tuple:
+    """Dense AGOP (d, d) in float64; with per_class, also the (c, d, d) per-output parts, or with
+    per_class="diagonal" only their diagonals (c, d): c full d x d parts of a wide input would
+    take c times the AGOP's memory, and the report draws only their diagonals."""
     total, parts = None, None
     for j in jacobian_chunks(model, x, chunk):  # (b, c, d)
         # Each chunk's product runs in the model's dtype (float32 matmuls are several times
@@ -66,7 +68,7 @@ def agop(model: nn.Module, x: torch.Tensor, chunk: int = 512, per_class: bool = 
         product = (flat.T @ flat).double()
         total = product if total is None else total + product
         if per_class:
-            contrib = torch.einsum("bcd,bce->cde", j, j).double()
+            contrib = (j.double() ** 2).sum(0) if per_class == "diagonal" else torch.einsum("bcd,bce->cde", j, j).double()
             parts = contrib if parts is None else parts + contrib
     total = total / len(x)
     return (total, parts / len(x)) if per_class else total
@@ -120,11 +122,11 @@ def top_eigen_matrix_free(model: nn.Module, x: torch.Tensor, k: int, tol: float 
 
 def compute(model: nn.Module, x: torch.Tensor, k: int = 8, dense_limit: int = DENSE_LIMIT,
             chunk: int = 512, per_class: bool = True) -> AGOPResult:
-    """The top k eigenpairs and the diagonal; dense (every eigenvalue, and with `per_class` the
-    per-output parts) up to `dense_limit` features, matrix-free beyond."""
+    """The top k eigenpairs and the diagonal; dense (every eigenvalue, and with `per_class` each
+    output's diagonal) up to `dense_limit` features, matrix-free beyond."""
     d = x[0].numel()
     if d <= dense_limit:
-        matrix, parts = agop(model, x, chunk, per_class=True) if per_class else (agop(model, x, chunk), None)
+        matrix, parts = agop(model, x, chunk, per_class="diagonal") if per_class else (agop(model, x, chunk), None)
         values, vectors = torch.linalg.eigh(matrix)
         order = values.argsort(descending=True)[:k]
         return AGOPResult(matrix.diagonal().clone(), values[order], vectors[:, order], matrix, parts, len(x),

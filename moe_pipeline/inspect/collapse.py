@@ -106,11 +106,39 @@ def layer_features(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]
     return captured
 
 
-def deep_nc1(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, n_classes: int) -> dict[str, float]:
+@torch.no_grad()
+def deep_nc1(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, n_classes: int,
+             chunk: int = 512) -> dict[str, float]:
     """NC1 after each hidden activation, keyed by a readable layer name (`body.1 ReLU after
-    Linear(64→64)`): deep neural collapse decreases it layer by layer."""
+    Linear(64→64)`): deep neural collapse decreases it layer by layer.
+
+    Streamed: two passes over `chunk` rows at a time, the first summing each class's features,
+    the second the projected within-class deviations Z^T Z (C x C); nothing of size n x p is
+    held (a conv layer's 16 x 32 x 32 features for 7,000 rows would be 0.9 GB in float64). The
+    same quantity as `nc1` on the whole layer, summed in another order."""
     names = layer_names(model)
-    return {names[name]: nc1(feat, labels, n_classes) for name, feat in layer_features(model, x).items()}
+    n = len(x)
+    onehot = nn.functional.one_hot(labels, n_classes).double()  # (n, C)
+    counts = onehot.sum(0)
+    sums: dict[str, torch.Tensor] = {}
+    for start in range(0, n, chunk):
+        for name, h in layer_features(model, x[start:start + chunk]).items():
+            part = onehot[start:start + chunk].T @ h.double()  # (C, p)
+            sums[name] = part if name not in sums else sums[name] + part
+    present = counts > 0
+    means = {name: total / counts.clamp(min=1)[:, None] for name, total in sums.items()}
+    centred = {name: m[present] - sums[name].sum(0) / n for name, m in means.items()}  # (C', p)
+    scatter = {name: torch.zeros(int(present.sum()), int(present.sum()), dtype=torch.float64) for name in sums}
+    for start in range(0, n, chunk):
+        rows = labels[start:start + chunk]
+        for name, h in layer_features(model, x[start:start + chunk]).items():
+            z = (h.double() - means[name][rows]) @ centred[name].T  # (b, C'): within-class deviations, projected
+            scatter[name] += z.T @ z
+    out = {}
+    for name in sums:
+        inverse = torch.linalg.pinv(centred[name] @ centred[name].T, hermitian=True)
+        out[names[name]] = float(torch.trace(scatter[name] @ inverse @ inverse) / n)
+    return out
 
 
 def layer_names(model: nn.Module) -> dict[str, str]:

@@ -139,9 +139,9 @@ def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | 
                                      [f"eigenvector {i + 1} (λ={float(res.eigenvalues[i]):.3g})" for i in range(k)],
                                      rep.out / "agop_eigenvectors.png", "Top AGOP eigenvectors: feature directions",
                                      symmetric=True, colorbar="weight (sign is arbitrary: red/blue = opposite)"))
-        if res.per_class is not None and res.per_class.shape[0] > 1:
-            figs.append(plots.image_grid([_maps(p.diagonal(), in_shape) for p in res.per_class],
-                                         [f"logit of {classes[c]}" for c in range(res.per_class.shape[0])],
+        if res.class_diagonals is not None and res.class_diagonals.shape[0] > 1:
+            figs.append(plots.image_grid([_maps(p, in_shape) for p in res.class_diagonals],
+                                         [f"logit of {classes[c]}" for c in range(res.class_diagonals.shape[0])],
                                          rep.out / "agop_per_class.png", "AGOP diagonal per output logit "
                                          "(they sum to the AGOP)", colorbar="AGOP diagonal"))
     else:

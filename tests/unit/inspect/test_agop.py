@@ -111,3 +111,15 @@ def test_neural_feature_ansatz_and_reliance():
     assert nfa["wtw_vs_agop_sqrt"] < 1.0
     table = A.reliance(torch.tensor([1.0, 1.0, 2.0, 0.0]), [("a.probs", 0, 2), ("b.probs", 2, 4)])
     assert [round(r["share"], 6) for r in table] == [0.5, 0.5]
+
+
+def test_each_outputs_diagonal_is_the_diagonal_of_its_full_part():
+    """compute() keeps only each output's AGOP diagonal (c, d), never the (c, d, d) parts: they
+    equal the full parts' diagonals, and sum to the AGOP's diagonal."""
+    torch.manual_seed(2)
+    model = MLP((12,), 4, hidden=(16,)).double()
+    x = torch.randn(40, 12, dtype=torch.float64)
+    _, parts = A.agop(model, x, chunk=8, per_class=True)
+    result = A.compute(model, x, k=3)
+    torch.testing.assert_close(result.class_diagonals, parts.diagonal(dim1=1, dim2=2), rtol=0, atol=1e-12)
+    torch.testing.assert_close(result.class_diagonals.sum(0), result.diagonal, rtol=0, atol=1e-12)

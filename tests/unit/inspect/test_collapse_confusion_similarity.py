@@ -145,3 +145,20 @@ def test_churn_and_subspace_overlap():
     u = torch.eye(6)[:, :2]
     assert subspace_overlap(u, u) == pytest.approx(1.0)
     assert subspace_overlap(u, torch.eye(6)[:, 2:4]) == pytest.approx(0.0)
+
+
+def test_streamed_deep_nc1_equals_nc1_on_each_whole_layer():
+    """Two chunked passes (chunks of 7 rows, so the last is partial) give what `nc1` gives on every
+    layer's whole feature matrix, to float64 precision; a class absent from the rows is skipped alike."""
+    from moe_pipeline.inspect.collapse import layer_features
+    from moe_pipeline.training.models import CNN
+
+    torch.manual_seed(3)
+    model = CNN((1, 6, 6), 4, channels=(3, 5), hidden=8).double().eval()
+    x = torch.randn(50, 1, 6, 6, dtype=torch.float64)
+    labels = torch.randint(0, 3, (50,))  # class 3 never occurs
+    streamed = deep_nc1(model, x, labels, 4, chunk=7)
+    whole = {name: nc1(h, labels, 4) for name, h in layer_features(model, x).items()}
+    assert len(streamed) == len(whole) == 3
+    for (_, got), want in zip(streamed.items(), whole.values()):
+        assert abs(got - want) <= 1e-9 * max(1.0, abs(want)), (got, want)
