@@ -21,7 +21,9 @@ def _write_page(view, page: str, html: Path | None, log_to, artifact: str) -> No
     """The page to the file `--html` names and, with `--log` (`log_to`: the record of the version
     whose run gets it), to that run as `artifact` (`diagnose/digit-test.html`)."""
     if html is not None:
-        html.write_text(page)
+        from moe_pipeline.cli.whole import write_whole
+
+        write_whole(html, lambda tmp: tmp.write_text(page))
         typer.echo(f"page: {html}", err=True)
     if log_to is not None:
         from moe_pipeline.registry.scratch import scratch_dir

@@ -13,6 +13,8 @@ from typing import List, Optional
 
 import typer
 
+from moe_pipeline.cli.whole import write_whole
+
 PipelineArg = typer.Argument(..., help="pipeline YAML file, e.g. pipelines/digits.yaml", show_default=False)
 
 
@@ -171,9 +173,9 @@ def predict(
     if out is None:
         table.to_csv(sys.stdout, index=False)
     elif out.suffix.lower() == ".json":
-        out.write_text(json.dumps(table.to_dict(orient="records"), indent=1))
+        write_whole(out, lambda tmp: tmp.write_text(json.dumps(table.to_dict(orient="records"), indent=1)))
     else:
-        table.to_csv(out, index=False)
+        write_whole(out, lambda tmp: table.to_csv(tmp, index=False))
     if out is not None:
         typer.echo(f"{n} rows -> {out}", err=True)
 
@@ -255,7 +257,7 @@ def explain(
         page = to_html(system, answers, f"{view.pipeline.name}: one prediction explained (row {row} of {where})",
                        {ref: value[row] for ref, value in fields.items()},
                        _truth(view, system, split, row) if split else {}, order, columns)
-        html.write_text(page)
+        write_whole(html, lambda tmp: tmp.write_text(page))
         typer.echo(f"graph: {html}", err=True)
     if as_json:
         typer.echo(json.dumps({"pipeline": view.pipeline.name, "row": row,
