@@ -143,7 +143,7 @@ def _columns(system) -> list[tuple[str, str]]:
     zeros = {ref: np.zeros((1, *spec["shape"]), dtype=spec["dtype"]) for ref, spec in system.fields.items()}
     from pandas.api.types import is_numeric_dtype
 
-    table = system.table(system.outputs(zeros, system.order))
+    table = system.table(system.outputs(zeros, system.order, keys=("probs",)))
     sinks = tuple(f"{s}." for s in system.sinks)
     return [(c, "float" if is_numeric_dtype(table[c]) else "string", c.startswith(sinks)) for c in table.columns]
 
@@ -167,7 +167,7 @@ def predict(
     rows = _rows(view, system, input_file, split)
     n = system.check_inputs(rows.fields)  # before anything is written
     with _progress(n) as progress:
-        table = system.table(system.outputs(rows.fields, experts or system.sinks, progress))
+        table = system.table(system.outputs(rows.fields, experts or system.sinks, progress, keys=("probs",)))
     if rows.ids is not None:  # images: each row says which file it is
         table.insert(0, "file", rows.ids)
     if out is None:

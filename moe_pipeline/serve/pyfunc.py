@@ -65,7 +65,8 @@ class SystemModel:
 
         experts = None if (params or {}).get("all_experts") else self.system.sinks
         try:
-            return self.system.table(self.system.outputs(_as_fields(model_input, self.system), experts))
+            fields = _as_fields(model_input, self.system)
+            return self.system.table(self.system.outputs(fields, experts, keys=("probs",)))
         except MoeError as exc:  # the caller's input, not the server: HTTP 400 with our message
             from moe_pipeline.registry.mlmodel import bad_input
 

@@ -164,11 +164,12 @@ class System:
 
     @torch.no_grad()
     def outputs(self, fields: dict[str, np.ndarray], experts: Iterable[str] | None = None,
-                progress=None) -> dict[str, dict[str, torch.Tensor]]:
-        """{expert: {logits, probs, embedding}} on every row, in batches of BATCH rows."""
+                progress=None, keys: Iterable[str] = ("logits", "probs", "embedding")) -> dict[str, dict[str, torch.Tensor]]:
+        """{expert: {logits, probs, embedding}} on every row, in batches of BATCH rows; `keys`: the
+        outputs to keep (`table` reads only probs: a sink's embedding of a million rows is 128 MB)."""
         n = self.check_inputs(fields)
         keep = list(experts or self.order)
-        parts: dict[str, dict[str, list[torch.Tensor]]] = {e: {"logits": [], "probs": [], "embedding": []} for e in keep}
+        parts: dict[str, dict[str, list[torch.Tensor]]] = {e: {k: [] for k in keys} for e in keep}
         for start in range(0, n, BATCH):
             batch = {ref: value[start:start + BATCH] for ref, value in fields.items()}
             out = self._forward(batch)
@@ -219,7 +220,7 @@ class System:
                 names = p.class_names or [str(k) for k in range(probs.shape[1])]
                 for k, label in enumerate(names):
                     columns[f"{name}.p[{label}]"] = probs[:, k]
-                columns[f"{name}.class"] = [names[k] for k in probs.argmax(axis=1)]
+                columns[f"{name}.class"] = pd.Categorical.from_codes(probs.argmax(axis=1), names)  # no str per row
             else:
                 for k in range(probs.shape[1]):
                     columns[f"{name}.value[{k}]" if probs.shape[1] > 1 else f"{name}.value"] = probs[:, k]
