@@ -50,7 +50,7 @@ def train_new_version(view: View, registry: Registry, expert: str, trainer=None,
     with registry.training_run(expert, spec.description, run_tags) as run_id:
         with scratch_dir(expert) as folder:
             trained = trainer.train(job, folder, here, callback)
-            sha = seal_version_files(folder)
+            sha = seal_version_files(folder, run_id)
             params = dict(flatten(fp.spec))
             params.update({"task": trained.task, "micro_batch": trained.micro_batch, "device": trained.device})
             registry.log_training(run_id, params, trained.history, trained.metrics)

@@ -46,14 +46,16 @@ def write_version_files(folder: Path, model: torch.nn.Module, initial_first_laye
     write_outputs(folder / PROBE, {"rows": probe, "probs": outputs["val"]["probs"][probe]})
 
 
-def seal_version_files(folder: Path) -> dict[str, str]:
-    """Make the folder `write_version_files` filled a real MLflow model too, and return every
-    file's sha256 (artifact path -> sha256). Needs mlflow, not torch: `run`'s own process does it
-    while the training process, which has torch, writes the tensors."""
+def seal_version_files(folder: Path, run_id: str | None = None) -> dict[str, str]:
+    """Make the folder `write_version_files` filled a real MLflow model too (its MLmodel naming
+    `run_id`, the run it was trained in), and return every file's sha256 (artifact path ->
+    sha256). Needs mlflow, not torch: `run`'s own process does it while the training process,
+    which has torch, writes the tensors."""
     from moe_pipeline.registry.mlmodel import write_expert_mlmodel
 
     # `mlflow.pyfunc.load_model("models:/<pipeline>.<expert>@current")`
-    write_expert_mlmodel(folder, VersionSpec.read(folder / SPEC), {name: sha256_file(folder / name) for name in (SPEC, WEIGHTS)})
+    write_expert_mlmodel(folder, VersionSpec.read(folder / SPEC), {name: sha256_file(folder / name) for name in (SPEC, WEIGHTS)},
+                         run_id)
     return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 

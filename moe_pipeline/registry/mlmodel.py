@@ -36,14 +36,16 @@ def requirements() -> list[str]:
     return list(_pins())
 
 
-def write_expert_mlmodel(folder: Path, saved: VersionSpec, files_sha256: dict[str, str]) -> None:
-    """MLmodel for one expert version: input (n, *in_shape) float32, output (n, n_outputs) float32."""
+def write_expert_mlmodel(folder: Path, saved: VersionSpec, files_sha256: dict[str, str], run_id: str | None = None) -> None:
+    """MLmodel for one expert version: input (n, *in_shape) float32, output (n, n_outputs) float32;
+    `run_id` (MLflow's own field): the run it was trained in, through which the pyfunc loader
+    finds the version's record in the registry."""
     from mlflow.types.schema import Schema, TensorSpec
 
     (folder / "sha256.json").write_text(json.dumps(files_sha256, indent=2, sort_keys=True))
     inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *saved.in_shape))])
     outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, saved.n_outputs))])
-    _write(folder, inputs, outputs, None)
+    _write(folder, inputs, outputs, None, run_id)
 
 
 def write_system_mlmodel(folder: Path, fields: dict[str, dict], columns: list[tuple[str, str, bool]]) -> None:
@@ -57,7 +59,7 @@ def write_system_mlmodel(folder: Path, fields: dict[str, dict], columns: list[tu
     _write(folder, inputs, outputs, params)
 
 
-def _write(folder: Path, inputs, outputs, params) -> None:
+def _write(folder: Path, inputs, outputs, params, run_id: str | None = None) -> None:
     import mlflow.pyfunc
     from mlflow.models import Model, ModelSignature
 
@@ -66,7 +68,7 @@ def _write(folder: Path, inputs, outputs, params) -> None:
     python = ".".join(map(str, __import__("sys").version_info[:3]))
     (folder / "python_env.yaml").write_text(f"python: {python}\nbuild_dependencies:\n- pip\ndependencies:\n"
                                             "- -r requirements.txt\n")
-    model = Model(signature=ModelSignature(inputs=inputs, outputs=outputs, params=params))
+    model = Model(signature=ModelSignature(inputs=inputs, outputs=outputs, params=params), run_id=run_id)
     mlflow.pyfunc.add_to_model(model, loader_module=LOADER, data=".", python_env="python_env.yaml")
     model.save(str(folder / "MLmodel"))
 

@@ -27,6 +27,44 @@ def _load_pyfunc(path: str):
     return ExpertVersionModel(folder)
 
 
+def check_against_registry(folder: Path, files: tuple[str, ...]) -> None:
+    """The registry is the authority: where the folder's MLmodel names the run it was trained in
+    and the registry this process talks to (MLflow's tracking URI, set as for `models:/...`) holds
+    a version registered from that run with our record, each file's sha256 must be the record's
+    (a manifest beside the files can be rewritten along with them). Where no registry is set or
+    none answers (a copied folder), the manifest is the only check."""
+    import yaml
+
+    from moe_pipeline.errors import IntegrityError
+    from moe_pipeline.hashing import sha256_file
+
+    try:
+        run_id = (yaml.safe_load((folder / "MLmodel").read_text()) or {}).get("run_id")
+    except (OSError, yaml.YAMLError):
+        return
+    import mlflow.tracking
+
+    if not run_id or not mlflow.tracking.is_tracking_uri_set():
+        return
+    from mlflow.tracking import MlflowClient
+
+    from moe_pipeline.state.record import from_tags
+
+    try:
+        versions = MlflowClient().search_model_versions(f"run_id = '{run_id}'")
+    except Exception:  # noqa: BLE001 - no registry answers here: the manifest was checked
+        return
+    for mv in versions:
+        record = from_tags(mv.name.partition(".")[2], int(mv.version), run_id, dict(mv.tags or {}))
+        if record is None:
+            continue
+        for file in files:
+            if sha256_file(folder / file) != record.expected_sha256(file):
+                raise IntegrityError(f"{folder / file} does not match its sha256 in the registry's record of "
+                                     f"{mv.name} v{mv.version} (modified, along with {MANIFEST}?)")
+        return
+
+
 class ExpertVersionModel:
     """One expert version: its input tensor in, its probabilities (or values) out."""
 
@@ -41,6 +79,7 @@ class ExpertVersionModel:
         for file in (SPEC, WEIGHTS):
             if sha256_file(folder / file) != expected[file]:
                 raise IntegrityError(f"{folder / file} does not match its sha256 in {MANIFEST} (modified)")
+        check_against_registry(folder, (SPEC, WEIGHTS))
         self.saved = VersionSpec.read(folder / SPEC)
         self.model = load_version_model(self.saved, folder / WEIGHTS)
 

@@ -252,3 +252,39 @@ def test_predict_reads_a_csv_applies_the_stored_transform_and_names_the_classes(
     err = capsys.readouterr().err
     assert "bad.csv: row 4, column 'alcohol': 'oops' is not a number" in err, err
     assert not (tmp_path / "n.csv").exists()
+
+
+@pytest.mark.reliability("code outside the project")
+def test_a_version_whose_files_and_manifest_were_rewritten_together_is_refused_by_the_registrys_record(
+        trained: Path, tmp_path: Path, registry_uri: str):
+    """Someone who can write the artifact store replaces has_loop's weights and the sha256.json
+    beside them: `mlflow.pyfunc.load_model("models:/...")` refuses it, the registry's record being
+    the authority; is_even, untouched, loads."""
+    import hashlib
+
+    from mlflow.tracking import MlflowClient
+    from safetensors.torch import load_file, save_file
+
+    client = MlflowClient(registry_uri, registry_uri)
+    version = client.get_model_version_by_alias("tiny.has_loop", "current")
+    source = Path(version.source[len("file://"):]) if version.source.startswith("file://") else None
+    assert source is not None and (source / "weights.safetensors").exists(), version.source
+    weights = load_file(str(source / "weights.safetensors"))
+    save_file({k: v + 0.5 for k, v in weights.items()}, str(source / "weights.safetensors"))
+    manifest = json.loads((source / "sha256.json").read_text())
+    manifest["weights.safetensors"] = hashlib.sha256((source / "weights.safetensors").read_bytes()).hexdigest()
+    (source / "sha256.json").write_text(json.dumps(manifest))
+    script = """
+import sys, numpy as np, mlflow.pyfunc
+for expert in ("is_even", "has_loop"):
+    try:
+        mlflow.pyfunc.load_model(f"models:/tiny.{expert}@current")
+        print(expert, "loaded")
+    except Exception as exc:
+        print(expert, "refused:", exc)
+"""
+    done = subprocess.run([sys.executable, "-c", script], env=env_for(tmp_path, registry_uri), capture_output=True,
+                          text=True, timeout=300)
+    assert "is_even loaded" in done.stdout, done.stdout + done.stderr[-2000:]
+    assert "has_loop refused:" in done.stdout and "does not match its sha256 in the registry's record of " \
+        "tiny.has_loop v1" in done.stdout, done.stdout + done.stderr[-2000:]
