@@ -115,6 +115,18 @@ def build_model(model_spec: Any, in_shape: Sequence[int], out_features: int) -> 
     return model
 
 
+def check_buildable(model_spec: Any, in_shape: Sequence[int], out_features: int) -> None:
+    """Raise what building the model would raise, before a training run is opened for it (a
+    failure there would leave a FAILED run for an expert that never trained). Built on the meta
+    device, which allocates nothing; a class that fails only there is built for real, and only
+    that build's error counts."""
+    try:
+        with torch.device("meta"):
+            build_model(model_spec, in_shape, out_features)
+    except (UserCodeError, TrainingError):
+        build_model(model_spec, in_shape, out_features)  # raises the real error, if there is one
+
+
 def first_layer(model: nn.Module) -> nn.Module | None:
     """The first Linear or Conv2d: its weights are what the Neural Feature Ansatz compares with AGOP."""
     return next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
