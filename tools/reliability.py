@@ -39,7 +39,7 @@ CASES = {  # a marker's case -> its row in the table, in this order
     'read-only registry': 'a read-only registry: `status` and `predict` work; `status --record`, `run`, `inspect` are one message',
     'full disk': "a disk that fills during `run` (the database, a version's artifacts): one message, the next run converges",
     'dead leases': 'killed lease holders (this host, another host, an expert the next run does not train): runs FAILED, leases deleted',
-    'code outside the project': "a version's spec.json naming a class from outside the project: refused before it is imported",
+    'code outside the project': "a stored version tampered with: its spec.json naming a class from outside the project (refused before it is imported), its weights and manifest rewritten together (refused by the registry's record)",
     'server authentication': "a server bound beyond loopback: an anonymous write refused (401), the admin's accepted",
 }
 
