@@ -34,15 +34,21 @@ def _time(args: list[str], env: dict) -> tuple[float, float | None]:
     return seconds, rss
 
 
+def demo_project(tmp: str) -> tuple[Path, dict]:
+    """The demo pipeline copied into `tmp` (a project root of its own), and the environment that
+    gives it a registry there: (pipeline file, env)."""
+    project = Path(tmp)
+    (project / ".git").mkdir()  # the project root of the copied pipeline
+    pipeline = project / "digits.yaml"
+    pipeline.write_text((ROOT / "pipelines" / "digits.yaml").read_text())
+    return pipeline, {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project}/registry/mlflow.db",
+                      "PYTHONPATH": str(ROOT)}
+
+
 def run() -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        project = Path(tmp)
-        (project / ".git").mkdir()  # the project root of the copied pipeline
-        pipeline = project / "digits.yaml"
-        pipeline.write_text((ROOT / "pipelines" / "digits.yaml").read_text())
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project}/registry/mlflow.db",
-               "PYTHONPATH": str(ROOT)}
+        pipeline, env = demo_project(tmp)
         subprocess.run([sys.executable, "-m", "moe_pipeline", "run", str(pipeline), "--quiet"], env=env, cwd=ROOT,
                        check=True, capture_output=True)
         rows.append(_noop_run_vs_status(pipeline, env))

@@ -7,14 +7,13 @@ versions, each with its page (`--html`), each in a new interpreter with its peak
 """
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench_commands import _time  # benchmarks/ is on sys.path when run.py runs a module
+from bench_commands import _time, demo_project  # benchmarks/ is on sys.path when run.py runs a module
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_S = 10.0
@@ -23,13 +22,9 @@ GOAL_S = 10.0
 def run() -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        project = Path(tmp)
-        (project / ".git").mkdir()  # the project root of the copied pipeline
-        pipeline = project / "digits.yaml"
-        text = (ROOT / "pipelines" / "digits.yaml").read_text()
-        pipeline.write_text(text)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project}/registry/mlflow.db",
-               "PYTHONPATH": str(ROOT)}
+        pipeline, env = demo_project(tmp)
+        project = pipeline.parent
+        text = pipeline.read_text()
         for edit in (text, text.replace("train: {epochs: 15, batch_size: 64, lr: 3.0e-3}",
                                         "train: {epochs: 15, batch_size: 64, lr: 3.0e-3, seed: 7}", 1)):
             pipeline.write_text(edit)

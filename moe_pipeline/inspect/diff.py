@@ -98,6 +98,10 @@ class SplitChange:
         return [f"true {names[i]}, predicted {names[j]}: {d:+d}" for _, i, j, d in sorted(cells, key=lambda c: (-c[0], c[1], c[2]))[:top]]
 
     @property
+    def verdict(self) -> str:
+        return "a detectable difference" if self.detectable else "no detectable difference"
+
+    @property
     def detectable(self) -> bool:
         if self.p_value is not None:
             return self.p_value < SIGNIFICANCE
@@ -136,11 +140,10 @@ class VersionDiff:
         out = [f"{self.expert} v{self.version_a} -> v{self.version_b}"]
         out += [f"  {line}" for line in self.record] or ["  records: same spec, code, data and upstream"]
         for s in self.splits:
-            verdict = "a detectable difference" if s.detectable else "no detectable difference"
             test = (f"{s.test} p={s.p_value:.3g}" if s.p_value is not None
                     else f"{s.test} 95% interval [{s.interval[0]:+.4f}, {s.interval[1]:+.4f}]")
             line = (f"  {s.split}: {self.metric_name} {s.metric_a:.4f} -> {s.metric_b:.4f} "
-                    f"({s.metric_b - s.metric_a:+.4f}), {test}: {verdict}")
+                    f"({s.metric_b - s.metric_a:+.4f}), {test}: {s.verdict}")
             if s.churn is not None:
                 line += (f"; churn {100 * s.churn:.1f}%, {len(s.right_to_wrong)} right->wrong, "
                          f"{len(s.wrong_to_right)} wrong->right")
@@ -163,11 +166,10 @@ class VersionDiff:
         from moe_pipeline.inspect.diagnose import metric_change
 
         s = next(c for c in self.splits if c.split == split)
-        verdict = "a detectable difference" if s.detectable else "no detectable difference"
         test = (f"McNemar p = {s.p_value:.2g}" if s.p_value is not None
                 else f"95% interval [{s.interval[0]:+.4f}, {s.interval[1]:+.4f}]")
         line = (f"{self.expert} v{self.version_b} vs v{self.version_a}: {self.metric_name} "
-                f"{metric_change(s.metric_b - s.metric_a, self.metric_name)} ({test}, {verdict})")
+                f"{metric_change(s.metric_b - s.metric_a, self.metric_name)} ({test}, {s.verdict})")
         if s.churn is not None:
             line += f", {100 * s.churn:.1f}% of {split} rows changed"
         return line

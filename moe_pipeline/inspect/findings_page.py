@@ -62,7 +62,7 @@ def diff_html(result, title: str) -> str:
              f"{result.metric_name} v{result.version_b}": f"{s.metric_b:.4f}", "change": f"{s.metric_b - s.metric_a:+.4f}",
              "test": s.test, "p or 95% interval": f"{s.p_value:.3g}" if s.p_value is not None else
              f"[{s.interval[0]:+.4f}, {s.interval[1]:+.4f}]",
-             "verdict": "a detectable difference" if s.detectable else "no detectable difference",
+             "verdict": s.verdict,
              "churn": "—" if s.churn is None else f"{100 * s.churn:.1f}%",
              "right → wrong": len(s.right_to_wrong), "wrong → right": len(s.wrong_to_right)} for s in result.splits]
     figures = "".join(drawn(lambda path, s=s: plots.heatmap(
