@@ -73,6 +73,28 @@ def _write(folder: Path, inputs, outputs, params, run_id: str | None = None) -> 
     model.save(str(folder / "MLmodel"))
 
 
+def registered_from_run(run_id: str):
+    """(model name, version, record) of the version registered from `run_id` with our record, in
+    the registry this process is set to talk to (MLflow's tracking URI, as for `models:/...`); None
+    where no registry is set, none answers, or none holds such a version."""
+    import mlflow.tracking
+    from mlflow.tracking import MlflowClient
+
+    from moe_pipeline.state.record import from_tags
+
+    if not mlflow.tracking.is_tracking_uri_set():
+        return None
+    try:
+        versions = MlflowClient().search_model_versions(f"run_id = '{run_id}'")
+    except Exception:  # noqa: BLE001 - no registry answers here: the caller's manifest check stands
+        return None
+    for mv in versions:
+        record = from_tags(mv.name.partition(".")[2], int(mv.version), run_id, dict(mv.tags or {}))
+        if record is not None:
+            return mv.name, int(mv.version), record
+    return None
+
+
 def bad_input(message: str) -> Exception:
     """The error a served model raises for input it cannot answer (a NaN, a wrong shape or
     dtype, a missing column): MLflow's scoring server answers it with HTTP 400 and this message,

@@ -42,27 +42,18 @@ def check_against_registry(folder: Path, files: tuple[str, ...]) -> None:
         run_id = (yaml.safe_load((folder / "MLmodel").read_text()) or {}).get("run_id")
     except (OSError, yaml.YAMLError):
         return
-    import mlflow.tracking
-
-    if not run_id or not mlflow.tracking.is_tracking_uri_set():
+    if not run_id:
         return
-    from mlflow.tracking import MlflowClient
+    from moe_pipeline.registry.mlmodel import registered_from_run
 
-    from moe_pipeline.state.record import from_tags
-
-    try:
-        versions = MlflowClient().search_model_versions(f"run_id = '{run_id}'")
-    except Exception:  # noqa: BLE001 - no registry answers here: the manifest was checked
+    found = registered_from_run(run_id)
+    if found is None:
         return
-    for mv in versions:
-        record = from_tags(mv.name.partition(".")[2], int(mv.version), run_id, dict(mv.tags or {}))
-        if record is None:
-            continue
-        for file in files:
-            if sha256_file(folder / file) != record.expected_sha256(file):
-                raise IntegrityError(f"{folder / file} does not match its sha256 in the registry's record of "
-                                     f"{mv.name} v{mv.version} (modified, along with {MANIFEST}?)")
-        return
+    name, version, record = found
+    for file in files:
+        if sha256_file(folder / file) != record.expected_sha256(file):
+            raise IntegrityError(f"{folder / file} does not match its sha256 in the registry's record of "
+                                 f"{name} v{version} (modified, along with {MANIFEST}?)")
 
 
 class ExpertVersionModel:
