@@ -305,6 +305,30 @@ def test_ctrl_c_stops_a_long_inspect_within_a_second_naming_where_it_was(tiny: P
     assert "interrupted: stopped at inspect has_loop: opacity: init run" in err and "Traceback" not in err
 
 
+@pytest.mark.reliability("signals")
+def test_sigterm_stops_report_promptly_and_writes_no_overview(tiny: Path, registry_uri: str, tmp_path: Path):
+    """`report` inspects every expert before it draws the overview: SIGTERM during the first
+    expert's report ends it at once (exit 143), naming where it was, and the overview is not written."""
+    assert cli("run", tiny) == 0
+    out = tmp_path / "reports"
+    proc = subprocess.Popen([sys.executable, "-m", "moe_pipeline", "report", str(tiny), "--out", str(out)],
+                            env=env_for(tmp_path, registry_uri), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True)
+    seen = []
+    for line in proc.stderr:  # one line per step in a pipe: the first expert's report has begun
+        seen.append(line)
+        if line.startswith("report: "):
+            break
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    err = proc.stderr.read()
+    proc.wait(timeout=30)
+    assert time.monotonic() - sent < 5.0
+    assert proc.returncode == 143, "".join(seen) + err
+    assert "interrupted: stopped at report: " in err and "Traceback" not in err
+    assert not list(out.rglob("overview.html"))
+
+
 def _children(pid: int) -> list[int]:
     """Processes whose parent is `pid` (from /proc)."""
     found = []

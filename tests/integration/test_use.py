@@ -288,3 +288,18 @@ for expert in ("is_even", "has_loop"):
     assert "is_even loaded" in done.stdout, done.stdout + done.stderr[-2000:]
     assert "has_loop refused:" in done.stdout and "does not match its sha256 in the registry's record of " \
         "tiny.has_loop v1" in done.stdout, done.stdout + done.stderr[-2000:]
+
+
+def test_predict_in_chunks_equals_one_shot(trained: Path, tmp_path: Path, monkeypatch):
+    """The forward pass in chunks of 7 rows (the last one partial) answers what one pass over all
+    the test rows answers."""
+    from moe_pipeline.serve import system
+
+    assert cli("predict", trained, "--split", "test", "--out", tmp_path / "whole.csv") == 0
+    monkeypatch.setattr(system, "BATCH", 7)
+    assert cli("predict", trained, "--split", "test", "--out", tmp_path / "chunks.csv") == 0
+    whole, chunks = pd.read_csv(tmp_path / "whole.csv"), pd.read_csv(tmp_path / "chunks.csv")
+    assert len(whole) % 7 and list(whole.columns) == list(chunks.columns)
+    numeric = [c for c in whole.columns if not c.endswith(".class")]
+    assert np.abs(whole[numeric].to_numpy() - chunks[numeric].to_numpy()).max() <= 1e-6
+    assert (whole["digit.class"] == chunks["digit.class"]).all()
