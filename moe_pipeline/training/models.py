@@ -121,8 +121,7 @@ def check_buildable(model_spec: Any, in_shape: Sequence[int], out_features: int)
     device, which allocates nothing; a class that fails only there is built for real, and only
     that build's error counts."""
     try:
-        with torch.device("meta"):
-            build_model(model_spec, in_shape, out_features)
+        parameter_count(model_spec, in_shape, out_features)  # builds it on the meta device
     except (UserCodeError, TrainingError):
         build_model(model_spec, in_shape, out_features)  # raises the real error, if there is one
 

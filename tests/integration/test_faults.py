@@ -287,22 +287,31 @@ def test_ctrl_c_stops_a_long_inspect_within_a_second_naming_where_it_was(tiny: P
     """`inspect --opacity` retrains in memory for minutes: Ctrl-C ends it at once, saying which
     step it stopped at, without a traceback."""
     assert cli("run", tiny) == 0
-    proc = subprocess.Popen([sys.executable, "-m", "moe_pipeline", "inspect", str(tiny), "has_loop", "--opacity",
-                             "init", "--runs", "200"], env=env_for(tmp_path, registry_uri), stderr=subprocess.PIPE,
+    # wait until the retrainings have begun
+    code, waited, err = _signalled(["inspect", str(tiny), "has_loop", "--opacity", "init", "--runs", "200"],
+                                   env_for(tmp_path, registry_uri), lambda line: "opacity: init run 3 of 200" in line,
+                                   signal.SIGINT)
+    # promptly, not after the 197 trainings left (about 1 s each); the second itself is measured by hand (README)
+    assert waited < 5.0
+    assert code == 130, err
+    assert "interrupted: stopped at inspect has_loop: opacity: init run" in err and "Traceback" not in err
+
+
+def _signalled(args: list[str], env: dict, ready, sig: int) -> tuple[int, float, str]:
+    """Start `moe-pipeline ARGS`, send `sig` once a line of its stderr (one per step in a pipe) is
+    `ready`; its exit code, the seconds from the signal to its end, and all it wrote to stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "moe_pipeline", *args], env=env, stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, text=True)
     seen = []
-    for line in proc.stderr:  # one line per step in a pipe: wait until the retrainings have begun
+    for line in proc.stderr:
         seen.append(line)
-        if "opacity: init run 3 of 200" in line:
+        if ready(line):
             break
     sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    err = proc.stderr.read()
+    proc.send_signal(sig)
+    seen.append(proc.stderr.read())
     proc.wait(timeout=30)
-    # promptly, not after the 197 trainings left (about 1 s each); the second itself is measured by hand (README)
-    assert time.monotonic() - sent < 5.0
-    assert proc.returncode == 130, "".join(seen) + err
-    assert "interrupted: stopped at inspect has_loop: opacity: init run" in err and "Traceback" not in err
+    return proc.returncode, time.monotonic() - sent, "".join(seen)
 
 
 @pytest.mark.reliability("signals")
@@ -311,20 +320,11 @@ def test_sigterm_stops_report_promptly_and_writes_no_overview(tiny: Path, regist
     expert's report ends it at once (exit 143), naming where it was, and the overview is not written."""
     assert cli("run", tiny) == 0
     out = tmp_path / "reports"
-    proc = subprocess.Popen([sys.executable, "-m", "moe_pipeline", "report", str(tiny), "--out", str(out)],
-                            env=env_for(tmp_path, registry_uri), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=True)
-    seen = []
-    for line in proc.stderr:  # one line per step in a pipe: the first expert's report has begun
-        seen.append(line)
-        if line.startswith("report: "):
-            break
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    err = proc.stderr.read()
-    proc.wait(timeout=30)
-    assert time.monotonic() - sent < 5.0
-    assert proc.returncode == 143, "".join(seen) + err
+    # the first expert's report has begun
+    code, waited, err = _signalled(["report", str(tiny), "--out", str(out)], env_for(tmp_path, registry_uri),
+                                   lambda line: line.startswith("report: "), signal.SIGTERM)
+    assert waited < 5.0
+    assert code == 143, err
     assert "interrupted: stopped at report: " in err and "Traceback" not in err
     assert not list(out.rglob("overview.html"))
 
