@@ -146,10 +146,13 @@ class TrainingHere:
         with located("target"):
             outputs = {up: {split: read_tensors(Path(files[split])) for split in SPLITS} for up, files in upstream.items()}
             self._data = build_expert_data(expert, self.pipeline.experts[expert], self.store, outputs)
-        with located("model"):  # a model that cannot be built fails here, before its run is opened
+        with located("model"):  # an unbuildable model, or one over budget, fails before its run is opened
             from moe_pipeline.training.models import check_buildable
+            from moe_pipeline.training.train import check_fits
 
-            check_buildable(self.pipeline.experts[expert].model, self._data.in_shape, self._data.n_outputs)
+            model = self.pipeline.experts[expert].model
+            check_buildable(model, self._data.in_shape, self._data.n_outputs)
+            check_fits(model, self._data, self.pipeline.resources_for(expert).max_memory_gb)
 
     def train(self, job: TrainingJob, folder: Path, located: Located, progress: Progress | None) -> TrainingSummary:
         """Train the prepared expert into `folder`."""

@@ -227,7 +227,8 @@ def huge_ids(label):
 BEFORE_TRAINING = {  # what building the inputs, the target or the model finds
     "faulty:BadInit() raised ValueError: no such layer size", "kernel_size 9 is larger than the 8x8 input",
     "unknown key 'bogus'", "one class id per row, shape (n,); got (1797, 2)", "holds NaN or inf",
-    "faulty:raises raised ZeroDivisionError", "returned NoneType", "class ids must be 0..C-1"}
+    "faulty:raises raised ZeroDivisionError", "returned NoneType", "class ids must be 0..C-1",
+    "over resources.max_memory_gb"}
 
 
 @pytest.mark.parametrize("edit, fragment", [
