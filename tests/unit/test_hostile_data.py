@@ -117,3 +117,38 @@ def test_images_that_would_not_fit_in_memory_are_refused_before_any_is_decoded(t
         files.decode_images(sorted((tmp_path / "imgs" / "a").iterdir()), (8, 8), "L")
     monkeypatch.setattr(files, "max_array_bytes", lambda: 2 * 8 * 8 * 4)
     assert files.decode_images(sorted((tmp_path / "imgs" / "a").iterdir()), (8, 8), "L").shape == (2, 1, 8, 8)
+
+
+@pytest.mark.reliability("hostile data files")
+def test_an_image_past_pillows_bomb_guard_is_one_error_naming_it(tmp_path: Path, monkeypatch):
+    """An image whose `size:` matches its header, but whose pixels exceed Pillow's decompression
+    bomb guard, is refused naming the file (Pillow's limit lowered here: a real bomb is 179M pixels)."""
+    from PIL import Image
+
+    from moe_pipeline.data import files
+
+    folder = tmp_path / "img" / "a"
+    folder.mkdir(parents=True)
+    Image.new("L", (64, 64)).save(folder / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4,096 pixels is over twice the guard: an error, not a warning
+    with pytest.raises(DataError, match=rf"{folder / 'bomb.png'}: the image is too large to decode safely"):
+        files.decode_images([folder / "bomb.png"], (64, 64), "L")
+
+
+@pytest.mark.reliability("hostile data files")
+def test_a_classes_list_shorter_than_the_targets_ids_is_refused_naming_the_expert(tmp_path: Path):
+    """Four label values and two names: one error, never an index past the names later."""
+    from moe_pipeline.data.inputs import build_expert_data
+    from moe_pipeline.data.statcache import StatCache
+    from moe_pipeline.data.store import DataStore
+    from moe_pipeline.pipeline.loader import load_pipeline
+
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "t.csv").write_text("a,b,y\n" + "".join(f"{i},{i * 2},{i % 4}\n" for i in range(40)))
+    (tmp_path / "p.yaml").write_text("name: p\nsources:\n  t: {loader: csv, path: t.csv, label: y}\n"
+                                     "experts:\n  e: {inputs: [t.features], target: t.label, classes: [x, z],"
+                                     " model: {kind: mlp}}\n")
+    pipeline = load_pipeline(tmp_path / "p.yaml").pipeline
+    store = DataStore(pipeline, tmp_path, StatCache(None))
+    with pytest.raises(DataError, match=r"expert 'e': `classes` names 2 classes but the target has 4"):
+        build_expert_data("e", pipeline.experts["e"], store, {})
