@@ -18,6 +18,7 @@ import torch
 
 from moe_pipeline.errors import IntegrityError, SelectionError
 from moe_pipeline.hashing import sha256_file
+from moe_pipeline.serve import shipped_code
 from moe_pipeline.state.version_spec import VersionSpec
 from moe_pipeline.training.rebuild import load_version_model
 
@@ -93,7 +94,8 @@ class System:
         return cls(view.pipeline.name, pinned, order, fields)
 
     def save(self, folder: Path) -> Path:
-        """Write the system as files: system.json, experts/<name>/{spec.json, weights.safetensors}."""
+        """Write the system as files: system.json, experts/<name>/{spec.json, weights.safetensors}, and
+        code/ with the custom model classes' modules (`shipped_code`)."""
         from safetensors.torch import save_file
 
         from moe_pipeline.registry.artifacts import SPEC, WEIGHTS
@@ -106,16 +108,19 @@ class System:
             save_file({k: v.detach().cpu().contiguous() for k, v in p.model.state_dict().items()}, str(target / WEIGHTS))
             p.sha256 = {SPEC: sha256_file(target / SPEC), WEIGHTS: sha256_file(target / WEIGHTS)}
         meta = {"pipeline": self.pipeline, "order": self.order, "sinks": self.sinks, "fields": self.fields,
-                "experts": {n: {"version": p.version, "sha256": p.sha256} for n, p in self.experts.items()}}
+                "experts": {n: {"version": p.version, "sha256": p.sha256} for n, p in self.experts.items()},
+                "code": shipped_code.ship((p.saved for p in self.experts.values()), folder)}
         (folder / SYSTEM_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True))
         return folder
 
     @classmethod
     def load(cls, folder: Path) -> "System":
-        """Read an exported system; every file's sha256 is checked against system.json."""
+        """Read an exported system; every file's sha256 is checked against system.json, and a custom
+        model class is imported only from the system's own code/ folder."""
         from moe_pipeline.registry.artifacts import SPEC, WEIGHTS
 
         meta = json.loads((folder / SYSTEM_JSON).read_text())
+        code_root = shipped_code.enable(folder, meta.get("code", {}))
         pinned = {}
         for name in meta["order"]:
             entry = meta["experts"][name]
@@ -125,7 +130,7 @@ class System:
                     raise IntegrityError(f"exported system {folder}: experts/{name}/{file} does not match its sha256 "
                                          "in system.json (modified); export again")
             saved = VersionSpec.read(base / SPEC)
-            pinned[name] = Pinned(name, entry["version"], saved, load_version_model(saved, base / WEIGHTS),
+            pinned[name] = Pinned(name, entry["version"], saved, load_version_model(saved, base / WEIGHTS, code_root),
                                   entry["sha256"])
         return cls(meta["pipeline"], pinned, meta["order"], meta["fields"])
 

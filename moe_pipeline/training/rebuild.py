@@ -4,9 +4,9 @@ The one place a stored version becomes an `nn.Module` again: the cutoff check, i
 predict, export and the pyfunc flavour all call `load_version_model`. Checking the files'
 sha256 is the caller's job (against the registry's record or an export's manifest), done
 before this runs. Where the caller names the project (`code_root`), a custom class that the
-version's spec.json names is imported only from the project's own code, or when the pipeline
-file itself names it: a spec.json edited to name some other module is refused before that
-module is imported. Must not unpickle anything and must not train.
+version's spec.json names is imported only from the project's own code (an exported system
+passes its own `code/` folder), or when the pipeline file itself names it: a spec.json edited
+to name some other module is refused before that module is imported. Must not unpickle anything and must not train.
 """
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ def check_code_origin(path: str, code_root: Path) -> None:
     root = code_root.resolve()
     if not places or not all(Path(p).resolve().is_relative_to(root) for p in places):
         where = places[0] if places else found.origin
-        raise IntegrityError(f"the version names the model class {path!r}, from {where}, outside the project "
-                             f"{root}: a stored version's custom class is imported only from the project's own "
-                             "code or when the pipeline file names it (was its spec.json edited?)")
+        raise IntegrityError(f"the version names the model class {path!r}, from {where}, outside {root}: a stored "
+                             "version's custom class is imported only from its project's own code (an exported "
+                             "system's: its code/ folder) or when the pipeline file names it (was its spec.json "
+                             "edited?)")
