@@ -54,3 +54,35 @@ def test_an_interrupt_names_the_expert_that_was_running():
     with pytest.raises(Interrupted) as info:
         run_plan(_plan("a", "b"), step)
     assert info.value.expert == "b"
+
+
+# ---------------------------------------------------------------- the Ray runner's own logic, without a cluster
+
+def test_the_ray_runner_refuses_a_request_no_node_can_meet_at_the_experts_position():
+    """A task asking for more than the cluster has would wait forever: refused before submitting."""
+    import networkx as nx
+
+    from moe_pipeline.errors import ExecutorError
+    from moe_pipeline.execute.ray_runner import RayRunner
+
+    wants = {"a": {"num_cpus": 1.0}, "b": {"num_cpus": 1.0, "num_gpus": 1.0}}
+    runner = RayRunner(step=lambda s, v: _outcome(s.expert), graph=nx.DiGraph([("a", "b")]),
+                       resources=wants.__getitem__, where=lambda e: f"p.yaml:{ord(e) - 90}:5")
+    runner._check_requests(_plan("a", "b"), {"CPU": 2.0, "GPU": 1.0})  # met: no error
+    with pytest.raises(ExecutorError) as info:
+        runner._check_requests(_plan("a", "b"), {"CPU": 2.0})
+    assert str(info.value).startswith("p.yaml:8:5: expert 'b' asks for num_gpus=1, but the Ray cluster at this "
+                                      "machine has 0 in all")
+
+
+def test_ray_failures_name_each_experts_own_error_and_the_experts_not_run_because_of_it():
+    import networkx as nx
+
+    from moe_pipeline.execute.ray_runner import _describe_failures
+
+    graph = nx.DiGraph([("a", "c"), ("b", "c"), ("c", "d")])
+    text = _describe_failures(graph, _plan("a", "b", "c", "d"),
+                              {"a": TrainingError("loss became nan\nmore detail"), "c": RuntimeError("x"),
+                               "d": RuntimeError("y")})
+    assert text.splitlines() == ["1 expert(s) failed on the Ray cluster:", "  a: loss became nan",
+                                 "not run: c (upstream a failed); d (upstream a, c failed)"]
