@@ -181,9 +181,10 @@ def run(
         # Something to train, and torch not loaded here yet: a training process loads it while this
         # process loads mlflow (execute/training_process.py). The read-only plan reads no mlflow.
         if executor == "local" and "torch" not in sys.modules and first_plan.steps:
-            from moe_pipeline.execute.training_process import TrainingProcess
+            from moe_pipeline.execute.training_process import TrainingOpening, TrainingProcess
 
-            trainer = stack.enter_context(TrainingProcess(loaded.path, [str(s.expert) for s in first_plan.steps]))
+            trainer = stack.enter_context(TrainingProcess(TrainingOpening.of(loaded, [str(s.expert)
+                                                                                     for s in first_plan.steps])))
         # Ray first: its workers start (and import) while this process reads the registry and plans.
         # Opening the registry (importing mlflow, connecting, recovering dead runs) needs none of
         # Ray, and starting a local cluster is mostly waiting for its processes, so a thread opens

@@ -3,15 +3,17 @@
 `train_into` is the torch half of writing a version: train, then write weights, stored
 outputs, probe and spec into a scratch folder, and summarise what the record needs
 (`TrainingSummary`). The write path (`execute.new_version`) logs and registers that folder
-under the expert's lease. It
-asks a trainer to `prepare` an expert (build its data from the verified upstream outputs
-files) and to `train` it: `TrainingHere` in its own process, or `TrainingProcess`.
+under the expert's lease. It asks a trainer to `prepare` an expert (build its data from the
+verified upstream outputs files) and to `train` it: `TrainingHere` in its own process, or
+`TrainingProcess`.
 
 `run` with something to train starts a training process (`TrainingProcess`) as soon as its
-read-only plan says so. That process imports torch and loads the sources while `run`'s own
-process imports mlflow and opens the registry: on two cores, the two imports overlap. It then builds each expert's data and trains it when asked, reading upstream
-outputs only from the verified artifact files it is handed. Requests and replies are JSON
-lines on its stdin and stdout (its own prints go to stderr): no pickle. It dies with its
+read-only plan says so. It opens the pipeline `run` validated (`TrainingOpening`, never the
+YAML file), then imports torch and loads the sources while `run`'s own process imports mlflow
+and opens the registry: on two cores, the two imports overlap. It then builds each expert's
+data and trains it when asked (`TrainingJob`), reading upstream outputs only from the verified
+artifact files it is handed. Requests and replies are JSON lines on its stdin and stdout (its
+own prints go to stderr): no pickle. It dies with its
 parent (Linux: PR_SET_PDEATHSIG; elsewhere at its next read).
 
 Must not import mlflow or write to the registry: only the process holding the lease does.
@@ -19,7 +21,6 @@ Must not import mlflow or write to the registry: only the process holding the le
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import subprocess
@@ -75,6 +76,31 @@ class TrainingSummary:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TrainingSummary":
+        return cls(**data)
+
+
+@dataclass
+class TrainingOpening:
+    """What the training process opens instead of the pipeline file: the pipeline exactly as `run`
+    read and validated it, so it never parses the YAML again and cannot train from a file edited
+    meanwhile. The first line on its input (`to_json`/`from_json`, here only)."""
+
+    path: str  # the pipeline file, never read there: its folder and project root resolve code and data
+    pipeline: dict[str, Any]  # `Pipeline.model_dump(mode="json", by_alias=True)`, validated again there
+    source_positions: dict[str, str]  # source name -> `FILE:LINE:COL` of its key, where its data errors start
+    experts: list[str]  # those the plan will train: their sources load while `run` opens the registry
+
+    @classmethod
+    def of(cls, loaded, experts: list[str]) -> "TrainingOpening":
+        """The opening for a `LoadedPipeline`."""
+        return cls(str(loaded.path), loaded.pipeline.model_dump(mode="json", by_alias=True),
+                   {name: loaded.where("sources", name) for name in loaded.pipeline.sources}, list(experts))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TrainingOpening":
         return cls(**data)
 
 
@@ -171,26 +197,23 @@ class TrainingHere:
 class TrainingProcess:
     """The training process, seen from `run`: started early, asked to build data and train, stopped."""
 
-    def __init__(self, pipeline_path: Path, experts: list[str]):
-        """`experts`: those the plan will train; the process loads their sources while it waits."""
-        self.path = Path(pipeline_path)
-        # the file as `run` read it; the process reads it again and must find the same bytes
-        self.pipeline_sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
+    def __init__(self, opening: TrainingOpening):
+        """`opening`: the pipeline as `run` read it, and the experts the plan will train (the process
+        loads their sources while it waits)."""
         # it imports what `run` would: this very package, the project's code, what a caller added to sys.path
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
-        self._proc = subprocess.Popen([sys.executable, "-m", "moe_pipeline.execute.training_process", str(self.path), *experts],
+        self._proc = subprocess.Popen([sys.executable, "-m", "moe_pipeline.execute.training_process"],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
-        self._checked = False
+        self._ready = False
         self.doing = "loading the sources"  # what it was doing, should it die
+        self._send(open=opening.to_json())
 
     def prepare(self, expert: str, upstream: dict[str, dict[str, str]], located: Located) -> None:
         """Build the expert's inputs and target there; `upstream`: expert -> split -> verified outputs file."""
         self.doing = f"preparing {expert}"
-        if not self._checked:
-            ready = self._reply("ready", located)
-            if ready["pipeline_sha256"] != self.pipeline_sha256:
-                raise errors.SelectionError(f"{self.path} changed while this run was starting; run it again")
-            self._checked = True
+        if not self._ready:
+            self._reply("ready", located)
+            self._ready = True
         self._send(prepare={"expert": expert, "upstream": upstream})
         self._reply("prepared", located)
 
@@ -270,15 +293,16 @@ def raise_as_there(error: dict[str, Any], located: Located) -> None:
 # ---------------------------------------------------------------- the training process
 
 
-def _serve(pipeline_path: str, experts: list[str], replies) -> None:
+def _serve(replies) -> None:
     from moe_pipeline.longlived import long_lived
 
     with long_lived():  # see moe_pipeline.longlived
         import moe_pipeline.training.train  # noqa: F401
         from moe_pipeline.data.statcache import StatCache
         from moe_pipeline.data.store import DataStore
-        from moe_pipeline.pipeline.loader import load_pipeline, make_importable
+        from moe_pipeline.pipeline.loader import make_importable
         from moe_pipeline.pipeline.paths import project_root
+        from moe_pipeline.pipeline.spec import Pipeline
         from moe_pipeline.state.fingerprint import data_refs
 
     def send(**message: Any) -> None:
@@ -290,22 +314,24 @@ def _serve(pipeline_path: str, experts: list[str], replies) -> None:
                     "phase": getattr(exc, "moe_phase", None), "placed": getattr(exc, "placed", False)})
 
     try:
-        raw = Path(pipeline_path).read_bytes()
-        loaded = load_pipeline(pipeline_path)
-        make_importable(loaded.path)
-        root = project_root(loaded.path)
-        store = DataStore(loaded.pipeline, root, StatCache(root / ".moe-cache" / "stat-cache.json"), loaded.where)
-    except Exception as exc:  # noqa: BLE001 - the file changed since `run` read it, or vanished
+        opening = TrainingOpening.from_json(json.loads(sys.stdin.readline())["open"])
+        path = Path(opening.path)
+        pipeline = Pipeline.model_validate(opening.pipeline)
+        make_importable(path)
+        root = project_root(path)
+        store = DataStore(pipeline, root, StatCache(root / ".moe-cache" / "stat-cache.json"),
+                          lambda *loc: opening.source_positions[loc[1]])
+    except Exception as exc:  # noqa: BLE001 - not what `run` sends: our own failure, reported there
         send_error(exc)
         return
-    send(ready={"pipeline_sha256": hashlib.sha256(raw).hexdigest()})
+    send(ready={})
     # `run` is still opening the registry: load the sources of the experts to train meanwhile. A
     # source that fails to load fails again, with its message, when an expert reading it is prepared.
-    for name in sorted({ref.partition(".")[0] for expert in experts if expert in loaded.pipeline.experts
-                        for ref in data_refs(loaded.pipeline, expert)}):
+    for name in sorted({ref.partition(".")[0] for expert in opening.experts if expert in pipeline.experts
+                        for ref in data_refs(pipeline, expert)}):
         with contextlib.suppress(Exception):
             store.source(name)
-    here = TrainingHere(loaded.pipeline, store)
+    here = TrainingHere(pipeline, store)
     for line in sys.stdin:
         request = json.loads(line)
         try:
@@ -345,7 +371,7 @@ def main() -> None:
     replies = os.fdopen(os.dup(1), "w", buffering=1)  # the protocol keeps the real stdout;
     os.dup2(2, 1)  # what the sources' and models' own code prints goes to stderr
     sys.stdout = sys.stderr
-    _serve(sys.argv[1], sys.argv[2:], replies)
+    _serve(replies)
     # The end of its input: everything it wrote is in `run`'s folders. Skip the interpreter's
     # teardown of torch (0.3 s or more, which `run` would wait for), as the CLI does.
     replies.close()

@@ -150,23 +150,27 @@ def _exit(code):
     sys.stderr.flush()
     end(code)
 os._exit = _exit
-sys.argv = ["trainer", sys.argv[1], "is_even"]
+sys.argv = ["trainer"]
 runpy.run_module("moe_pipeline.execute.training_process", run_name="__main__")
 """
 
 
 def test_the_training_process_speaks_json_lines_and_never_loads_mlflow(tiny: Path, tmp_path: Path):
-    from moe_pipeline.execute.training_process import TrainingJob
+    """It trains from the pipeline `run` sent it: the YAML file, overwritten before it starts, is never read."""
+    from moe_pipeline.execute.training_process import TrainingJob, TrainingOpening
     from moe_pipeline.pipeline.loader import load_pipeline
     from moe_pipeline.state.fingerprint import fingerprint, training_seeds
     from moe_pipeline.data.store import DataStore
 
-    pipeline = load_pipeline(tiny).pipeline
+    loaded = load_pipeline(tiny)
+    pipeline = loaded.pipeline
     spec = fingerprint(pipeline, "is_even", DataStore(pipeline).field_hash).spec
     job = TrainingJob("is_even", spec, *training_seeds(spec), 16)
     folder = tmp_path / "version"
     folder.mkdir()
-    requests = [{"prepare": {"expert": "is_even", "upstream": {}}},
+    opening = TrainingOpening.of(loaded, ["is_even"])
+    tiny.write_text("not: [a pipeline\n")
+    requests = [{"open": opening.to_json()}, {"prepare": {"expert": "is_even", "upstream": {}}},
                 {"train": {"job": job.__dict__, "folder": str(folder), "progress": True}}]
     proc = subprocess.run([sys.executable, "-c", ALONE, str(tiny)], input="".join(json.dumps(r) + "\n" for r in requests),
                           env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])},

@@ -66,6 +66,25 @@ def test_the_training_contracts_round_trip_through_json():
     assert math.isnan(back.baseline) and back.metrics == summary.metrics and back.micro_batch == 32
 
 
+def test_the_opening_carries_the_validated_pipeline_whole_and_each_sources_yaml_position():
+    """The training process validates the same pipeline again from JSON, never from the file."""
+    from pathlib import Path
+
+    from moe_pipeline.execute.training_process import TrainingOpening
+    from moe_pipeline.pipeline.loader import load_pipeline
+    from moe_pipeline.pipeline.spec import Pipeline
+
+    root = Path(__file__).resolve().parents[2]
+    for name in ("digits.yaml", "planted.yaml"):
+        loaded = load_pipeline(root / "pipelines" / name)
+        opening = TrainingOpening.from_json(json.loads(json.dumps(
+            TrainingOpening.of(loaded, ["x"]).to_json())))
+        assert Pipeline.model_validate(opening.pipeline) == loaded.pipeline
+        assert opening.source_positions == {s: loaded.where("sources", s) for s in loaded.pipeline.sources}
+        assert all(p.startswith(f"{loaded.path}:") for p in opening.source_positions.values())
+        assert opening.experts == ["x"] and opening.path == str(loaded.path)
+
+
 def test_a_record_tag_edited_into_invalid_json_is_one_clear_error_naming_the_version():
     import pytest
 
