@@ -230,8 +230,7 @@ BEFORE_TRAINING = {  # what building the inputs, the target or the model finds
     "faulty:raises raised ZeroDivisionError", "returned NoneType", "class ids must be 0..C-1",
     "over resources.max_memory_gb"}
 
-
-@pytest.mark.parametrize("edit, fragment", [
+USER_CODE_FAULTS = [
     ({"model": "{kind: custom, class: 'faulty:Exploding'}"}, "the training loss became nan in epoch 1"),
     ({"model": "{kind: custom, class: 'faulty:BadInit'}"}, "faulty:BadInit() raised ValueError: no such layer size"),
     ({"model": "{kind: custom, class: 'faulty:BadForward'}"}, "training raised KeyError: 'forgot a buffer'"),
@@ -243,11 +242,11 @@ BEFORE_TRAINING = {  # what building the inputs, the target or the model finds
     ({"target": "{from: digits.label, fn: 'faulty:raises'}"}, "faulty:raises raised ZeroDivisionError"),
     ({"target": "{from: digits.label, fn: 'faulty:returns_none'}"}, "returned NoneType"),
     ({"target": "{from: digits.label, fn: 'faulty:huge_ids'}"}, "class ids must be 0..C-1"),
-])
-@pytest.mark.reliability("failing user code")
-def test_failures_in_user_code_or_training_are_one_message_and_register_nothing(tiny: Path, registry_uri: str,
-                                                                                 tmp_path: Path, edit, fragment,
-                                                                                 capsys):
+]
+
+
+def _with_faulty_is_even(tiny: Path, tmp_path: Path, edit: dict[str, str]) -> None:
+    """is_even's keys in `edit` replaced; the faulty code in a module beside the pipeline."""
     (tmp_path / "faulty.py").write_text(CUSTOM)
     lines = [f"    {k}: {v}" for k, v in edit.items()]
     text = tiny.read_text()
@@ -255,20 +254,65 @@ def test_failures_in_user_code_or_training_are_one_message_and_register_nothing(
     block_end = text.index("  digit:\n")
     block = [ln for ln in text[start:block_end].splitlines() if not any(ln.startswith(f"    {k}:") for k in edit)]
     tiny.write_text(text[:start] + "\n".join(block + lines) + "\n" + text[block_end:])
+
+
+@pytest.mark.parametrize("edit, fragment", USER_CODE_FAULTS)
+@pytest.mark.reliability("failing user code")
+def test_failures_in_user_code_or_training_are_one_message_at_the_experts_key(tiny: Path, tmp_path: Path, edit,
+                                                                               fragment):
+    """At the functions that raise them: a trainer's `prepare` (inputs, target, model, budget:
+    before `run` opens a training run) or its `train`, each error at is_even's YAML key."""
+    from moe_pipeline.data.store import DataStore
+    from moe_pipeline.errors import MoeError, PipelineError
+    from moe_pipeline.execute.located import located
+    from moe_pipeline.execute.training_process import TrainingHere, TrainingJob
+    from moe_pipeline.pipeline.loader import load_pipeline, make_importable
+    from moe_pipeline.state.fingerprint import fingerprint, training_seeds
+
+    _with_faulty_is_even(tiny, tmp_path, edit)
+    try:
+        loaded = load_pipeline(tiny)
+    except PipelineError as exc:  # a schema error: FILE:LINE:COL from the loader itself
+        assert fragment in str(exc) and str(exc).startswith(f"{tiny}:"), str(exc)
+        return
+    make_importable(loaded.path)
+    store = DataStore(loaded.pipeline, tmp_path, None, loaded.where)
+    here = TrainingHere(loaded.pipeline, store)
+    spec = fingerprint(loaded.pipeline, "is_even", store.field_hash).spec
+    job = TrainingJob("is_even", spec, *training_seeds(spec), 16)
+    phase = "prepare"
+    with pytest.raises(MoeError) as info:
+        here.prepare("is_even", {}, lambda key: located(loaded, "is_even", key))
+        phase = "train"
+        (tmp_path / "version").mkdir()
+        here.train(job, tmp_path / "version", lambda key: located(loaded, "is_even", key), None)
+    assert fragment in str(info.value), str(info.value)
+    assert str(info.value).startswith(f"{tiny}:") and "expert 'is_even'" in str(info.value)
+    assert phase == ("prepare" if fragment in BEFORE_TRAINING else "train")
+
+
+@pytest.mark.parametrize("edit, fragment", [USER_CODE_FAULTS[i] for i in (1, 8, 0)])  # model, target, training
+@pytest.mark.reliability("failing user code")
+def test_failing_user_code_through_run_is_one_message_and_registers_nothing(tiny: Path, registry_uri: str,
+                                                                            tmp_path: Path, edit, fragment, capsys):
+    """One `run` per kind: a model that cannot be built and a target that raises leave no run at
+    all; a loss that diverges leaves its run FAILED. Nothing is registered."""
+    _with_faulty_is_even(tiny, tmp_path, edit)
     capsys.readouterr()
     assert cli("run", tiny, "is_even") == 2
     err = capsys.readouterr().err
     assert fragment in err, err
     assert "Traceback" not in err
-    if "unknown key" not in fragment:  # a schema error says FILE:LINE:COL itself
-        assert f"{tiny}:" in err and "expert 'is_even'" in err
+    assert f"{tiny}:" in err and "expert 'is_even'" in err
     client = MlflowClient(registry_uri, registry_uri)
     assert client.search_model_versions("name = 'tiny.is_even'") == []
     experiment = client.get_experiment_by_name("tiny")
     if fragment in BEFORE_TRAINING:  # found before a run was opened: no run, no experiment, nothing to clean
         assert experiment is None or client.search_runs([experiment.experiment_id]) == []
-    elif experiment is not None:
-        assert all(r.info.status == "FAILED" for r in client.search_runs([experiment.experiment_id]))
+    else:
+        assert experiment is not None
+        runs = client.search_runs([experiment.experiment_id])
+        assert runs and all(r.info.status == "FAILED" for r in runs)
 
 
 @pytest.mark.reliability("usage errors")

@@ -3,6 +3,7 @@ allocated or read; never a hang, an OOM kill or a traceback."""
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -152,3 +153,28 @@ def test_a_classes_list_shorter_than_the_targets_ids_is_refused_naming_the_exper
     store = DataStore(pipeline, tmp_path, StatCache(None))
     with pytest.raises(DataError, match=r"expert 'e': `classes` names 2 classes but the target has 4"):
         build_expert_data("e", pipeline.experts["e"], store, {})
+
+
+@pytest.mark.reliability("bad data files")
+@pytest.mark.parametrize("case, fragment", [
+    ("size", "size 9x8 (height x width), expected 8x8"),
+    ("mode", "mode RGB, expected L"),
+    ("unreadable", "cannot read the image"),
+])
+def test_a_bad_image_is_one_data_error_naming_the_image(case: str, fragment: str, tmp_path: Path):
+    from PIL import Image
+
+    for label in ("0", "1"):
+        (tmp_path / "pngs" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (8, 8), color=i * 10).save(tmp_path / "pngs" / label / f"{i}.png")
+    bad = tmp_path / "pngs" / "1" / "bad.png"
+    if case == "size":
+        Image.new("L", (8, 9)).save(bad)
+    elif case == "mode":
+        Image.new("RGB", (8, 8)).save(bad)
+    else:
+        bad.write_bytes(b"not a png at all")
+    source = ImageFolderSource.model_validate({"loader": "imagefolder", "path": "pngs", "size": [8, 8], "mode": "L"})
+    with pytest.raises(DataError, match="^" + re.escape(f"{bad}: {fragment}")):
+        read(source, tmp_path / "pngs", "t")

@@ -189,3 +189,24 @@ def test_a_mutated_csv_reads_whole_or_is_one_data_error(content: bytes, tmp_path
         return
     assert np.isfinite(data.fields["features"]).all()
     assert len(data.fields["features"]) == len(data.fields["label"]) and "" not in data.classes["label"]
+
+
+BAD_CSV = {  # name -> (bytes of the file, fragment of the message)
+    "empty file": (b"", "the file is empty"),
+    "wrong delimiter": (b"a;b;cultivar\n1;2;x\n", "found one column"),
+    "not UTF-8": ("a,b,cultivar\n1,2,caf\u00e9\n".encode("latin-1"), "line 2: byte 0xe9 is not UTF-8"),
+    "non-numeric cell": (b"a,b,cultivar\n1,2,x\n3,oops,y\n", "row 3, column 'b': 'oops', not a number"),
+    "NaN in features": (b"a,b,cultivar\n1,2,x\n3,nan,y\n", "row 3, column 'b': NaN or inf"),
+    "no label column": (b"a,b,kind\n1,2,x\n", "no column 'cultivar'"),
+}
+
+
+@pytest.mark.reliability("bad data files")
+@pytest.mark.parametrize("case", sorted(BAD_CSV))
+def test_a_bad_csv_is_one_data_error_naming_the_file(case: str, tmp_path: Path):
+    content, fragment = BAD_CSV[case]
+    (tmp_path / "wine.csv").write_bytes(content)
+    source = TableSource.model_validate({"loader": "csv", "path": "wine.csv", "label": "cultivar"})
+    with pytest.raises(DataError) as info:
+        read(source, tmp_path / "wine.csv", "t")
+    assert str(info.value).startswith(f"{tmp_path / 'wine.csv'}: ") and fragment in str(info.value), str(info.value)
