@@ -144,15 +144,19 @@ def run(
 
     loaded = load_pipeline(pipeline)
     view = View(loaded)
-    statuses = view.statuses()
-    first_plan = view.plan(experts or [], downstream=downstream, force=force, statuses=statuses)
+    # The plan, made once, read-only (no mlflow): every current artifact verified, so a damaged
+    # one makes its expert stale (INTEGRITY) and the run repairs it. Recovery, later, changes no
+    # current version, so it cannot change the plan; another run registering meanwhile is what
+    # each step finds under its lease (`Run.step`).
+    statuses = view.statuses(verify=True)
+    plan = view.plan(experts or [], downstream=downstream, force=force, statuses=statuses)
     if dry_run:
-        tables.print_plan(first_plan)
+        tables.print_plan(plan)
         return
     executor = executor or loaded.pipeline.resources.executor
     if executor not in ("local", "ray"):
         raise typer.BadParameter(f"--executor must be local or ray, not {executor!r}")
-    if not first_plan.steps and view.settled(statuses):
+    if not plan.steps and view.settled(statuses):
         # nothing to train and nothing to write: a no-op run reads, as `status` does (no mlflow, no torch)
         from moe_pipeline.registry.scratch import remove_dead_scratch
 
@@ -180,11 +184,12 @@ def run(
         trainer = None
         # Something to train, and torch not loaded here yet: a training process loads it while this
         # process loads mlflow (execute/training_process.py). The read-only plan reads no mlflow.
-        if executor == "local" and "torch" not in sys.modules and first_plan.steps:
-            from moe_pipeline.execute.training_process import TrainingOpening, TrainingProcess
+        if executor == "local" and "torch" not in sys.modules and plan.steps:
+            from moe_pipeline.execute.training_contracts import TrainingOpening
+            from moe_pipeline.execute.training_process import TrainingProcess
 
             trainer = stack.enter_context(TrainingProcess(TrainingOpening.of(loaded, [str(s.expert)
-                                                                                     for s in first_plan.steps])))
+                                                                                     for s in plan.steps])))
         # Ray first: its workers start (and import) while this process reads the registry and plans.
         # Opening the registry (importing mlflow, connecting, recovering dead runs) needs none of
         # Ray, and starting a local cluster is mostly waiting for its processes, so a thread opens
@@ -199,7 +204,6 @@ def run(
         if executor == "ray":
             runner = RayRunner(remote, the_run.view.graph, the_run.resources_of,
                                lambda expert: loaded.where("experts", expert), address)
-        plan = the_run.plan(experts or [], downstream=downstream, force=force)  # repairs corrupt artifacts
         try:
             with run_progress(quiet or executor == "ray", sys.stdout.isatty() and not as_json) as bar:
                 outcomes = the_run.execute(plan, bar, runner=runner)
@@ -208,28 +212,9 @@ def run(
             raise exc.cause or exc
     tables.print_outcomes(outcomes, as_json)
     if not as_json:
-        _print_behaviour_changes(loaded, outcomes)
+        from moe_pipeline.cli.diagnosis import print_behaviour_changes
 
-
-def _print_behaviour_changes(loaded, outcomes) -> None:
-    """One `diff` line per expert this run trained a new version of over an older one: what the
-    retraining changed on the test rows (`diff` says the rest)."""
-    retrained = [o for o in outcomes if o.action in ("trained", "retrained") and o.version > 1]
-    if not retrained:
-        return
-    from moe_pipeline.errors import MoeError
-    from moe_pipeline.execute.view import View
-    from moe_pipeline.longlived import long_lived
-
-    with long_lived():  # torch: see moe_pipeline.longlived
-        from moe_pipeline.inspect.diff import diff_versions
-
-    view = View(loaded)  # a fresh read: the versions this run registered
-    for o in retrained:
-        try:
-            typer.echo(diff_versions(view, str(o.expert), version_b=o.version, splits=("test",), features=False).summary())
-        except MoeError as exc:  # the run itself succeeded: say why there is no comparison, and go on
-            typer.echo(f"{o.expert} v{o.version}: no behavioural diff ({exc})")
+        print_behaviour_changes(loaded, outcomes)
 
 
 @app.command()

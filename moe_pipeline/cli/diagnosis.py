@@ -1,5 +1,5 @@
 """`moe-pipeline diagnose` (which upstream expert to fix first) and `moe-pipeline diff` (what a
-retraining changed).
+retraining changed), and the line of `diff` that `run` prints per retrained expert.
 
 Both read the registry through a View and train nothing; they write nothing but the page
 `--html` names (`--json` prints to stdout) and, with `--log`, that page as an artifact of the
@@ -115,3 +115,24 @@ def diff(
         return
     for line in result.lines():
         typer.echo(line)
+
+
+def print_behaviour_changes(loaded, outcomes) -> None:
+    """One `diff` line per expert this run trained a new version of over an older one: what the
+    retraining changed on the test rows (`diff` says the rest)."""
+    retrained = [o for o in outcomes if o.action in ("trained", "retrained") and o.version > 1]
+    if not retrained:
+        return
+    from moe_pipeline.errors import MoeError
+    from moe_pipeline.execute.view import View
+    from moe_pipeline.longlived import long_lived
+
+    with long_lived():  # torch: see moe_pipeline.longlived
+        from moe_pipeline.inspect.diff import diff_versions
+
+    view = View(loaded)  # a fresh read: the versions this run registered
+    for o in retrained:
+        try:
+            typer.echo(diff_versions(view, str(o.expert), version_b=o.version, splits=("test",), features=False).summary())
+        except MoeError as exc:  # the run itself succeeded: say why there is no comparison, and go on
+            typer.echo(f"{o.expert} v{o.version}: no behavioural diff ({exc})")

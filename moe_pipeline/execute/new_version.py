@@ -30,7 +30,8 @@ def train_new_version(view: View, registry: Registry, expert: str, trainer=None,
 
     `trainer`: `run`'s training process, or None to train in this process; `lease`: the
     expert's lease, held by the caller; `bar` hands out a progress callback per expert."""
-    from moe_pipeline.execute.training_process import TrainingHere, TrainingJob
+    from moe_pipeline.execute.training_contracts import TrainingJob
+    from moe_pipeline.execute.training_process import TrainingHere
     from moe_pipeline.registry.artifacts import outputs_sha, seal_version_files
     from moe_pipeline.state.fingerprint import training_seeds
 

@@ -31,18 +31,17 @@ SHIP_EXCLUDES = [".git", ".venv", "registry", ".moe-cache", "reports", "__pycach
 class RayRunner:
     """Run a plan's steps as Ray tasks, each after the tasks of its upstream experts.
 
-    step: called in a worker as `step(plan_step, planned_version)` (picklable); graph: the
+    step: called in a worker as `step(plan_step)` (picklable); graph: the
     expert graph; resources: what an expert's task asks for (`{"num_cpus": .., "num_gpus": ..}`);
     where: `FILE:LINE:COL` of an expert, for a request no node can meet; address: the cluster."""
 
-    step: Callable[[Step, int | None], Outcome]
+    step: Callable[[Step], Outcome]
     graph: nx.DiGraph
     resources: Callable[[str], dict[str, float]]
     where: Callable[[str], str]
     address: str | None = None
 
-    def __call__(self, plan: Plan, planned: dict[str, int | None],
-                 on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    def __call__(self, plan: Plan, on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
         """Submit every step with its upstream steps as dependencies; gather outcomes in plan order.
 
         Uses the Ray session `cluster()` opened (the CLI opens it early, see there)."""
@@ -57,7 +56,7 @@ class RayRunner:
             expert = str(step.expert)
             deps = [refs[u] for u in sorted(nx.ancestors(self.graph, expert)) if u in refs]  # waits for these
             refs[expert] = task.options(name=f"moe:{expert}", **self.resources(expert)).remote(
-                self.step, step, planned[expert], *deps)
+                self.step, step, *deps)
         outcomes, failures = [], {}
         for step in plan.steps:
             expert = str(step.expert)
@@ -85,10 +84,9 @@ class RayRunner:
                         f"{have[key]:g} in all; lower resources.{key} or add nodes that have them")
 
 
-def _run_step(step_fn: Callable[[Step, int | None], Outcome], step: Step, planned: int | None,
-              *upstream_done: Outcome) -> Outcome:
+def _run_step(step_fn: Callable[[Step], Outcome], step: Step, *upstream_done: Outcome) -> Outcome:
     """The task: `upstream_done` only orders it after its upstream experts' tasks."""
-    return step_fn(step, planned)
+    return step_fn(step)
 
 
 @contextlib.contextmanager

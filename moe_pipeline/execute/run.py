@@ -30,8 +30,8 @@ from moe_pipeline.registry.writes import Registry
 from moe_pipeline.state import planner
 from moe_pipeline.state.record import RETRAINED_BECAUSE
 
-# plan, each planned expert's current version when the plan was made, a callback per outcome
-Runner = Callable[[planner.Plan, dict[str, int | None], Callable[[Outcome], None] | None], list[Outcome]]
+# the plan, a callback per outcome
+Runner = Callable[[planner.Plan, Callable[[Outcome], None] | None], list[Outcome]]
 
 
 class Run:
@@ -54,11 +54,6 @@ class Run:
         recovery.delete_dead_leases(self.view, self.registry, self.notify)
         return done
 
-    def plan(self, names: list[str], downstream: str | None = None, force: bool = False) -> planner.Plan:
-        """The plan on the registry as it is now, every current artifact verified (a damaged one
-        makes its expert stale with reason INTEGRITY, so the run repairs it)."""
-        return self.view.plan(names, downstream=downstream, force=force, verify=True)
-
     def publish(self) -> dict[str, planner.Status]:
         """The statuses as tags, after reading the registry again: concurrent runs (or Ray
         tasks) registered versions meanwhile."""
@@ -72,13 +67,11 @@ class Run:
         if plan.steps and runner is None and self.trainer is None:
             with long_lived():  # torch, before the first expert: see moe_pipeline.longlived
                 import moe_pipeline.training.train  # noqa: F401
-        current = self.view.current()
-        planned = {str(s.expert): current[s.expert].version if current[s.expert] else None for s in plan.steps}
         try:
             if runner is None:
-                outcomes = run_plan(plan, lambda step: self.step(step, planned[str(step.expert)], bar), on_outcome)
+                outcomes = run_plan(plan, lambda step: self.step(step, bar), on_outcome)
             else:
-                outcomes = runner(plan, planned, on_outcome)
+                outcomes = runner(plan, on_outcome)
         except StepsFailed:
             self.publish()
             raise
@@ -87,11 +80,11 @@ class Run:
 
     # ------------------------------------------------------------ one expert
 
-    def step(self, step: planner.Step, planned: int | None, bar=None) -> Outcome:
+    def step(self, step: planner.Step, bar=None) -> Outcome:
         """One step under the expert's lease: no other run writes this expert meanwhile.
 
         With the lease taken, the registry is read again: another run may have trained this
-        expert (or its upstream) since the plan was made (`planned`: its current version then).
+        expert (or its upstream) since the plan was made (`step.planned_version`: its current version then).
         What is fresh by now is used as it is."""
         from moe_pipeline.registry.lease import Lease
 
@@ -104,7 +97,8 @@ class Run:
             recovery.fail_runs_of_expired_leases(self.view, self.registry, lease, self.notify)
             self.view.snapshot(refresh=True)
             now = self.view.current()[expert]
-            if now is not None and now.version != planned and self.view.statuses()[expert].status == planner.FRESH:
+            if now is not None and now.version != step.planned_version \
+                    and self.view.statuses()[expert].status == planner.FRESH:
                 return Outcome(expert, "unchanged", now.version, now.metric_name, now.val_metric, 0.0, 0.0,
                                f"trained by another run: v{now.version}")
             return self._decide(step, lease, bar)
@@ -155,8 +149,8 @@ class RemoteStep:
     tracking_uri: str
     wait: float = 600.0
 
-    def __call__(self, step: planner.Step, planned: int | None) -> Outcome:
-        return self.open().step(step, planned)
+    def __call__(self, step: planner.Step) -> Outcome:
+        return self.open().step(step)
 
     def open(self) -> Run:
         """This worker's Run of the pipeline, opened once per Ray job (workers belong to one job,

@@ -58,6 +58,7 @@ class View:
         self.registry = RegistryReader(tracking_uri or resolve_tracking_uri(self.pipeline, loaded.path), self.pipeline.name)
         self._snapshot: dict[str, ExpertVersions] | None = None
         self._fingerprints: dict[str, Fingerprint] = {}
+        self._integrity: tuple[dict, dict[str, str]] | None = None  # (the snapshot it verified, problems)
 
     # ------------------------------------------------------------ reading state
 
@@ -140,13 +141,18 @@ class View:
                 and not self.tag_changes(statuses))
 
     def integrity(self) -> dict[str, str]:
-        """Expert -> what is wrong with its current version's artifacts, for those with a problem."""
-        snap, problems = self.snapshot(), {}
+        """Expert -> what is wrong with its current version's artifacts, for those with a problem;
+        verified once per snapshot (`run` asks for its plan and again whether it is settled)."""
+        snap = self.snapshot()
+        if self._integrity is not None and self._integrity[0] is snap:
+            return self._integrity[1]
+        problems = {}
         for name, record in self.current().items():
             if record is not None:
                 problem = self.registry.verify(record, snap[name].sources[record.version])
                 if problem:
                     problems[name] = problem
+        self._integrity = (snap, problems)
         return problems
 
     def estimates(self) -> dict[str, float | None]:

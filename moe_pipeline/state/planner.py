@@ -147,6 +147,7 @@ class Step:
     forced: bool = False
     action: str = TRAIN  # CHECK: the behavioural cutoff decides once its upstream has trained
     decided_after: tuple[Hashable, ...] = ()
+    planned_version: int | None = None  # its current version when the plan was made (None: it had none)
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,8 @@ def plan(graph: nx.DiGraph, status: Mapping[Hashable, Status], estimates: Mappin
         if status[node].status != FRESH or forced:
             reasons = tuple(status[node].reasons) or (Reason("FORCED", "--force"),)
             action, after = (TRAIN, ()) if forced else decision(status[node], cutoff.get(node, False))
-            steps.append(Step(node, status[node].status, reasons, estimates.get(node), forced, action, after))
+            steps.append(Step(node, status[node].status, reasons, estimates.get(node), forced, action, after,
+                              status[node].version))
     return Plan(tuple(steps))
 
 

@@ -265,7 +265,8 @@ def test_failures_in_user_code_or_training_are_one_message_at_the_experts_key(ti
     from moe_pipeline.data.store import DataStore
     from moe_pipeline.errors import MoeError, PipelineError
     from moe_pipeline.execute.located import located
-    from moe_pipeline.execute.training_process import TrainingHere, TrainingJob
+    from moe_pipeline.execute.training_contracts import TrainingJob
+    from moe_pipeline.execute.training_process import TrainingHere
     from moe_pipeline.pipeline.loader import load_pipeline, make_importable
     from moe_pipeline.state.fingerprint import fingerprint, training_seeds
 

@@ -157,7 +157,7 @@ runpy.run_module("moe_pipeline.execute.training_process", run_name="__main__")
 
 def test_the_training_process_speaks_json_lines_and_never_loads_mlflow(tiny: Path, tmp_path: Path):
     """It trains from the pipeline `run` sent it: the YAML file, overwritten before it starts, is never read."""
-    from moe_pipeline.execute.training_process import TrainingJob, TrainingOpening
+    from moe_pipeline.execute.training_contracts import TrainingJob, TrainingOpening
     from moe_pipeline.pipeline.loader import load_pipeline
     from moe_pipeline.state.fingerprint import fingerprint, training_seeds
     from moe_pipeline.data.store import DataStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from moe_pipeline.execute.training_process import TrainingJob, TrainingSummary
+from moe_pipeline.execute.training_contracts import TrainingJob, TrainingSummary
 from moe_pipeline.state.record import (NEEDS_RETRAIN, RECORD, VALIDATED_AGAINST, Record, UpstreamRef, from_tags,
                                        to_tags)
 from moe_pipeline.state.version_spec import VersionSpec
@@ -70,7 +70,7 @@ def test_the_opening_carries_the_validated_pipeline_whole_and_each_sources_yaml_
     """The training process validates the same pipeline again from JSON, never from the file."""
     from pathlib import Path
 
-    from moe_pipeline.execute.training_process import TrainingOpening
+    from moe_pipeline.execute.training_contracts import TrainingOpening
     from moe_pipeline.pipeline.loader import load_pipeline
     from moe_pipeline.pipeline.spec import Pipeline
 

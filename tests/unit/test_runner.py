@@ -66,7 +66,7 @@ def test_the_ray_runner_refuses_a_request_no_node_can_meet_at_the_experts_positi
     from moe_pipeline.execute.ray_runner import RayRunner
 
     wants = {"a": {"num_cpus": 1.0}, "b": {"num_cpus": 1.0, "num_gpus": 1.0}}
-    runner = RayRunner(step=lambda s, v: _outcome(s.expert), graph=nx.DiGraph([("a", "b")]),
+    runner = RayRunner(step=lambda s: _outcome(s.expert), graph=nx.DiGraph([("a", "b")]),
                        resources=wants.__getitem__, where=lambda e: f"p.yaml:{ord(e) - 90}:5")
     runner._check_requests(_plan("a", "b"), {"CPU": 2.0, "GPU": 1.0})  # met: no error
     with pytest.raises(ExecutorError) as info:
