@@ -29,6 +29,7 @@ PipelineArg = typer.Argument(..., help="pipeline YAML file, e.g. pipelines/digit
 
 
 class DagFormat(str, Enum):
+    """The output formats of `dag`."""
     text = "text"
     mermaid = "mermaid"
     dot = "dot"
@@ -68,6 +69,7 @@ def validate(pipeline: Path = PipelineArg) -> None:
 
 
 class Template(str, Enum):
+    """The project templates of `init`."""
     tabular = "tabular"
     images = "images"
 

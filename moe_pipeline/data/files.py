@@ -20,6 +20,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclass
 class FileData:
+    """What reading one data file gives: its fields as arrays, each field's column names and class names."""
     fields: dict[str, np.ndarray]
     names: dict[str, list[str]] = field(default_factory=dict)  # field -> one name per feature column
     classes: dict[str, list[str]] = field(default_factory=dict)  # field -> class names (index = class id)

@@ -23,10 +23,12 @@ class TrainingJob:
     probe_size: int
 
     def to_json(self) -> dict[str, Any]:
+        """The job as JSON-ready data."""
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TrainingJob":
+        """The job `to_json` wrote."""
         return cls(**data)
 
 
@@ -48,10 +50,12 @@ class TrainingSummary:
     weakest: str | None  # the class with the lowest validation recall, for classification
 
     def to_json(self) -> dict[str, Any]:
+        """The summary as JSON-ready data."""
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TrainingSummary":
+        """The summary `to_json` wrote."""
         return cls(**data)
 
 
@@ -73,8 +77,10 @@ class TrainingOpening:
                    {name: loaded.where("sources", name) for name in loaded.pipeline.sources}, list(experts))
 
     def to_json(self) -> dict[str, Any]:
+        """The opening as JSON-ready data."""
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TrainingOpening":
+        """The opening `to_json` wrote."""
         return cls(**data)

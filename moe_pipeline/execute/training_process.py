@@ -290,6 +290,7 @@ def _phase(name: str):
 
 
 def main() -> None:
+    """The training process's entry point: serve requests on stdin until it ends, then exit at once."""
     import signal
 
     if sys.platform.startswith("linux"):  # die with `run`, even when it is killed with SIGKILL

@@ -70,6 +70,7 @@ class View:
         return self._snapshot
 
     def current(self) -> dict[str, Record | None]:
+        """Each expert's current version's record (None where it has none), from the snapshot."""
         snap = self.snapshot()
         return {name: snap[name].current_record if name in snap else None for name in self.pipeline.experts}
 
@@ -84,6 +85,7 @@ class View:
             versions.sources[record.version] = source
 
     def fingerprint(self, expert: str) -> Fingerprint:
+        """The expert's fingerprint as the pipeline, its code and its data say now; computed once per View."""
         if expert not in self._fingerprints:
             self._fingerprints[expert] = fingerprint(self.pipeline, expert, self.store.field_hash)
         return self._fingerprints[expert]
@@ -156,6 +158,7 @@ class View:
         return problems
 
     def estimates(self) -> dict[str, float | None]:
+        """Each expert's training seconds as its latest version recorded them (None if never trained)."""
         snap = self.snapshot()
         out: dict[str, float | None] = {}
         for name in self.pipeline.experts:
@@ -173,6 +176,7 @@ class View:
                                      f"experts: {', '.join(self.pipeline.experts)}")
 
     def cutoff_enabled(self) -> dict[str, bool]:
+        """Each expert: whether its behavioural cutoff is on (`cutoff:` not `off`)."""
         return {name: spec.cutoff != "off" for name, spec in self.pipeline.experts.items()}
 
     def plan(self, names: list[str], downstream: str | None = None, force: bool = False,
@@ -183,12 +187,14 @@ class View:
                             self.estimates(), names, downstream, force, self.cutoff_enabled())
 
     def impact(self, expert: str) -> planner.Plan:
+        """What a change to `expert` would retrain: it and everything downstream, with estimates."""
         self._check_names([expert])
         return planner.impact(self.graph, expert, self.estimates())
 
     # ------------------------------------------------------------ stored versions
 
     def record(self, expert: str, version: int | None = None) -> Record:
+        """One version's record (default: the current one); a SelectionError naming what exists otherwise."""
         self._check_names([expert])
         versions = self.snapshot().get(expert)
         wanted = version if version is not None else (versions.current if versions else None)
@@ -210,6 +216,7 @@ class View:
         return {split: self.artifact(record, outputs_file(split, record.outputs_dir)) for split in SPLITS}
 
     def load_outputs(self, record: Record) -> dict[str, dict]:
+        """One version's stored outputs, per split, read from their verified files."""
         from moe_pipeline.registry.artifacts import read_tensors
 
         return {split: read_tensors(path) for split, path in self.outputs_files(record).items()}

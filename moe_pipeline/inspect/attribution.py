@@ -17,6 +17,7 @@ FIRST_STEPS, MAX_STEPS = 32, 4096
 
 @dataclass
 class IGResult:
+    """Integrated gradients of one expert's explained logit: per-input attributions, the steps used and the completeness gap."""
     attributions: torch.Tensor  # (n, *in_shape)
     steps: int
     output_change: float  # sum over rows of |f(x) - f(baseline)| of the explained logit

@@ -54,6 +54,7 @@ class DigitsSource(Strict):
 
     @property
     def fields(self) -> tuple[str, ...]:
+        """The fields this source gives: the 8x8 image and its label."""
         return ("image", "label")
 
 
@@ -92,6 +93,7 @@ class PlantedSource(Strict):
 
     @property
     def fields(self) -> tuple[str, ...]:
+        """The fields this source gives: its features and the planted label."""
         return ("x", "y")
 
 
@@ -151,6 +153,7 @@ class TableSource(FileSource):
 
     @property
     def fields(self) -> tuple[str, ...]:
+        """The fields this source gives: its column groups, then the label, if any."""
         if self.groups is not None:
             return tuple(self.groups)
         return ("features", "label") if self.label else ("features",)
@@ -165,6 +168,7 @@ class ArraySource(FileSource):
 
     @property
     def fields(self) -> tuple[str, ...]:
+        """The fields this source gives: the arrays its `fields:` names."""
         return tuple(self.arrays or ())
 
 
@@ -178,6 +182,7 @@ class ImageFolderSource(FileSource):
 
     @property
     def fields(self) -> tuple[str, ...]:
+        """The fields this source gives: the image and its label (the class folder)."""
         return ("image", "label")
 
 
@@ -318,10 +323,12 @@ class ExpertSpec(Strict):
 
     @property
     def target_field(self) -> str:
+        """The `source.field` the target is read from."""
         return self.target if isinstance(self.target, str) else self.target.source
 
     @property
     def target_fn(self) -> str | None:
+        """The `module:function` that turns the target field into the target, if any."""
         return None if isinstance(self.target, str) else self.target.fn
 
 
@@ -344,9 +351,11 @@ class Pipeline(Strict):
     registry: RegistrySpec = RegistrySpec()
 
     def resources_for(self, expert: str) -> ResourcesSpec:
+        """The expert's own `resources:`, else the pipeline's."""
         return self.experts[expert].resources or self.resources
 
     def source_fields(self, name: str) -> tuple[str, ...]:
+        """Every `source.field` the pipeline's sources give."""
         source = self.sources[name]
         if getattr(source, "loader", None) == "npy":
             return (name,)
@@ -362,4 +371,5 @@ def json_schema() -> dict[str, Any]:
 
 
 def json_schema_text() -> str:
+    """The pipeline file's JSON Schema, as text (the `schema` command prints it)."""
     return json.dumps(json_schema(), indent=2, sort_keys=True)

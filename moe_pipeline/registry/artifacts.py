@@ -24,6 +24,7 @@ PROBE = "probe.safetensors"  # behaviour reference: outputs on the probe rows, a
 
 
 def outputs_file(split: str, folder: str = "outputs") -> str:
+    """The artifact path of one split's stored outputs inside a version's folder."""
     return f"{folder}/{split}.safetensors"
 
 
@@ -60,6 +61,7 @@ def seal_version_files(folder: Path, run_id: str | None = None) -> dict[str, str
 
 
 def write_outputs(path: Path, outputs: dict[str, torch.Tensor]) -> None:
+    """Write one split's outputs (logits, probabilities, embeddings) as one safetensors file."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +84,7 @@ def outputs_sha(sha256: dict[str, str], folder: str = "outputs") -> str:
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, by name (no pickle)."""
     from safetensors.torch import load_file
 
     return load_file(str(path))

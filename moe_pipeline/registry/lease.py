@@ -49,10 +49,12 @@ class Holder:
     expires: float
 
     def expired(self, now: float) -> bool:
+        """Whether the holder is gone: a dead pid of this host, or an expiry nobody renewed before `now`."""
         gone = self.host == socket.gethostname() and not pid_alive(self.pid)
         return gone or self.expires < now
 
     def describe(self) -> str:
+        """Who holds it, in words: the host and pid of its run."""
         return f"a run on {self.host} (pid {self.pid})"
 
 
@@ -131,6 +133,7 @@ class Lease:
         return bool(holders) and holders[-1].name == self.held and holders[-1].token == self.token
 
     def release(self) -> None:
+        """Stop renewing the lease and give it back (delete the lease this run holds)."""
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join(timeout=5)

@@ -55,6 +55,7 @@ def import_client() -> None:
 
 
 def sqlite_path(uri: str) -> Path | None:
+    """The database file of an `sqlite:///` tracking URI, or None for any other store."""
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
@@ -71,6 +72,7 @@ class RegistryReader:
     # ------------------------------------------------------------ connection
 
     def model_name(self, expert: str) -> str:
+        """The registered model name of an expert: `<pipeline>.<expert>`."""
         return f"{self.pipeline_name}.{expert}"
 
     def exists(self) -> bool:
@@ -80,6 +82,7 @@ class RegistryReader:
 
     @property
     def client(self):
+        """The MLflow client, made (and mlflow imported) on first use."""
         if self._client is None:
             self._client = self._connect()
         return self._client
@@ -139,6 +142,7 @@ class RegistryReader:
                 raise RegistryError(f"MLflow registry at {self.tracking_uri}: {what} failed: {_short(exc)}") from None
 
     def artifact_root(self) -> str | None:
+        """Where artifacts go for an sqlite store (`artifacts/` beside the database); None for others."""
         path = sqlite_path(self.tracking_uri)
         return (path.parent / "artifacts").resolve().as_uri() if path else None
 

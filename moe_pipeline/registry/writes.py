@@ -42,6 +42,7 @@ class Registry:
 
     @property
     def client(self):
+        """The MLflow client of the reader it writes beside."""
         return self.reader.client
 
     @property
@@ -53,6 +54,7 @@ class Registry:
         self.reader.requests = value
 
     def model_name(self, expert: str) -> str:
+        """The registered model name of an expert: `<pipeline>.<expert>`."""
         return self.reader.model_name(expert)
 
     def _call(self, what: str, fn, *args, **kwargs):
@@ -148,10 +150,12 @@ class Registry:
         return [(mv.name[len(prefix):], int(mv.version)) for mv in found if mv.name.startswith(prefix)]
 
     def finish_run(self, run_id: str, status: str) -> None:
+        """End an MLflow run with `status` (FINISHED or FAILED)."""
         self._call("finish run", self.client.set_terminated, run_id, status)
 
     def log_training(self, run_id: str, params: dict[str, Any], history: list[dict[str, float]],
                      metrics: dict[str, float]) -> None:
+        """Log a training run's parameters, per-epoch history and final metrics, in one batch."""
         from mlflow.entities import Metric, Param
 
         now = int(time.time() * 1000)
@@ -179,6 +183,7 @@ class Registry:
         return run.info.run_id
 
     def log_artifacts(self, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
+        """Upload a sealed version folder as the run's artifacts."""
         self._call("log artifacts", self.client.log_artifacts, run_id, str(folder), artifact_path)
 
     def log_files(self, run_id: str, files: list[Path], artifact_path: str) -> None:
@@ -229,11 +234,13 @@ class Registry:
         return self._artifact_uris[run_id]
 
     def set_tags(self, expert: str, version: int, tags: dict[str, str]) -> None:
+        """Set tags on one model version."""
         for key, value in tags.items():
             self.tag_writes += 1
             self._call("set tag", self.client.set_model_version_tag, self.model_name(expert), str(version), key, value)
 
     def delete_tag(self, expert: str, version: int, key: str) -> None:
+        """Delete one tag of one model version."""
         self.tag_writes += 1
         self._call("delete tag", self.client.delete_model_version_tag, self.model_name(expert), str(version), key)
 
@@ -243,12 +250,14 @@ class Registry:
         self._call("set model tag", self.client.set_registered_model_tag, self.model_name(expert), key, value)
 
     def mark_needs_retrain(self, expert: str, version: int, reason: str | None) -> None:
+        """Set a version's `moe.needs_retrain` to `reason`, or delete it when `reason` is None."""
         if reason is None:
             self.delete_tag(expert, version, NEEDS_RETRAIN)
         else:
             self.set_tags(expert, version, {NEEDS_RETRAIN: reason})
 
     def delete_version(self, expert: str, version: int) -> None:
+        """Delete one model version (one a killed run registered but never made current)."""
         self._call("delete version", self.client.delete_model_version, self.model_name(expert), str(version))
 
     def register_system(self, folder: Path, pinned: str, description: str) -> int:

@@ -47,18 +47,22 @@ class Fingerprint:
 
 
 def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces: the same value always gives the same text."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def sha256_text(text: str) -> str:
+    """Hex sha256 of a text's UTF-8 bytes."""
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def digest(mapping: dict[str, str]) -> str:
+    """Hex sha256 of a value's canonical JSON."""
     return sha256_text(canonical_json(mapping))
 
 
 def resolved_spec(pipeline: Pipeline, expert: str) -> dict[str, Any]:
+    """The expert's spec as its fingerprint hashes it: defaults filled, non-behavioural keys left out."""
     spec = pipeline.experts[expert].model_dump(mode="json", by_alias=True, exclude=set(NON_BEHAVIOURAL_KEYS))
     train = spec["train"]
     if train["seed"] is None:
@@ -144,6 +148,7 @@ def data_refs(pipeline: Pipeline, expert: str) -> list[str]:
 
 
 def fingerprint(pipeline: Pipeline, expert: str, field_hash: Callable[[str], str]) -> Fingerprint:
+    """What an expert's version depends on: its resolved spec, the hashes of its code and of its data fields."""
     spec = resolved_spec(pipeline, expert)
     code = {RECORDED_AS.get(obj, obj): code_hash(obj) for obj in code_objects(pipeline, expert)}
     data = {data_label(pipeline, ref): field_hash(ref) for ref in data_refs(pipeline, expert)}
@@ -230,6 +235,7 @@ def _definition_hash(source: str, name: str) -> str | None:
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as dotted keys (`train.lr`), for MLflow params."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():

@@ -22,6 +22,7 @@ ChangedFiles = Callable[[str, str], "str | None"]
 
 
 class FingerprintLike(Protocol):
+    """What the planner reads of a fingerprint (state.fingerprint.Fingerprint)."""
     spec: dict[str, Any]
     spec_hash: str
     code: dict[str, str]
@@ -54,6 +55,7 @@ class Status:
     below_baseline: str | None = None  # "val accuracy 0.30 vs majority class 0.62" when not better than trivial
 
     def summary(self) -> str:
+        """The reasons, in one line."""
         return "; ".join(str(r) for r in self.reasons)
 
 
@@ -158,10 +160,12 @@ class Plan:
 
     @property
     def experts(self) -> list[Hashable]:
+        """The experts of the steps, in plan order."""
         return [s.expert for s in self.steps]
 
     @property
     def estimate(self) -> float | None:
+        """Seconds the whole plan is expected to take; None when any step's is unknown."""
         known = [s.estimate for s in self.steps]
         return None if any(e is None for e in known) else float(sum(known))  # type: ignore[arg-type]
 
@@ -178,6 +182,7 @@ def decision(status: Status, cutoff: bool) -> tuple[str, tuple[Hashable, ...]]:
 
 
 def describe(step: Step) -> str:
+    """A step's action in words (train, or retrain-or-keep and what decides it)."""
     if step.action == CHECK and step.decided_after:
         return f"retrain or keep, decided after {', '.join(map(str, step.decided_after))} trains"
     return "retrain or keep, decided by re-evaluation" if step.action == CHECK else "train"

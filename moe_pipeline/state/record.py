@@ -30,6 +30,7 @@ class UpstreamRef:
     outputs: str  # sha256 over the upstream's stored output files
 
     def label(self) -> str:
+        """`vN`: the version, as status shows it."""
         return f"v{self.version}"
 
 
@@ -84,19 +85,23 @@ class Record:
             self.trained_upstream = dict(self.upstream)
 
     def expected_sha256(self, artifact: str) -> str | None:
+        """The sha256 the record holds for one of the version's files, stored outputs included (None if not recorded)."""
         return self.sha256.get(artifact) or (self.outputs_files or {}).get(artifact)
 
     @property
     def below_baseline(self) -> bool:
         # equal counts as not better: a model answering the majority class every time ties it exactly
+        """Whether the version is no better than the trivial predictor on validation (a tie counts)."""
         return self.baseline is not None and self.val_metric <= self.baseline + 1e-9
 
     def baseline_text(self) -> str:
+        """The version's validation metric beside the trivial predictor's, in words."""
         trivial = "majority class" if self.metric_name == "accuracy" else "predicting the mean"
         return f"val {self.metric_name} {self.val_metric:.4f} vs {trivial} {self.baseline:.4f}"
 
     @property
     def upstream_versions(self) -> dict[str, int]:
+        """Upstream expert -> the version this one was trained from."""
         return {name: ref.version for name, ref in self.upstream.items()}
 
 
@@ -111,6 +116,7 @@ _IMMUTABLE = ("spec", "spec_hash", "code", "code_hash", "data", "data_hash", "tr
 
 
 def to_tags(record: Record) -> dict[str, str]:
+    """A record as its model version's tags: state, short summary tags, the whole record as JSON, its outputs."""
     body = {name: getattr(record, name) for name in _IMMUTABLE}
     body["upstream"] = {k: asdict(v) for k, v in (record.trained_upstream or {}).items()}
     if record.baseline is not None:  # absent on versions recorded before the baseline check
@@ -137,11 +143,13 @@ def summary_tags(record: Record) -> dict[str, str]:
 
 
 def outputs_tag(record: Record) -> str:
+    """The `moe.outputs` tag: the stored outputs' folder, their sha256 and each file's."""
     return json.dumps({"dir": record.outputs_dir, "sha": record.outputs_sha, "files": record.outputs_files or {}},
                       sort_keys=True)
 
 
 def upstream_refs(raw: dict[str, Any]) -> dict[str, UpstreamRef]:
+    """The `upstream` part of a `moe.record` tag as UpstreamRefs (version and outputs hash per expert)."""
     return {k: UpstreamRef(int(v["version"]), v["outputs"]) for k, v in raw.items()}
 
 

@@ -52,12 +52,15 @@ class VersionSpec(BaseModel):
         return TypeAdapter(ModelSpec).validate_python(self.spec["model"])
 
     def to_json(self) -> str:
+        """The spec.json text: sorted keys, indented (its sha256 is recorded, so it is stable)."""
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "VersionSpec":
+        """The VersionSpec of a spec.json text."""
         return cls.model_validate(json.loads(text))
 
     @classmethod
     def read(cls, path: Path) -> "VersionSpec":
+        """The VersionSpec of a spec.json file."""
         return cls.from_json(Path(path).read_text())
