@@ -15,7 +15,7 @@ import torch
 from moe_pipeline.inspect import plots
 from moe_pipeline.inspect.page import Report, table as _table
 
-AGOP_ROWS = 2000  # the issue's n; the train split of digits has fewer
+AGOP_ROWS = 2000  # each section's row budget, said on the page (`rows_used`); digits' train split has fewer
 ATTRIBUTION_ROWS = 200
 NFA_WORDS = {"wtw_vs_agop_sqrt": "WᵀW vs √AGOP", "wtw_vs_agop": "WᵀW vs AGOP",
              "delta_wtw_vs_agop_sqrt": "WᵀW's change since initialisation vs √AGOP",
@@ -100,6 +100,14 @@ def saved_class_names(data) -> list[str] | None:
     return names if names and len(names) == data.n_outputs else None
 
 
+def rows_used(used: int, available: int, split: str, budget: int | None) -> str:
+    """What a section ran on, in words: `the first 2,000 of 7,000 training rows (this section's
+    budget: 2,000)`, or `all 1,000 training rows` when the split fits (no budget: `None`)."""
+    if used < available:
+        return f"the first {used:,} of {available:,} {split} rows (this section's budget: {budget:,})"
+    return f"all {used:,} {split} rows" + (f" (this section's budget: {budget:,})" if budget is not None else "")
+
+
 def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | None = None) -> None:
     from moe_pipeline.inspect import agop as A
     from moe_pipeline.training.models import first_layer
@@ -162,7 +170,8 @@ def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | 
     rep.summary["agop"] = info
     nfa = info.get("neural_feature_ansatz")
     share = 100 * sum(info["top_feature_share"])
-    text = (f"<p>Computed over {len(x)} training rows in {seconds:.2f} s. The 10 most used inputs: "
+    text = (f"<p>Computed over {rows_used(len(x), len(data.x['train']), 'training', AGOP_ROWS)} in {seconds:.2f} s. "
+            "The 10 most used inputs: "
             f"{html.escape(', '.join(info['top_feature_names']))} ({share:.1f}% of the trace). "
             f"Effective rank {res.rank95}: that many eigen-directions hold 95% of the trace. Eigenpairs: "
             + ("exact (dense eigendecomposition)." if exact else
@@ -205,7 +214,7 @@ def section_collapse(rep: Report, model, data) -> None:
             "equal angles and the simplex hold trivially and a 0 would say nothing.</p>" if two else "")
     layer_rows = [{"hidden layer (module path)": name, "NC1": value} for name, value in layers.items()]
     rep.add("Neural collapse (penultimate features, training split)",
-            _table(rows) + note + "<h3>NC1 per hidden layer</h3><p class='how'>Deep neural collapse: NC1 falls layer "
+            f"<p>Over {rows_used(len(x), len(x), 'training', None)}, streamed a chunk at a time.</p>" + _table(rows) + note + "<h3>NC1 per hidden layer</h3><p class='how'>Deep neural collapse: NC1 falls layer "
             "by layer when later layers separate the classes more cleanly.</p>" + _table(layer_rows),
             how="Papyan, Han and Donoho (2020). Class means are centred at the global mean of all features. Values "
                 "near 0 mean the geometry has collapsed to one point per class.")
@@ -255,7 +264,8 @@ def section_attribution(rep: Report, model, data, saved) -> None:
                      "a baseline of zero, except on inputs that are another expert's probabilities, where zero is off "
                      "the data and the baseline is their training mean")
     rep.add("Attributions (captum)",
-            f"<p>{len(x)} validation rows, explaining the logit of each row's true class. Integrated gradients from "
+            f"<p>On {rows_used(len(x), len(data.x['val']), 'validation', ATTRIBUTION_ROWS)}, explaining the logit of each "
+            "row's true class. Integrated gradients from "
             f"{baseline_text}: {ig.steps} steps, completeness gap {100 * ig.gap_relative:.2f}% of the output change "
             f"(steps double until it is at most 1%).</p>", figs,
             how="Integrated gradients: how much each input moved the logit away from the baseline; saliency: "

@@ -34,6 +34,11 @@ def test_inspect_image_expert_writes_every_section(tiny: Path, registry_uri: str
         assert (out / png).stat().st_size > 1000, png
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 7  # self-contained
+    store = View(load_pipeline(tiny), fast_reads=False).store.source("digits").splits
+    n_train, n_val = len(store["train"]), len(store["val"])
+    assert f"Computed over all {n_train:,} training rows (this section's budget: 2,000)" in html  # each section's rows
+    assert f"Over all {n_train:,} training rows, streamed" in html
+    assert f"the first 200 of {n_val:,} validation rows (this section's budget: 200)" in html
     mv = MlflowClient(registry_uri, registry_uri).get_model_version_by_alias("tiny.has_loop", "current")
     logged = {a.path for a in MlflowClient(registry_uri, registry_uri).list_artifacts(mv.run_id, "inspect")}
     assert "inspect/report.html" in logged and "inspect/summary.json" in logged

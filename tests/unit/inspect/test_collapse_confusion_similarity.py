@@ -162,3 +162,11 @@ def test_streamed_deep_nc1_equals_nc1_on_each_whole_layer():
     assert len(streamed) == len(whole) == 3
     for (_, got), want in zip(streamed.items(), whole.values()):
         assert abs(got - want) <= 1e-9 * max(1.0, abs(want)), (got, want)
+
+
+def test_a_sections_rows_say_the_budget_when_it_cut_the_split():
+    from moe_pipeline.inspect.sections import rows_used
+
+    assert rows_used(2000, 7000, "training", 2000) == "the first 2,000 of 7,000 training rows (this section's budget: 2,000)"
+    assert rows_used(1078, 1078, "training", 2000) == "all 1,078 training rows (this section's budget: 2,000)"
+    assert rows_used(1078, 1078, "training", None) == "all 1,078 training rows"
