@@ -214,8 +214,9 @@ def section_collapse(rep: Report, model, data) -> None:
             "equal angles and the simplex hold trivially and a 0 would say nothing.</p>" if two else "")
     layer_rows = [{"hidden layer (module path)": name, "NC1": value} for name, value in layers.items()]
     rep.add("Neural collapse (penultimate features, training split)",
-            f"<p>Over {rows_used(len(x), len(x), 'training', None)}, streamed a chunk at a time.</p>" + _table(rows) + note + "<h3>NC1 per hidden layer</h3><p class='how'>Deep neural collapse: NC1 falls layer "
-            "by layer when later layers separate the classes more cleanly.</p>" + _table(layer_rows),
+            f"<p>Over {rows_used(len(x), len(x), 'training', None)}, streamed a chunk at a time.</p>"
+            + _table(rows) + note + "<h3>NC1 per hidden layer</h3><p class='how'>Deep neural collapse: NC1 falls "
+            "layer by layer when later layers separate the classes more cleanly.</p>" + _table(layer_rows),
             how="Papyan, Han and Donoho (2020). Class means are centred at the global mean of all features. Values "
                 "near 0 mean the geometry has collapsed to one point per class.")
 
@@ -264,8 +265,8 @@ def section_attribution(rep: Report, model, data, saved) -> None:
                      "a baseline of zero, except on inputs that are another expert's probabilities, where zero is off "
                      "the data and the baseline is their training mean")
     rep.add("Attributions (captum)",
-            f"<p>On {rows_used(len(x), len(data.x['val']), 'validation', ATTRIBUTION_ROWS)}, explaining the logit of each "
-            "row's true class. Integrated gradients from "
+            f"<p>On {rows_used(len(x), len(data.x['val']), 'validation', ATTRIBUTION_ROWS)}, explaining the logit "
+            "of each row's true class. Integrated gradients from "
             f"{baseline_text}: {ig.steps} steps, completeness gap {100 * ig.gap_relative:.2f}% of the output change "
             f"(steps double until it is at most 1%).</p>", figs,
             how="Integrated gradients: how much each input moved the logit away from the baseline; saliency: "
