@@ -303,3 +303,24 @@ def test_predict_in_chunks_equals_one_shot(trained: Path, tmp_path: Path, monkey
     numeric = [c for c in whole.columns if not c.endswith(".class")]
     assert np.abs(whole[numeric].to_numpy() - chunks[numeric].to_numpy()).max() <= 1e-6
     assert (whole["digit.class"] == chunks["digit.class"]).all()
+
+
+@pytest.mark.reliability("signals")
+def test_ctrl_c_during_a_long_predict_ends_it_at_once_and_writes_no_output(trained: Path, tmp_path: Path,
+                                                                           registry_uri: str):
+    """300,000 rows in batches: SIGINT once the first tenth is done ends it (130) promptly, with no
+    output file, not even a part of one."""
+    import signal
+
+    from tests.integration.test_faults import _signalled
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "many.npy", rng.random((300_000, 1, 8, 8), dtype=np.float32))
+    out = tmp_path / "many.csv"
+    code, waited, err = _signalled(["predict", str(trained), "--input", str(tmp_path / "many.npy"), "--out", str(out)],
+                                   env_for(tmp_path, registry_uri), lambda line: line.startswith("predict: "),
+                                   signal.SIGINT)
+    assert waited < 5.0  # the second itself is measured by hand (README)
+    assert code == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not out.exists() and list(tmp_path.glob("many.csv*")) == []
