@@ -18,6 +18,11 @@ from pathlib import Path
 
 from moe_pipeline.hashing import sha256_file
 
+# Image folders' file lists kept to name what changed, most recently used first: each is one
+# name and sha256 per image (4 MB at 50,000 images), written once per changed folder state, so
+# without a bound a folder edited day after day would fill the disk with them.
+MAX_MANIFESTS = 32
+
 
 class StatCache:
     """File hashes keyed by (size, mtime, inode), and hashes derived from settings, in one JSON file."""
@@ -74,10 +79,14 @@ class StatCache:
         """The file list `put_manifest` kept under `key` ([name, sha256] pairs), or None."""
         if self.path is None or key in self._manifests:  # one this process kept: no need to read it back
             return self._manifests.get(key)
+        file = self.path.parent / "manifests" / f"{key}.json"
         try:
-            return json.loads((self.path.parent / "manifests" / f"{key}.json").read_text())
+            found = json.loads(file.read_text())
         except (OSError, ValueError):
             return self._manifests.get(key)
+        with contextlib.suppress(OSError):  # used: the last to go (a trained version's list is read every status)
+            os.utime(file)
+        return found
 
     def put_manifest(self, key: str, entries: list[list[str]]) -> None:
         """Keep a field's file list under its hash (one small file each, beside the cache: the
@@ -97,6 +106,8 @@ class StatCache:
         except OSError:  # as `save`: only the cache is lost (a changed file's reason names the folder)
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
+            return
+        _keep_newest(folder, MAX_MANIFESTS)
 
     def save(self) -> None:
         """Write the cache (atomically). A folder that cannot be written (read-only, full) costs
@@ -113,6 +124,15 @@ class StatCache:
                 tmp.unlink(missing_ok=True)
             return
         self._dirty = False
+
+
+def _keep_newest(folder: Path, keep: int) -> None:
+    """Delete all but the `keep` most recently used manifests of `folder` (by mtime)."""
+    with contextlib.suppress(OSError):
+        files = sorted(((p.stat().st_mtime_ns, p) for p in folder.glob("*.json")), reverse=True)
+        for _, old in files[keep:]:
+            with contextlib.suppress(OSError):
+                old.unlink()
 
 
 def folder_listing(folder: Path) -> tuple[str, dict[str, list[int]]] | None:

@@ -101,3 +101,21 @@ def test_an_unchanged_image_folder_is_one_listing_pass_and_one_change_reads_one_
     assert edited.cache.hashed == 1  # the edited file only
     assert edited.field_hash("imgs.label") == first.field_hash("imgs.label")  # names unchanged: labels too
     assert edited.changed_files("imgs.image", first.field_hash("imgs.image")) == "imgs.image (imgs/1/4.png) changed"
+
+
+def test_image_folder_manifests_are_bounded_and_the_least_recently_used_goes_first(tmp_path):
+    """Each changed folder state keeps its file list; past MAX_MANIFESTS the one used longest ago
+    is deleted, and reading one (as every `status` reads the trained version's) keeps it."""
+    from moe_pipeline.data import statcache
+
+    cache_file = tmp_path / ".moe-cache" / "stat-cache.json"
+    cache = StatCache(cache_file)
+    folder = cache_file.parent / "manifests"
+    for k in range(statcache.MAX_MANIFESTS):
+        cache.put_manifest(f"k{k}", [[f"a/{k}.png", "0" * 64]])
+        os.utime(folder / f"k{k}.json", ns=(10**18 + k, 10**18 + k))  # k0 the oldest
+    assert len(list(folder.glob("*.json"))) == statcache.MAX_MANIFESTS
+    assert StatCache(cache_file).manifest("k0") == [["a/0.png", "0" * 64]]  # read from disk: now the newest
+    cache.put_manifest("new", [["a/new.png", "1" * 64]])
+    kept = {p.stem for p in folder.glob("*.json")}
+    assert len(kept) == statcache.MAX_MANIFESTS and "new" in kept and "k0" in kept and "k1" not in kept
