@@ -52,7 +52,7 @@ demo: $(STAMP)
 
 test: $(STAMP) postgres browser graphviz
 	$(PY) tools/lockfile.py check
-	$(PY) -m pytest tests --ignore=tests/install
+	$(PY) -m pytest tests --ignore=tests/install --durations=15
 
 # The wheel in a clean venv outside the repo, from the lock's runtime pins (.ci/run runs it once).
 install-check: $(STAMP)
