@@ -59,11 +59,11 @@ def _pixel_ticks(ax, height: int, width: int) -> None:
 
 def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str], path: Path, suptitle: str,
                cmap: str = "viridis", symmetric: bool = False, cols: int | None = None,
-               colorbar: str = "", shared: bool = True) -> Path:
+               colorbar: str | Sequence[str] = "", shared: bool = True) -> Path:
     """One small panel per (h, w) map, `cols` to a row, with 0-based row and column ticks.
     `shared`: the panels are compared, so one colour scale spans them all (one colour bar,
-    labelled `colorbar`); otherwise each has its own. `symmetric`: a diverging scale centred at 0
-    (red positive, blue negative)."""
+    labelled `colorbar`); otherwise each has its own, labelled by `colorbar` (one label for all,
+    or one per panel). `symmetric`: a diverging scale centred at 0 (red positive, blue negative)."""
     plt = _plt()
     n = len(images)
     cols = cols or min(n, 6)
@@ -76,7 +76,8 @@ def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str], path: Path
     top = max(float(abs(a).max()) for a in arrays) or 1.0
     low = min(float(a.min()) for a in arrays)
     shown = None
-    for ax, data, title in zip(axes.flat, arrays, titles):
+    labels = [colorbar] * n if isinstance(colorbar, str) else list(colorbar)
+    for ax, data, title, label in zip(axes.flat, arrays, titles, labels):
         ax.axis("on")
         if symmetric:
             limit = top if shared else (float(abs(data).max()) or 1.0)
@@ -89,16 +90,16 @@ def image_grid(images: Sequence[torch.Tensor], titles: Sequence[str], path: Path
         if not shared:
             bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
             bar.ax.tick_params(labelsize=6)
-            if colorbar:
-                bar.set_label(colorbar, fontsize=6)
+            if label:
+                bar.set_label(label, fontsize=6)
     fig.suptitle(textwrap.fill(suptitle, int(width * 11)), fontsize=10)  # ~11 characters per inch at 10 pt
     fig.tight_layout()
     if shared and shown is not None:
         fig.subplots_adjust(right=0.88)
         bar = fig.colorbar(shown, cax=fig.add_axes([0.9, 0.15, 0.015, 0.65]))
         bar.ax.tick_params(labelsize=7)
-        if colorbar:
-            bar.set_label(colorbar, fontsize=7)
+        if labels[0]:
+            bar.set_label(labels[0], fontsize=7)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -142,7 +142,7 @@ def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | 
         figs.append(plots.image_grid([mean_input, _maps(diag, in_shape)], ["mean input (pixel value)",
                                      "AGOP diagonal (larger = used more)"],
                                      rep.out / "agop.png", "Which pixels the expert's logits use (AGOP diagonal)",
-                                     shared=False))
+                                     colorbar=["pixel value", "AGOP diagonal"], shared=False))
         figs.append(plots.image_grid([res.eigenvectors[:, i].reshape(in_shape).sum(0) for i in range(k)],
                                      [f"eigenvector {i + 1} (λ={float(res.eigenvalues[i]):.3g})" for i in range(k)],
                                      rep.out / "agop_eigenvectors.png", "Top AGOP eigenvectors: feature directions",

@@ -82,3 +82,16 @@ def test_a_csv_naming_a_column_twice_is_refused_not_a_traceback(tmp_path: Path):
     path.write_text("alcohol,alcohol,malic_acid,ash\n1,9,2,3\n")
     with pytest.raises(DataError, match="the header names column 'alcohol' twice"):
         from_file(path, _system())
+
+
+@pytest.mark.reliability("hostile predict inputs")
+@pytest.mark.parametrize("name, content", [
+    ("rows.parquet", b"PAR1 not really a parquet file"),
+    ("rows.csv", b'alcohol,malic_acid,ash\n1,"2,3\n'),  # a quote that never closes
+])
+def test_a_damaged_table_file_is_one_data_error_naming_it(tmp_path: Path, name: str, content: bytes):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        from_file(path, _system())
+    assert str(info.value).startswith(f"{path}: cannot read it: "), str(info.value)
