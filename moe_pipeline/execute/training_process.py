@@ -13,8 +13,8 @@ YAML file), then imports torch and loads the sources while `run`'s own process i
 and opens the registry: on two cores, the two imports overlap. It then builds each expert's
 data and trains it when asked (`TrainingJob`), reading upstream outputs only from the verified
 artifact files it is handed. Requests and replies are JSON lines on its stdin and stdout (its
-own prints go to stderr): no pickle. It dies with its
-parent (Linux: PR_SET_PDEATHSIG; elsewhere at its next read).
+own prints go to stderr): no pickle. It dies with its parent (Linux: PR_SET_PDEATHSIG;
+elsewhere at its next read).
 
 Must not import mlflow or write to the registry: only the process holding the lease does.
 """
