@@ -37,10 +37,11 @@ def ship(specs: Iterable[VersionSpec], folder: Path) -> dict[str, str]:
     shipped: dict[str, str] = {}
     for top in custom_modules(specs):
         found = importlib.util.find_spec(top)  # finds its file, runs none of its code
-        if found is None or found.origin in (None, "built-in", "frozen"):
+        package = found is not None and bool(found.submodule_search_locations)  # a namespace one has no origin
+        if found is None or (not package and found.origin in (None, "built-in", "frozen")):
             raise IntegrityError(f"cannot export the model code of module {top!r}: its source file is not found")
         target = folder / CODE
-        if found.submodule_search_locations:  # a package: its folder
+        if package:  # its folder
             source = Path(next(iter(found.submodule_search_locations)))
             shutil.copytree(source, target / top, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
