@@ -144,3 +144,25 @@ def test_an_export_carries_its_custom_class_and_loads_it_only_from_its_own_code(
     got = load()
     assert got.startswith("refused: IntegrityError") and f"'evil_{tag}:Net'" in got, got
     assert not marker.exists()  # refused before it ran
+
+
+def test_a_custom_class_from_a_package_ships_the_package_without_its_caches(tmp_path: Path, monkeypatch, request):
+    from moe_pipeline.serve import shipped_code
+    from moe_pipeline.state.version_spec import VersionSpec
+
+    tag = abs(hash(request.node.nodeid))
+    package = tmp_path / "project" / f"netpkg_{tag}"
+    (package / "__pycache__").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text(NET)
+    (package / "__pycache__" / "models.cpython-311.pyc").write_bytes(b"\0")
+    monkeypatch.setattr(sys, "path", list(sys.path))  # `enable` adds the export's code/: undone after the test
+    monkeypatch.syspath_prepend(str(tmp_path / "project"))
+    saved = VersionSpec(spec={"model": {"kind": "custom", "class": f"netpkg_{tag}.models:Net"}}, in_shape=[4],
+                        n_outputs=2, task="classification")
+    shipped = shipped_code.ship([saved, saved], tmp_path / "export")
+    assert sorted(shipped) == [f"code/netpkg_{tag}/__init__.py", f"code/netpkg_{tag}/models.py"]
+    assert shipped_code.enable(tmp_path / "export", shipped) == (tmp_path / "export" / "code").resolve()
+    (tmp_path / "export" / "code" / f"netpkg_{tag}" / "models.py").write_text(NET + "\nprint('changed')\n")
+    with pytest.raises(IntegrityError, match=f"code/netpkg_{tag}/models.py does not match its sha256"):
+        shipped_code.enable(tmp_path / "export", shipped)
