@@ -9,6 +9,7 @@ Selenium is told where they are, so it never downloads a browser or a driver.
 from __future__ import annotations
 
 import os
+import signal
 import shutil
 import socket
 import subprocess
@@ -57,22 +58,23 @@ def pages(tmp_path_factory: pytest.TempPathFactory):
     pipeline = project / "tiny.yaml"
     pipeline.write_text(TINY_DIGITS.replace("name: tiny", "name: browser").replace("TARGETS", "browser_targets"))
     _moe(project, "run", "tiny.yaml")
-    text = pipeline.read_text()
-    at = text.index("lr: 1.0e-2")  # has_loop's, the first
-    pipeline.write_text(text[:at] + "lr: 2.0e-2" + text[at + len("lr: 1.0e-2"):])
-    _moe(project, "status", "tiny.yaml", "--record")  # the stale state into the registry's tags
-    _moe(project, "report", "tiny.yaml")
-    _moe(project, "explain", "tiny.yaml", "--split", "test", "--row", "3", "--html", "explain.html", "--allow-stale")
-    _moe(project, "diagnose", "tiny.yaml", "--html", "diagnose.html")
-    overview = project / "reports" / "browser" / "overview"
-    server = _mlflow_ui(project)
+    server = _mlflow_ui(project)  # it boots (imports, workers) while the pages are drawn
     try:
+        text = pipeline.read_text()
+        at = text.index("lr: 1.0e-2")  # has_loop's, the first
+        pipeline.write_text(text[:at] + "lr: 2.0e-2" + text[at + len("lr: 1.0e-2"):])
+        _moe(project, "status", "tiny.yaml", "--record")  # the stale state into the registry's tags
+        _moe(project, "report", "tiny.yaml")
+        _moe(project, "explain", "tiny.yaml", "--split", "test", "--row", "3", "--html", "explain.html", "--allow-stale")
+        _moe(project, "diagnose", "tiny.yaml", "--html", "diagnose.html")
+        overview = project / "reports" / "browser" / "overview"
+        _wait_until_up(*server)
         yield {"overview": (overview / "overview.html").as_uri(),
                "expert": (overview / "experts" / "has_loop" / "report.html").as_uri(),
                "explain": (project / "explain.html").as_uri(), "diagnose": (project / "diagnose.html").as_uri(),
                "mlflow": server[0]}
-    finally:
-        server[1].terminate()
+    finally:  # the session is over, its project thrown away: no graceful stop (about 4 s), the workers too
+        os.killpg(server[1].pid, signal.SIGKILL)
         server[1].wait(timeout=30)
 
 
@@ -85,13 +87,16 @@ def _mlflow_ui(project: Path) -> tuple[str, subprocess.Popen]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
     process = subprocess.Popen([mlflow, "server", "--backend-store-uri", f"sqlite:///{db}", "--host", "127.0.0.1",
                                 "--port", str(port), "--workers", "1"], cwd=project, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return f"http://127.0.0.1:{port}", process
+
+
+def _wait_until_up(url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
     while True:
         try:
             with urllib.request.urlopen(url + "/health", timeout=2):
-                return url, process
+                return
         except OSError:
             assert process.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
             time.sleep(0.3)
