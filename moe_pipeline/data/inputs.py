@@ -74,18 +74,18 @@ def build_expert_data(name: str, expert: ExpertSpec, store: DataStore, upstream:
         _finite(name, f"input {ref}", part)
     y, task, n_outputs = _target(name, expert, store)
     owner, _, field = expert.target_field.partition(".")
-    classes = store.source(owner).classes.get(field) if task == "classification" and not expert.target_fn else None
+    classes = store.described(owner).classes.get(field) if task == "classification" and not expert.target_fn else None
     if task == "classification" and expert.classes is not None:
         if len(expert.classes) != n_outputs:
             raise DataError(f"expert '{name}': `classes` names {len(expert.classes)} classes but the target has "
                             f"{n_outputs} (ids 0..{n_outputs - 1}); give one name per class id")
         classes = list(expert.classes)
     return ExpertData(x=x, y=y, blocks=blocks, task=task, n_outputs=n_outputs,
-                      feature_names=_feature_names(store, blocks, [tuple(p.shape[1:]) for p in parts["train"]]),
+                      feature_names=feature_names(store, blocks, [tuple(p.shape[1:]) for p in parts["train"]]),
                       class_names=classes)
 
 
-def _feature_names(store: DataStore, blocks: list[Block], shapes: list[tuple[int, ...]]) -> list[str] | None:
+def feature_names(store: DataStore, blocks: list[Block], shapes: list[tuple[int, ...]]) -> list[str] | None:
     """`radius`, `texture`, ... for named source columns; `digits.image (row 3, col 4)` for a
     pixel; `has_loop.probs[loop]` for an upstream expert's probabilities or logits where its
     YAML names its classes; `has_loop.probs[1]` otherwise."""
@@ -99,7 +99,7 @@ def _feature_names(store: DataStore, blocks: list[Block], shapes: list[tuple[int
                       for ch in range(c) for r in range(h) for col in range(w)]
             continue
         if owner in store.pipeline.sources:
-            known = store.source(owner).names.get(field)
+            known = store.described(owner).names.get(field)
         else:
             classes = store.pipeline.experts[owner].classes if field in ("probs", "logits") else None
             known = [f"{block.ref}[{c}]" for c in classes] if classes else None
@@ -139,7 +139,14 @@ def concatenate(name: str, inputs: list[str], parts: list[torch.Tensor], split: 
 def _target(name: str, expert: ExpertSpec, store: DataStore) -> tuple[dict[str, torch.Tensor], str, int]:
     owner, _, field = expert.target_field.partition(".")
     source = store.source(owner)
-    values = source.fields[field]
+    values, task, n_outputs = target_values(name, expert, source.fields[field])
+    return {split: values[source.splits[split]] for split in SPLITS}, task, n_outputs
+
+
+def target_values(name: str, expert: ExpertSpec, read: torch.Tensor) -> tuple[torch.Tensor, str, int]:
+    """The target of every row from the target field's values (the target function applied),
+    checked: its task, and class ids 0..C-1 with C, or regression values."""
+    values = read
     if expert.target_fn:
         fn = import_object(expert.target_fn)
         returned = call_user_code(expert.target_fn, fn, values)
@@ -148,10 +155,10 @@ def _target(name: str, expert: ExpertSpec, store: DataStore) -> tuple[dict[str, 
         except (TypeError, ValueError, RuntimeError):
             raise DataError(f"expert '{name}': target function {expert.target_fn} returned "
                             f"{type(returned).__name__}; it must return a tensor with one row per input row") from None
-        if values.dim() == 0 or values.shape[0] != source.fields[field].shape[0]:
+        if values.dim() == 0 or values.shape[0] != read.shape[0]:
             raise DataError(f"expert '{name}': target function {expert.target_fn} returned "
                             f"{values.shape[0] if values.dim() else 'a scalar'} rows for "
-                            f"{source.fields[field].shape[0]}; it must map each row")
+                            f"{read.shape[0]}; it must map each row")
     if not (values.dtype.is_floating_point or values.dtype in (torch.int64, torch.int32, torch.int16, torch.int8,
                                                                torch.uint8, torch.bool)):
         raise DataError(f"expert '{name}': the target has dtype {values.dtype}; expected integers or floats")
@@ -168,7 +175,7 @@ def _target(name: str, expert: ExpertSpec, store: DataStore) -> tuple[dict[str, 
             raise DataError(f"expert '{name}': a regression target must be (n,) or (n, k); got {tuple(values.shape)}")
         values = values.float().reshape(len(values), -1).squeeze(1)
         n_outputs = 1 if values.dim() == 1 else values.shape[1]
-    return {split: values[source.splits[split]] for split in SPLITS}, task, n_outputs
+    return values, task, n_outputs
 
 
 def _classes(name: str, expert: ExpertSpec, values: torch.Tensor) -> tuple[torch.Tensor, int]:

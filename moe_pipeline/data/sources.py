@@ -175,10 +175,14 @@ def _check_classes_in_train(name: str, source: Any, field: str, ids: torch.Tenso
     for split in ("val", "test"):
         missing = sorted(set(ids[splits[split]].tolist()) - seen)
         if missing:
-            where = getattr(source, "path", source.loader)
-            raise DataError(f"{where}: source '{name}', field '{field}': class {class_names[missing[0]]!r} appears "
-                            f"only in the {split} split ({int((ids == missing[0]).sum())} row(s)); add rows of it "
-                            f"or remove them")
+            raise class_only_in(getattr(source, "path", source.loader), name, field, class_names[missing[0]], split,
+                                int((ids == missing[0]).sum()))
+
+
+def class_only_in(where: str, name: str, field: str, class_name: str, split: str, rows: int) -> DataError:
+    """The error of a class that appears outside the train split only."""
+    return DataError(f"{where}: source '{name}', field '{field}': class {class_name!r} appears only in the {split} "
+                     f"split ({rows} row(s)); add rows of it or remove them")
 
 
 def _load_custom(name: str, source: Any) -> tuple[dict[str, torch.Tensor], dict[str, list[str]], dict[str, list[str]]]:

@@ -23,6 +23,7 @@ from moe_pipeline.pipeline.spec import FILE_LOADERS
 
 if TYPE_CHECKING:
     from moe_pipeline.data.sources import SourceData
+    from moe_pipeline.data.streamed import StreamedSource
     from moe_pipeline.pipeline.spec import Pipeline
 
 SPLITS = ("train", "val", "test")
@@ -62,6 +63,7 @@ class DataStore:
         self.root = root  # data file paths are relative to it
         self.cache = cache if cache is not None else StatCache(None)
         self._sources: dict[str, SourceData] = {}
+        self._streamed: dict[str, StreamedSource] = {}  # sources read a block at a time (max_host_memory_gb)
         self._hashes: dict[str, str] = {}
         self._listings: dict[Path, Any] = {}  # image folder -> statcache.folder_listing, once per store
         self._names: dict[Path, list[str]] = {}  # image folder -> its images, once per store
@@ -73,6 +75,21 @@ class DataStore:
             with self._at_source(name):
                 self._sources[name] = load_source(name, self.pipeline.sources[name], self.pipeline.seed, self.root)
         return self._sources[name]
+
+    def streamed(self, name: str) -> StreamedSource:
+        """The source read a block of rows at a time, never whole."""
+        if name not in self._streamed:
+            from moe_pipeline.data.streamed import open_streamed
+
+            source = self.pipeline.sources[name]
+            with self._at_source(name):
+                self._streamed[name] = open_streamed(name, source, self.pipeline.seed,
+                                                     source_path(self.root, source.path))
+        return self._streamed[name]
+
+    def described(self, name: str) -> SourceData | StreamedSource:
+        """What is known of a source's fields (names, classes, fitted transforms), however it was read."""
+        return self._streamed.get(name) or self.source(name)
 
     @contextlib.contextmanager
     def _at_source(self, name: str) -> Iterator[None]:
@@ -92,9 +109,15 @@ class DataStore:
         so `predict` need not load the training data to learn it): its shape per row and dtype,
         a table field's column names, an image field's size and mode."""
         owner, _, field = ref.partition(".")
-        data, source = self.source(owner), self.pipeline.sources[owner]
-        raw = data.raw_field(field, "test")
-        out: dict[str, Any] = {"shape": list(raw.shape[1:]), "dtype": str(raw.dtype).replace("torch.", "")}
+        source = self.pipeline.sources[owner]
+        if owner in self._streamed:
+            data = self._streamed[owner]
+            shape, dtype = data.formats[field]
+            out: dict[str, Any] = {"shape": list(shape), "dtype": dtype}
+        else:
+            data = self.source(owner)
+            raw = data.raw_field(field, "test")
+            out = {"shape": list(raw.shape[1:]), "dtype": str(raw.dtype).replace("torch.", "")}
         if source.loader in ("csv", "parquet") and data.names.get(field):
             out["columns"] = list(data.names[field])
         if source.loader == "imagefolder" and field == "image":
@@ -243,20 +266,33 @@ class DataStore:
                              ).hexdigest()
         found = self.cache.derived(f"{key}:{field}")
         if found is None:
-            import numpy as np
-
-            from moe_pipeline.data.files import read
-
-            data = read(source, path, field)
-            hashes = {}
-            for name, values in data.fields.items():
-                digest = hashlib.sha256(f"{values.dtype}|{values.shape}|".encode())
-                digest.update(np.ascontiguousarray(values).tobytes())
-                digest.update(json.dumps([data.names.get(name), data.classes.get(name)]).encode())
-                hashes[name] = digest.hexdigest()
-                self.cache.put_derived(f"{key}:{name}", hashes[name])
+            hashes = _table_digests(source, path)
+            for name, digest in hashes.items():
+                self.cache.put_derived(f"{key}:{name}", digest)
             self.cache.save()
             found = hashes[field]
         # which rows form each split: the seed and the split settings (the row count is in the shape)
         return hashlib.sha256(json.dumps([found, settings["split"], self.pipeline.seed], sort_keys=True).encode()
                               ).hexdigest()
+
+
+def _table_digests(source: Any, path: Path) -> dict[str, str]:
+    """Each field's hash from its parsed values: dtype, shape and bytes, then its names and
+    classes. A parquet file is read a block of rows at a time (a file beyond memory is hashed
+    too); a CSV whole, as pyarrow's CSV reader reads it."""
+    if source.loader == "parquet":
+        from moe_pipeline.data.blocks import ParquetBlocks, table_digests
+
+        return table_digests(ParquetBlocks(source, path))
+    import numpy as np
+
+    from moe_pipeline.data.files import read
+
+    data = read(source, path, "")
+    hashes = {}
+    for name, values in data.fields.items():
+        digest = hashlib.sha256(f"{values.dtype}|{values.shape}|".encode())
+        digest.update(np.ascontiguousarray(values).tobytes())
+        digest.update(json.dumps([data.names.get(name), data.classes.get(name)]).encode())
+        hashes[name] = digest.hexdigest()
+    return hashes

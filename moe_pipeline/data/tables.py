@@ -103,12 +103,19 @@ def read_parquet(source: Any, path: Path, max_bytes: int) -> tuple[list[Group], 
     return groups, {c: table.column(c).combine_chunks() for c in wanted}
 
 
-def to_fields(groups: list[Group], columns: dict[str, Any], path: Path, first_row: int):
-    """(fields, feature names, class names) of the groups, every cell checked."""
+def to_fields(groups: list[Group], columns: dict[str, Any], path: Path, first_row: int,
+              known: dict[str, list[str]] | None = None):
+    """(fields, feature names, class names) of the groups, every cell checked. `known`: each
+    categorical field's class names, found beforehand over the whole file (a block of rows is
+    read with the file's classes, not its own)."""
     fields, names, classes = {}, {}, {}
     for group in groups:
         if group.kind == "categorical":
-            fields[group.name], classes[group.name] = _categorical(columns[group.columns[0]], group, path, first_row)
+            column = columns[group.columns[0]]
+            text = class_texts(column, group, path, first_row)
+            classes[group.name] = known[group.name] if known is not None else \
+                class_order(pc_unique(text), group.columns[0], path)
+            fields[group.name] = class_index(text, classes[group.name])
             continue
         # one float32 block, filled a column at a time: no float64 copy of the whole group
         matrix = np.empty((len(columns[group.columns[0]]), len(group.columns)), dtype=np.float32)
@@ -159,8 +166,8 @@ def _numbers(column, name: str, group: Group, path: Path, first_row: int) -> np.
     return out  # numbers pyarrow does not parse but Python does (e.g. `1_000`)
 
 
-def _categorical(column, group: Group, path: Path, first_row: int) -> tuple[np.ndarray, list[str]]:
-    """Class ids and names: the distinct values, sorted (numerically when all are numbers)."""
+def class_texts(column, group: Group, path: Path, first_row: int):
+    """A categorical column as trimmed text, or the first null or empty cell, named."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -174,7 +181,20 @@ def _categorical(column, group: Group, path: Path, first_row: int) -> tuple[np.n
     if empty.any():
         raise DataError(f"{path}: {_row(int(np.argmax(empty)), first_row)}, column {name!r}: an empty cell; a class "
                         f"cannot be empty in field '{group.name}' (clean the file or drop the row)")
-    distinct = sorted(pc.unique(text).to_pylist())
+    return text
+
+
+def pc_unique(text) -> list[str]:
+    """The distinct values of a text column."""
+    import pyarrow.compute as pc
+
+    return pc.unique(text).to_pylist()
+
+
+def class_order(values: list[str], name: str, path: Path) -> list[str]:
+    """Class names: the distinct values, sorted (numerically when all are numbers); one number
+    written two ways (`0`, `00`) is an error, not two classes."""
+    distinct = sorted(set(values))
     numbers = [_float(v) for v in distinct]
     if all(n is not None for n in numbers):
         spelled: dict[float, str] = {}
@@ -184,8 +204,15 @@ def _categorical(column, group: Group, path: Path, first_row: int) -> tuple[np.n
                                 f"two ways; as classes they would be two: write each class one way")
             spelled[number] = value
         distinct = [d for _, d in sorted(zip(numbers, distinct))]
-    ids = pc.index_in(text, value_set=pa.array(distinct, pa.string())).to_numpy(zero_copy_only=False)
-    return ids.astype(np.int64), distinct
+    return distinct
+
+
+def class_index(text, classes: list[str]) -> np.ndarray:
+    """Each row's class id: its value's place in `classes`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.index_in(text, value_set=pa.array(classes, pa.string())).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _float(text: str) -> float | None:

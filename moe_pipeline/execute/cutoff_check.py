@@ -35,7 +35,8 @@ def check_cutoff(view: View, registry: Registry, expert: str) -> Outcome | NotKe
     from moe_pipeline.state.record import OUTPUTS, VALIDATED_AGAINST, outputs_tag
 
     with long_lived():  # torch, where the training process has it and this process not yet
-        from moe_pipeline.training.train import infer, metrics_of
+        from moe_pipeline.training.metrics import metrics_of
+        from moe_pipeline.training.train import infer
 
     started = time.perf_counter()
     record = view.current()[expert]

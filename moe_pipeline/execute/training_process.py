@@ -45,7 +45,7 @@ def fitted_transforms(pipeline, store, expert: str) -> dict[str, dict]:
     out = {}
     for ref in data_refs(pipeline, expert):
         owner, _, field = ref.partition(".")
-        params = store.source(owner).transforms.get(field)
+        params = store.described(owner).transforms.get(field)
         if params:
             out[ref] = params
     return out
@@ -59,12 +59,19 @@ def train_into(folder: Path, job: TrainingJob, pipeline, store, data, located: L
     from moe_pipeline.registry.artifacts import write_version_files
     from moe_pipeline.state.cutoff import probe_rows
     from moe_pipeline.state.version_spec import VersionSpec
-    from moe_pipeline.training.train import primary_metric, release, train_expert, weakest_class
+    from moe_pipeline.training.metrics import primary_metric, weakest_class
+    from moe_pipeline.training.train import release, train_expert
+
+    from moe_pipeline.data.rowfile import RowFile
+    from moe_pipeline.registry.artifacts import PROBE, OutputsWriter, outputs_file, read_rows, write_outputs
 
     expert_spec = pipeline.experts[job.expert]
+    on_disk = isinstance(data.x["train"], RowFile)  # resources.max_host_memory_gb: outputs written a chunk at a time
+    outputs_to = (lambda split: lambda rows, shapes: OutputsWriter(folder / outputs_file(split), rows, shapes)) \
+        if on_disk else None
     with located("model"):
         result = train_expert(expert_spec.model, expert_spec.train, pipeline.resources_for(job.expert), data,
-                              job.init_seed, progress, order_seed=job.order_seed)
+                              job.init_seed, progress, order_seed=job.order_seed, outputs_to=outputs_to)
     transforms = fitted_transforms(pipeline, store, job.expert)
     saved_spec = VersionSpec(spec=job.spec, in_shape=list(data.in_shape), n_outputs=data.n_outputs, task=data.task,
                              blocks=[(b.ref, b.start, b.stop) for b in data.blocks], micro_batch=result.micro_batch,
@@ -73,8 +80,14 @@ def train_into(folder: Path, job: TrainingJob, pipeline, store, data, located: L
                              fields={b.ref: store.field_format(b.ref) for b in data.blocks
                                      if b.ref.partition(".")[0] in pipeline.sources})
     probe = probe_rows(len(data.y["val"]), job.probe_size)
-    write_version_files(folder, result.model, result.initial_first_layer, result.outputs, saved_spec, probe)
-    weakest = (weakest_class(result.outputs["val"]["logits"], data.y["val"], data.class_names)
+    write_version_files(folder, result.model, result.initial_first_layer, None if on_disk else result.outputs,
+                        saved_spec, probe)
+    val_logits = read_rows(folder / outputs_file("val"), "logits", 0, len(data.y["val"])) if on_disk else \
+        result.outputs["val"]["logits"]
+    if on_disk:  # the behaviour reference: the probe rows' probabilities, read back
+        probs = read_rows(folder / outputs_file("val"), "probs", 0, len(data.y["val"]))
+        write_outputs(folder / PROBE, {"rows": probe, "probs": probs[probe]})
+    weakest = (weakest_class(val_logits, data.y["val"], data.class_names)
                if data.task == "classification" and len(data.y["val"]) else None)
     summary = TrainingSummary(task=data.task, metric=primary_metric(data.task), history=result.history,
                               metrics=result.metrics, seconds=result.seconds, peak_memory_mb=result.peak_memory_mb,
@@ -91,18 +104,30 @@ class TrainingHere:
     def __init__(self, pipeline, store):
         self.pipeline, self.store = pipeline, store
         self._data = None
+        self._scratch: Path | None = None  # the prepared expert's input rows on disk (max_host_memory_gb)
 
     def prepare(self, expert: str, upstream: dict[str, dict[str, str]], located: Located) -> None:
         """Build the expert's inputs and target; `upstream`: expert -> split -> verified outputs file."""
         from moe_pipeline.data.inputs import build_expert_data
         from moe_pipeline.data.store import SPLITS
+        from moe_pipeline.data.streamed_inputs import build_streamed_expert_data, reads_streamed
         from moe_pipeline.registry.artifacts import read_tensors
         from moe_pipeline.training.memory import reset_peak
 
         reset_peak()  # the expert's peak: from here (its sources already resident) to the end of training
+        self._drop_scratch()
         with located("target"):
-            outputs = {up: {split: read_tensors(Path(files[split])) for split in SPLITS} for up, files in upstream.items()}
-            self._data = build_expert_data(expert, self.pipeline.experts[expert], self.store, outputs)
+            if reads_streamed(self.pipeline, expert):
+                budget = self.pipeline.resources_for(expert).max_host_memory_gb
+                self._scratch = _scratch_folder(self.store.root or Path.cwd())
+                self._data = build_streamed_expert_data(
+                    expert, self.pipeline.experts[expert], self.store,
+                    {up: {split: Path(files[split]) for split in SPLITS} for up, files in upstream.items()},
+                    self._scratch, int(budget * 2**30))
+            else:
+                outputs = {up: {split: read_tensors(Path(files[split])) for split in SPLITS}
+                           for up, files in upstream.items()}
+                self._data = build_expert_data(expert, self.pipeline.experts[expert], self.store, outputs)
         with located("model"):  # an unbuildable model, or one over budget, fails before its run is opened
             from moe_pipeline.training.models import check_buildable
             from moe_pipeline.training.train import check_fits
@@ -116,10 +141,37 @@ class TrainingHere:
         from moe_pipeline.training.memory import peak_rss_bytes
 
         data, self._data = self._data, None  # freed with this call: peak memory is one expert's
-        summary = train_into(folder, job, self.pipeline, self.store, data, located, progress)
+        try:
+            summary = train_into(folder, job, self.pipeline, self.store, data, located, progress)
+        finally:
+            del data
+            self._drop_scratch()
         if summary.device == "cpu":  # the process's real peak (data, model, training); on a GPU, the device's
             summary.peak_memory_mb = max(summary.peak_memory_mb, peak_rss_bytes() / 2**20)
         return summary
+
+
+    def _drop_scratch(self) -> None:
+        import shutil
+
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+
+def _scratch_folder(root: Path) -> Path:
+    """A new folder for one expert's input rows, under the project's cache; the folders of
+    processes that died (kill -9) are removed first."""
+    import shutil
+    import tempfile
+
+    base = root / ".moe-cache" / "rows"
+    base.mkdir(parents=True, exist_ok=True)
+    for old in base.iterdir():
+        pid = old.name.partition("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and Path("/proc/self").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base))
 
 
 # ---------------------------------------------------------------- `run`'s side
@@ -258,8 +310,10 @@ def _serve(replies) -> None:
     send(ready={})
     # `run` is still opening the registry: load the sources of the experts to train meanwhile. A
     # source that fails to load fails again, with its message, when an expert reading it is prepared.
+    from moe_pipeline.data.streamed_inputs import reads_streamed
+
     for name in sorted({ref.partition(".")[0] for expert in opening.experts if expert in pipeline.experts
-                        for ref in data_refs(pipeline, expert)}):
+                        and not reads_streamed(pipeline, expert) for ref in data_refs(pipeline, expert)}):
         with contextlib.suppress(Exception):
             store.source(name)
     here = TrainingHere(pipeline, store)

@@ -135,7 +135,8 @@ def diagnose_expert(view, expert: str, split: str = "test", retrain: bool = Fals
     perfect: what the reader could learn from a perfect upstream, beyond what it does with one."""
     from moe_pipeline.errors import SelectionError
     from moe_pipeline.pipeline import graph as g
-    from moe_pipeline.training.train import infer, metrics_of
+    from moe_pipeline.training.metrics import metrics_of
+    from moe_pipeline.training.train import infer
 
     if split not in SPLITS:
         raise SelectionError(f"--split must be train, val or test, not {split!r}")
@@ -214,7 +215,8 @@ def oracle_data(data, block, up_data):
 
 def _retrained(view, expert: str, record, data, block, up_data, split: str) -> float:
     from moe_pipeline.state.fingerprint import training_seeds
-    from moe_pipeline.training.train import infer, metrics_of, train_expert
+    from moe_pipeline.training.metrics import metrics_of
+    from moe_pipeline.training.train import infer, train_expert
 
     spec = view.pipeline.experts[expert]
     init_seed, order_seed = training_seeds(record.spec)

@@ -203,7 +203,7 @@ def diff_versions(view, expert: str, version_a: int | None = None, version_b: in
     both were evaluated on. `features`: also compare their AGOPs (the part that runs the models)."""
     from moe_pipeline.errors import SelectionError
     from moe_pipeline.inspect.confusion import confusion_matrix
-    from moe_pipeline.training.train import metrics_of
+    from moe_pipeline.training.metrics import metrics_of
 
     b = view.record(expert, version_b)
     if version_a is None:

@@ -23,7 +23,8 @@ import torch
 from moe_pipeline.inspect import agop as A
 from moe_pipeline.inspect.similarity import churn, linear_cka, pairwise, subspace_overlap
 from moe_pipeline.data.inputs import ExpertData
-from moe_pipeline.training.train import tensor_digest, infer, metrics_of, primary_metric, train_expert
+from moe_pipeline.training.metrics import metrics_of, primary_metric
+from moe_pipeline.training.train import tensor_digest, infer, train_expert
 
 AGOP_ROWS = 500  # rows of the training split used for each run's AGOP
 MODES = ("init", "order", "data")

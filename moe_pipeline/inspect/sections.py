@@ -52,7 +52,8 @@ def class_labels(data) -> list[str]:
 
 def section_metrics(rep: Report, model, data, record) -> None:
     from moe_pipeline.inspect.confusion import confusion_matrix, per_class, residual_summary, row_normalised
-    from moe_pipeline.training.train import infer, metrics_of
+    from moe_pipeline.training.metrics import metrics_of
+    from moe_pipeline.training.train import infer
 
     split = "test" if len(data.y["test"]) else "val"
     out = infer(model, data.x[split], data.task)
@@ -301,7 +302,7 @@ def section_opacity(rep: Report, view, expert, data, record, modes: list[str], r
     """`progress(what, k)`: told before the k-th training (`init run 2 of 3`)."""
     from moe_pipeline.inspect.opacity import CRITERIA, sensitivity
     from moe_pipeline.state.fingerprint import training_seeds
-    from moe_pipeline.training.train import primary_metric
+    from moe_pipeline.training.metrics import primary_metric
 
     spec = view.pipeline.experts[expert]
     result = sensitivity(spec, view.pipeline.resources_for(expert), data, *training_seeds(record.spec), modes, runs,

@@ -286,6 +286,10 @@ class ResourcesSpec(Strict):
 
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     max_memory_gb: float = Field(8.0, gt=0.0, le=4096.0)
+    max_host_memory_gb: float | None = Field(
+        None, gt=0.0, le=4096.0, description="host memory for the data while an expert trains: its parquet or npy "
+        "source is read a block at a time and its rows shuffled within a buffer (a quarter of this); default: read "
+        "whole")
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     num_cpus: int | None = Field(None, ge=1, le=4096, description="CPU cores per expert: torch threads, and the "
                                  "Ray task's request; default: torch's own choice, one core on Ray")

@@ -29,11 +29,12 @@ def outputs_file(split: str, folder: str = "outputs") -> str:
 
 
 def write_version_files(folder: Path, model: torch.nn.Module, initial_first_layer: torch.Tensor,
-                        outputs: dict[str, dict[str, torch.Tensor]], spec: VersionSpec,
+                        outputs: dict[str, dict[str, torch.Tensor]] | None, spec: VersionSpec,
                         probe: torch.Tensor) -> None:
     """Write the tensors and the spec of a version under `folder` (`seal_version_files` adds the rest).
 
     probe: row indices into the validation split whose outputs are the behaviour reference.
+    outputs None: the stored outputs and the probe are written by the caller (a chunk at a time).
     """
     from safetensors.torch import save_file
 
@@ -42,6 +43,8 @@ def write_version_files(folder: Path, model: torch.nn.Module, initial_first_laye
     save_file(state, str(folder / WEIGHTS))
     save_file({"first_layer": initial_first_layer.contiguous()}, str(folder / INITIAL))
     (folder / SPEC).write_text(spec.to_json())
+    if outputs is None:
+        return
     for split in SPLITS:
         write_outputs(folder / outputs_file(split), outputs[split])
     write_outputs(folder / PROBE, {"rows": probe, "probs": outputs["val"]["probs"][probe]})
@@ -90,3 +93,74 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+
+
+class OutputsWriter:
+    """One split's stored outputs written a chunk of rows at a time: the very bytes `write_outputs`
+    writes for the whole tensors (safetensors' own writer takes whole tensors only, and a split
+    of 20 million rows does not fit in memory). float32 tensors of (rows, *shape) each."""
+
+    def __init__(self, path: Path, rows: int, shapes: dict[str, tuple[int, ...]]):
+        import json
+        import math
+
+        self.rows, self._row, self._row_bytes, self._begin = rows, 0, {}, {}
+        header, offset = {}, 0
+        for name in sorted(shapes):  # safetensors' order for tensors of one dtype: by name
+            self._row_bytes[name] = 4 * math.prod(shapes[name])
+            size = rows * self._row_bytes[name]
+            header[name] = {"dtype": "F32", "shape": [rows, *shapes[name]], "data_offsets": [offset, offset + size]}
+            self._begin[name], offset = offset, offset + size
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)  # the header padded to 8 bytes, as safetensors pads it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "wb")
+        self._file.write(len(text).to_bytes(8, "little") + text)
+        self._data = 8 + len(text)
+        self._file.truncate(self._data + offset)
+
+    def write(self, chunk: dict[str, torch.Tensor]) -> None:
+        """The next rows of every tensor."""
+        rows = None
+        for name, values in chunk.items():
+            array = values.detach().cpu().contiguous().float().numpy()
+            rows = len(array)
+            self._file.seek(self._data + self._begin[name] + self._row * self._row_bytes[name])
+            self._file.write(array.tobytes())
+        self._row += rows or 0
+
+    def close(self) -> None:
+        self._file.close()
+        if self._row != self.rows:
+            raise RuntimeError(f"{self._row} rows of stored outputs written, {self.rows} expected")
+
+
+def read_rows(path: Path, name: str, start: int, stop: int) -> torch.Tensor:
+    """Rows [start, stop) of one float32 tensor of a safetensors file, by explicit reads: no memory
+    map, whose pages would stay in this process's resident memory once read."""
+    import json
+    import math
+
+    import numpy as np
+    import torch
+
+    with open(path, "rb") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        entry = json.loads(handle.read(size))[name]
+    if entry["dtype"] != "F32":
+        raise ValueError(f"{path}: {name} is {entry['dtype']}, not F32")
+    shape = entry["shape"]
+    width = math.prod(shape[1:])
+    stop = min(stop, shape[0])
+    values = np.fromfile(path, dtype="<f4", count=max(0, stop - start) * width,
+                         offset=8 + size + entry["data_offsets"][0] + start * width * 4)
+    return torch.from_numpy(values.reshape(max(0, stop - start), *shape[1:]))
+
+
+def tensor_rows(path: Path, name: str) -> int:
+    """How many rows one tensor of a safetensors file has, from its header."""
+    import json
+
+    with open(path, "rb") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        return int(json.loads(handle.read(size))[name]["shape"][0])

@@ -18,6 +18,9 @@ from torch import nn
 
 from moe_pipeline.data.store import SPLITS
 from moe_pipeline.data.inputs import ExpertData
+from moe_pipeline.data.rowfile import RowFile
+from moe_pipeline.training.batches import Sink, epoch_batches, epoch_steps, first_rows, infer_into, row_chunks
+from moe_pipeline.training.metrics import ChunkedMetrics, metrics_of, primary_metric, weakest_class  # noqa: F401
 from moe_pipeline.training.memory import PeakRSS, fit_micro_batch
 from moe_pipeline.errors import MemoryBudgetError, TrainingError
 from moe_pipeline.training.models import build_model, first_layer, parameter_count
@@ -65,32 +68,6 @@ def loss_fn(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     return lambda out, y: nn.functional.mse_loss(out.float().reshape(y.shape), y)
 
 
-def metrics_of(task: str, logits: torch.Tensor, y: torch.Tensor, prefix: str) -> dict[str, float]:
-    """Accuracy and macro-F1 (classification) or MSE and R2 (regression), vectorised."""
-    logits = logits.float()
-    if task == "classification":
-        n_classes = logits.shape[1]
-        pred = logits.argmax(dim=1)
-        confusion = torch.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-        tp = confusion.diag().double()
-        precision = tp / confusion.sum(0).clamp(min=1)
-        recall = tp / confusion.sum(1).clamp(min=1)
-        f1 = torch.where(tp > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp))
-        present = (confusion.sum(1) + confusion.sum(0)) > 0  # sklearn's macro over labels that occur
-        loss, accuracy, macro_f1 = torch.stack([nn.functional.cross_entropy(logits, y).double(),
-                                                (pred == y).double().mean(), f1[present].mean()]).tolist()
-        return {f"{prefix}_loss": loss, f"{prefix}_accuracy": accuracy, f"{prefix}_macro_f1": macro_f1}
-    out = logits.reshape(y.shape)
-    mse = float(((out - y) ** 2).mean())
-    var = float(((y - y.mean()) ** 2).mean())
-    return {f"{prefix}_loss": mse, f"{prefix}_mse": mse, f"{prefix}_r2": 1.0 - mse / var if var > 0 else 0.0}
-
-
-def primary_metric(task: str) -> str:
-    """The validation metric reported in tables and used by the cutoff: higher is better."""
-    return "accuracy" if task == "classification" else "r2"
-
-
 @torch.no_grad()
 def infer(model: nn.Module, x: torch.Tensor, task: str, device: torch.device | None = None,
           precision: str = "fp32", chunk: int = EVAL_CHUNK) -> dict[str, torch.Tensor]:
@@ -111,22 +88,18 @@ def infer(model: nn.Module, x: torch.Tensor, task: str, device: torch.device | N
     return {"embedding": emb_all, "logits": logits_all, "probs": probs}
 
 
+def infer_chunk(model: nn.Module, rows: torch.Tensor, task: str, device: torch.device, precision: str
+                ) -> dict[str, torch.Tensor]:
+    """`infer` of one chunk of rows."""
+    return infer(model, rows, task, device, precision, chunk=max(1, len(rows)))
+
+
 @torch.no_grad()
 def _logits(model: nn.Module, x: torch.Tensor, device: torch.device, precision: str, chunk: int) -> torch.Tensor:
     """Logits only, in chunks, on cpu: the per-epoch validation needs no embedding or probs."""
     model.eval()
     with autocast_for(device, precision):
-        return torch.cat([model(rows.to(device)).float().cpu() for rows in x.split(chunk)])
-
-
-def weakest_class(logits: torch.Tensor, y: torch.Tensor, names: list[str] | None = None) -> str:
-    """`loop (recall 0.91)`: of the classes present in y, the one found least often."""
-    n = logits.shape[1]
-    support = torch.bincount(y, minlength=n)
-    hits = torch.bincount(y[logits.argmax(dim=1) == y], minlength=n)
-    recall = torch.where(support > 0, hits.double() / support.clamp(min=1), torch.full((n,), float("inf")))
-    k = int(recall.argmin())
-    return f"{names[k] if names and len(names) == n else f'class {k}'} (recall {float(recall[k]):.2f})"
+        return torch.cat([model(rows.to(device)).float().cpu() for rows in row_chunks(x, chunk)])
 
 
 def _optimizer(name: str, params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
@@ -183,12 +156,15 @@ def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def train_expert(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, seed: int,
                  progress: Callable[[int, int, dict[str, float]], None] | None = None,
-                 measure: Callable[[int], float] | None = None, order_seed: int | None = None) -> TrainResult:
+                 measure: Callable[[int], float] | None = None, order_seed: int | None = None,
+                 outputs_to: Callable[[str], Sink] | None = None) -> TrainResult:
     """Train one expert on `data`: `seed` sets the initial weights and, unless `order_seed` is
-    given, the batch order too. `measure` overrides the memory measurement (for tests)."""
+    given, the batch order too. `measure` overrides the memory measurement (for tests).
+    `outputs_to(split)`: where each split's stored outputs are written a chunk at a time (data
+    on disk); the result's `outputs` is then empty."""
     with _threads(getattr(resources, "num_cpus", None)):
         return _train(model_spec, train_spec, resources, data, seed, progress, measure,
-                      seed if order_seed is None else order_seed)
+                      seed if order_seed is None else order_seed, outputs_to)
 
 
 @contextlib.contextmanager
@@ -206,7 +182,8 @@ def _threads(num_cpus: int | None):
 
 def _train(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, seed: int,
            progress: Callable[[int, int, dict[str, float]], None] | None,
-           measure: Callable[[int], float] | None, order_seed: int) -> TrainResult:
+           measure: Callable[[int], float] | None, order_seed: int,
+           outputs_to: Callable[[str], Sink] | None = None) -> TrainResult:
     started = time.perf_counter()
     device = resolve_device(resources.device)
     precision = resources.precision
@@ -224,7 +201,8 @@ def _train(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, s
     optimizer = _optimizer(train_spec.optimizer, model.parameters(), train_spec.lr, train_spec.weight_decay, device)
     budget = resources.max_memory_gb * 2**30
     if measure is None and device.type == "cuda":
-        measure = _cuda_step_bytes(model, optimizer, x_train, y_train, data.task, device, precision)
+        measure = _cuda_step_bytes(model, optimizer, first_rows(x_train, batch_size), y_train, data.task, device,
+                                   precision)
     micro = fit_micro_batch(batch_size, measure, budget) if measure is not None else batch_size
     # Inference keeps no graph, so a chunk of `micro` rows needs less than a training step did:
     # validation and the stored outputs never raise the peak above training's own (on a whole
@@ -244,27 +222,29 @@ def _train(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, s
     # to the host per step (it would wait for a GPU every step), a few ops per step instead of a
     # dozen (on a small MLP those cost as much as its step), and no small tensors kept per step
     # (held between a step's large temporaries, they fragment the heap: up to +40% resident memory).
-    steps = math.ceil(len(x_train) / batch_size)
+    buffer_rows = shuffle_buffer_rows(resources, x_train)
+    steps = epoch_steps(x_train, batch_size, buffer_rows)
+    order = torch.empty(len(x_train), dtype=torch.long)  # the epoch's order of the train rows
     step_norms = torch.zeros(steps, len(params), device=device)  # each parameter's gradient norm
     loss_sum = torch.zeros((), device=device)  # of each micro-batch's loss x its batch's rows
     predicted = torch.zeros(len(x_train), dtype=torch.long, device=device)  # in the epoch's order
     with PeakRSS() as rss:
         for epoch in range(1, train_spec.epochs + 1):
             model.train()
-            order = torch.randperm(len(x_train), generator=generator)
-            orders.update(order.numpy().tobytes())
             step_norms.zero_()  # a parameter without a gradient in a step counts 0 there
             loss_sum.zero_()
-            for step, batch in enumerate(order.split(batch_size)):
+            at = 0  # rows of the epoch done
+            for step, (batch, x_batch) in enumerate(epoch_batches(x_train, batch_size, generator, buffer_rows)):
                 n = len(batch)
+                order[at:at + n] = batch
                 optimizer.zero_grad(set_to_none=True)
                 # gradient accumulation over micro-batches (split only when needed: on a tiny MLP
                 # a split costs as much as the step's own arithmetic)
-                parts = batch.split(micro) if micro < n else (batch,)
-                for part, rows in enumerate(parts):
+                parts = zip(batch.split(micro), x_batch.split(micro)) if micro < n else ((batch, x_batch),)
+                for part, (rows, x_rows) in enumerate(parts):
                     target = y_train[rows].to(device)
                     with autocast:
-                        out = model(x_train[rows].to(device))
+                        out = model(x_rows.to(device))
                         loss = criterion(out, target)
                         if len(parts) > 1:  # a micro-batch's share of the batch's mean loss
                             loss = loss * (len(rows) / n)
@@ -272,11 +252,13 @@ def _train(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, s
                     # training metrics from the batches themselves: no second pass over the data
                     loss_sum.add_(loss.detach().float(), alpha=n)
                     if data.task == "classification":
-                        at = step * batch_size + part * micro
-                        torch.argmax(out.detach(), dim=1, out=predicted[at:at + len(rows)])
+                        begin = at + part * micro
+                        torch.argmax(out.detach(), dim=1, out=predicted[begin:begin + len(rows)])
+                at += n
                 norms = torch._foreach_norm([p.grad for p in params if p.grad is not None])
                 torch.stack(norms, out=step_norms[step, :len(norms)])
                 optimizer.step()
+            orders.update(order.numpy().tobytes())
             record = {"epoch": float(epoch), "grad_norm": float(step_norms.square().sum(1).sqrt().mean()),
                       "train_loss": float(loss_sum) / len(x_train)}
             if not math.isfinite(record["train_loss"]):  # the weights are garbage from here on: never register them
@@ -300,21 +282,39 @@ def _train(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, s
         raise TrainingError("the validation loss was never finite; nothing registered. Lower train.lr, or look "
                             "for NaN/inf in the validation inputs and targets")
     model.load_state_dict(best[1])
-    outputs = {split: infer(model, data.x[split], data.task, device, precision, eval_chunk) for split in SPLITS}
+    metrics: dict[str, float] = {"best_epoch": float(best[2])}
+    if outputs_to is None:
+        outputs = {split: infer(model, data.x[split], data.task, device, precision, eval_chunk) for split in SPLITS}
+        for split in SPLITS:
+            if len(data.y[split]):
+                metrics.update(metrics_of(data.task, outputs[split]["logits"], data.y[split], split))
+    else:  # written a chunk at a time, the metrics accumulated on the way
+        outputs = {}
+        for split in SPLITS:
+            chunked = ChunkedMetrics(data.task, data.y[split]) if len(data.y[split]) else None
+            infer_into(lambda rows: infer_chunk(model, rows, data.task, device, precision), data.x[split],
+                       eval_chunk, outputs_to(split), chunked)
+            if chunked is not None:
+                metrics.update(chunked.result(split))
     if device.type == "cuda":  # after the stored outputs' inference: the budget covers it too
         peak = torch.cuda.max_memory_allocated(device)
     else:  # RSS growth misses memory the allocator already held: never report less than the step's own state
-        peak = max(rss.peak_growth, step_bytes(model, x_train[:micro]))
-    metrics: dict[str, float] = {"best_epoch": float(best[2])}
-    for split in SPLITS:
-        if len(data.y[split]):
-            metrics.update(metrics_of(data.task, outputs[split]["logits"], data.y[split], split))
+        peak = max(rss.peak_growth, step_bytes(model, first_rows(x_train, micro)))
     model.to("cpu")
     return TrainResult(
         model=model, initial_first_layer=initial_first_layer.cpu(), history=history, metrics=metrics,
         outputs=outputs, seconds=time.perf_counter() - started, peak_memory_mb=peak / 2**20,
         micro_batch=micro, device=str(device), epochs_run=len(history), init_digest=init_digest,
         order_digest=orders.hexdigest())
+
+
+def shuffle_buffer_rows(resources: Any, x: Any) -> int | None:
+    """Rows of the shuffle buffer of inputs on disk: a quarter of `resources.max_host_memory_gb`
+    (the rest holds the targets, the epoch's order and predictions, and a chunk of outputs)."""
+    budget = getattr(resources, "max_host_memory_gb", None)
+    if not isinstance(x, RowFile) or not budget:
+        return None
+    return max(1, int(budget * 2**30 / 4) // x.row_bytes())
 
 
 def tensor_digest(tensors) -> str:

@@ -60,7 +60,7 @@ def test_step_bytes_counts_parameter_state_input_and_every_layer_output():
 def test_weakest_class_is_the_lowest_recall_against_a_loop():
     import torch
 
-    from moe_pipeline.training.train import weakest_class
+    from moe_pipeline.training.metrics import weakest_class
 
     gen = torch.Generator().manual_seed(0)
     y = torch.randint(0, 4, (200,), generator=gen)

@@ -1,0 +1,129 @@
+"""One expert's inputs written to disk a block at a time, and its target held, for training
+under `resources.max_host_memory_gb`: the same `ExpertData` as `build_expert_data` builds, but
+each split's inputs a `RowFile` holding exactly the rows the in-memory tensor would hold.
+
+The expert's source fields come from one streamed source; its upstream inputs are read as
+row slices of the upstream experts' verified stored-outputs files (a split's stored outputs
+are that split's rows in file order, as the source's blocks are). The target (one value a
+row) is held in memory. Must not train, load a model or touch the registry.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+import torch
+
+from moe_pipeline.data.inputs import Block, ExpertData, concatenate, feature_names, target_values
+from moe_pipeline.data.rowfile import RowFile
+from moe_pipeline.data.store import SPLITS, DataStore
+from moe_pipeline.errors import DataError
+
+if TYPE_CHECKING:
+    from moe_pipeline.pipeline.spec import ExpertSpec
+
+UpstreamFiles = Mapping[str, Mapping[str, Path]]  # expert -> split -> its verified stored-outputs file
+
+
+def reads_streamed(pipeline, expert: str) -> bool:
+    """Whether the expert trains from its data a block at a time: `resources.max_host_memory_gb`
+    is set and every source it reads is a parquet or npy file (any other is read whole)."""
+    from moe_pipeline.data.streamed import STREAMED_LOADERS
+    from moe_pipeline.state.fingerprint import data_refs
+
+    if pipeline.resources_for(expert).max_host_memory_gb is None:
+        return False
+    owners = {ref.partition(".")[0] for ref in data_refs(pipeline, expert)}
+    return bool(owners) and all(pipeline.sources[o].loader in STREAMED_LOADERS for o in owners)
+
+
+def streamed_source_of(name: str, expert: ExpertSpec, pipeline) -> str:
+    """The one source whose fields the expert reads (inputs and target)."""
+    owners = sorted({ref.partition(".")[0] for ref in [*expert.inputs, expert.target_field]
+                     if ref.partition(".")[0] in pipeline.sources})
+    if len(owners) != 1:
+        raise DataError(f"expert '{name}': with resources.max_host_memory_gb an expert reads its inputs and target "
+                        f"from one source, a block of rows at a time; it reads {', '.join(owners)}")
+    return owners[0]
+
+
+def build_streamed_expert_data(name: str, expert: ExpertSpec, store: DataStore, upstream: UpstreamFiles,
+                               folder: Path, budget_bytes: int) -> ExpertData:
+    """The expert's data with each split's inputs in `folder/<split>.f32`, written in blocks
+    that fit `budget_bytes` together with their parts."""
+    from moe_pipeline.registry.artifacts import read_rows
+
+    owner = streamed_source_of(name, expert, store.pipeline)
+    field = expert.target_field.partition(".")[2]
+    source = store.streamed(owner)
+    widths = sum(4 * _width(source.formats[ref.partition(".")[2]][0]) for ref in expert.inputs
+                 if ref.partition(".")[0] == owner)
+    # a block is read (every field), its parts cut out, then joined: about three copies of its rows
+    rows = max(1, budget_bytes // (3 * (source.reader.row_bytes() + widths) + 1))
+    x, targets, blocks, shapes = {}, {}, None, None
+    for split in SPLITS:
+        file, parts, at = None, [], 0
+        for block in source.blocks(split, rows):
+            m = len(block[field])
+            pieces = [torch.from_numpy(block[ref.partition(".")[2]]).float() if ref.partition(".")[0] == owner
+                      else _upstream(name, ref, upstream, split, at, m, read_rows) for ref in expert.inputs]
+            for ref, piece in zip(expert.inputs, pieces):
+                if not bool(torch.isfinite(piece).all()):
+                    bad = at + int((~torch.isfinite(piece)).reshape(m, -1).any(dim=1).nonzero()[0, 0])
+                    raise DataError(f"expert '{name}': input {ref} holds NaN or inf (first in row {bad} of the "
+                                    f"{split} split); clean the data or choose another field")
+            joined = concatenate(name, expert.inputs, pieces, split)
+            if file is None:
+                file = RowFile(folder / f"{split}.f32", tuple(joined.shape[1:]))
+                if blocks is None:
+                    blocks, shapes = _blocks(expert.inputs, pieces), [tuple(p.shape[1:]) for p in pieces]
+            file.append(joined.numpy())
+            parts.append(torch.from_numpy(block[field]))
+            at += m
+        if file is None:  # an empty split: its shape is the train split's
+            file = RowFile(folder / f"{split}.f32", x["train"].row_shape)
+        file.close()
+        x[split] = file
+        targets[split] = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+    y, task, n_outputs = _targets(name, expert, targets)
+    classes = source.classes.get(field) if task == "classification" and not expert.target_fn else None
+    if task == "classification" and expert.classes is not None:
+        if len(expert.classes) != n_outputs:
+            raise DataError(f"expert '{name}': `classes` names {len(expert.classes)} classes but the target has "
+                            f"{n_outputs} (ids 0..{n_outputs - 1}); give one name per class id")
+        classes = list(expert.classes)
+    return ExpertData(x=x, y=y, blocks=blocks, task=task, n_outputs=n_outputs,
+                      feature_names=feature_names(store, blocks, shapes), class_names=classes)
+
+
+def _width(shape: tuple[int, ...]) -> int:
+    out = 1
+    for s in shape:
+        out *= s
+    return out
+
+
+def _upstream(name: str, ref: str, upstream: UpstreamFiles, split: str, start: int, rows: int, read_rows) -> torch.Tensor:
+    owner, _, output = ref.partition(".")
+    if owner not in upstream:
+        raise DataError(f"expert '{name}': no stored outputs of upstream expert '{owner}'; train '{owner}' first")
+    piece = read_rows(Path(upstream[owner][split]), output, start, start + rows)
+    if len(piece) != rows:
+        raise DataError(f"expert '{name}': the stored outputs of '{owner}' have fewer {split} rows than its source")
+    return piece
+
+
+def _blocks(inputs: list[str], pieces: list[torch.Tensor]) -> list[Block]:
+    out, start = [], 0
+    for ref, piece in zip(inputs, pieces):
+        width = piece[0].numel() if len(piece) else _width(tuple(piece.shape[1:]))
+        out.append(Block(ref, start, start + width))
+        start += width
+    return out
+
+
+def _targets(name: str, expert: ExpertSpec, targets: dict[str, torch.Tensor]):
+    """Each split's target, checked as the in-memory target is (on every row at once)."""
+    lengths = [len(targets[split]) for split in SPLITS]
+    values, task, n_outputs = target_values(name, expert, torch.cat([targets[split] for split in SPLITS]))
+    return dict(zip(SPLITS, values.split(lengths))), task, n_outputs
