@@ -74,14 +74,17 @@ class ParquetBlocks:
         """Bytes of one row of every field, as read."""
         return sum(4 * int(np.prod(shape)) if dtype == "float32" else 8 for shape, dtype in self.formats.values())
 
-    def blocks(self, rows: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        """(first row, {field: values}) of consecutive blocks of at most `rows` rows."""
+    def blocks(self, rows: int, fields: list[str] | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """(first row, {field: values}) of consecutive blocks of at most `rows` rows; only the
+        columns of `fields` are read (default: every field)."""
         from moe_pipeline.data.tables import to_fields
 
-        for start, batch in self._batches(rows, self._wanted):
-            fields, _, _ = to_fields(self.groups, {c: batch.column(c) for c in self._wanted}, self.path,
-                                     first_row=start, known=self.classes)
-            yield start, fields
+        groups = [g for g in self.groups if fields is None or g.name in fields]
+        wanted = [c for g in groups for c in g.columns]
+        for start, batch in self._batches(rows, wanted):
+            values, _, _ = to_fields(groups, {c: batch.column(c) for c in wanted}, self.path, first_row=start,
+                                     known=self.classes)
+            yield start, values
 
 
 class NpyBlocks:
@@ -123,7 +126,7 @@ class NpyBlocks:
     def row_bytes(self) -> int:
         return (4 if self.formats[self.field][1] == "float32" else 8) * int(np.prod(self._row_shape, dtype=np.int64))
 
-    def blocks(self, rows: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    def blocks(self, rows: int, fields: list[str] | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         width = int(np.prod(self._row_shape, dtype=np.int64))
         for start in range(0, self.n_rows, rows):
             count = min(rows, self.n_rows - start)
@@ -151,13 +154,13 @@ def rows_per_block(reader: ParquetBlocks | NpyBlocks, budget_bytes: int = BLOCK_
     return max(1, budget_bytes // max(1, reader.row_bytes()))
 
 
-def table_digests(reader: ParquetBlocks) -> dict[str, str]:
+def table_digests(reader: ParquetBlocks, rows: int | None = None) -> dict[str, str]:
     """Each field's content hash exactly as of the whole file's values (dtype, shape, bytes,
-    then its names and classes), computed a block at a time."""
+    then its names and classes), computed a block of `rows` rows at a time."""
     digests: dict[str, Any] = {}
     for field, (shape, dtype) in reader.formats.items():
         digests[field] = hashlib.sha256(f"{dtype}|{(reader.n_rows, *shape)}|".encode())
-    for _, fields in reader.blocks(rows_per_block(reader)):
+    for _, fields in reader.blocks(rows or rows_per_block(reader)):
         for field, values in fields.items():
             digests[field].update(np.ascontiguousarray(values).tobytes())
     for field, digest in digests.items():

@@ -19,14 +19,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from moe_pipeline.errors import DataError
 
 from moe_pipeline.pipeline.paths import source_path
-from moe_pipeline.pipeline.spec import FILE_LOADERS
+from moe_pipeline.pipeline.spec import FILE_LOADERS, SPLITS
 
 if TYPE_CHECKING:
     from moe_pipeline.data.sources import SourceData
     from moe_pipeline.data.streamed import StreamedSource
     from moe_pipeline.pipeline.spec import Pipeline
 
-SPLITS = ("train", "val", "test")
 BUILTIN_LOADERS = ("sklearn.digits", "synthetic.planted")
 TABLE_HASHES = 1  # how a table field's values are hashed: a new way is a new number
 

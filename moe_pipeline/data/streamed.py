@@ -16,8 +16,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from moe_pipeline.data.blocks import NpyBlocks, ParquetBlocks, open_blocks, rows_per_block
-from moe_pipeline.data.store import SPLITS
 from moe_pipeline.errors import DataError
+from moe_pipeline.pipeline.spec import SPLITS
 
 STREAMED_LOADERS = ("parquet", "npy")
 
@@ -47,16 +47,17 @@ class StreamedSource:
     def split_rows(self, split: str) -> int:
         return int((self.labels == SPLITS.index(split)).sum())
 
-    def blocks(self, split: str, rows: int) -> Iterator[dict[str, np.ndarray]]:
-        """The split's rows in file order, transformed, in blocks of at most `rows` file rows."""
+    def blocks(self, split: str, rows: int, fields: list[str]) -> Iterator[dict[str, np.ndarray]]:
+        """The split's rows of `fields` in file order, transformed, in blocks of at most `rows` file rows."""
         from moe_pipeline.data.transforms import apply
 
         wanted = SPLITS.index(split)
-        for start, fields in self.reader.blocks(rows):
-            mask = self.labels[start:start + len(next(iter(fields.values())))] == wanted
-            out = {f: v[mask] for f, v in fields.items()}
+        for start, block in self.reader.blocks(rows, fields):
+            mask = self.labels[start:start + len(next(iter(block.values())))] == wanted
+            out = {f: v[mask] for f, v in block.items()}
             for field, params in self.transforms.items():
-                out[field] = apply(params, out[field])
+                if field in out:
+                    out[field] = apply(params, out[field])
             yield out
 
 
@@ -77,7 +78,8 @@ def open_streamed(name: str, source: Any, seed: int, path: Path) -> StreamedSour
     del splits
     fits = {field: RunningFit(kind) for field, kind in sorted(getattr(source, "transform", {}).items())}
     counts = {field: np.zeros((len(SPLITS), len(names)), dtype=np.int64) for field, names in reader.classes.items()}
-    for start, fields in reader.blocks(rows_per_block(reader)):
+    needed = sorted(set(fits) | set(counts))  # the check pass reads only the fields it checks
+    for start, fields in (reader.blocks(rows_per_block(reader), needed) if needed else ()):
         block_labels = labels[start:start + len(next(iter(fields.values())))]
         for field, fit in fits.items():
             fit.add(fields[field][block_labels == 0])

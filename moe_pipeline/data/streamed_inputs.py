@@ -2,7 +2,8 @@
 under `resources.max_host_memory_gb`: the same `ExpertData` as `build_expert_data` builds, but
 each split's inputs a `RowFile` holding exactly the rows the in-memory tensor would hold.
 
-The expert's source fields come from one streamed source; its upstream inputs are read as
+The expert's source fields come from its target's source (validation makes them share its
+rows), read a block at a time; its upstream inputs are read as
 row slices of the upstream experts' verified stored-outputs files (a split's stored outputs
 are that split's rows in file order, as the source's blocks are). The target (one value a
 row) is held in memory. Must not train, load a model or touch the registry.
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import torch
 
+from moe_pipeline.data.blocks import BLOCK_BYTES
 from moe_pipeline.data.inputs import Block, ExpertData, concatenate, feature_names, target_values
 from moe_pipeline.data.rowfile import RowFile
 from moe_pipeline.data.store import SPLITS, DataStore
@@ -37,33 +39,24 @@ def reads_streamed(pipeline, expert: str) -> bool:
     return bool(owners) and all(pipeline.sources[o].loader in STREAMED_LOADERS for o in owners)
 
 
-def streamed_source_of(name: str, expert: ExpertSpec, pipeline) -> str:
-    """The one source whose fields the expert reads (inputs and target)."""
-    owners = sorted({ref.partition(".")[0] for ref in [*expert.inputs, expert.target_field]
-                     if ref.partition(".")[0] in pipeline.sources})
-    if len(owners) != 1:
-        raise DataError(f"expert '{name}': with resources.max_host_memory_gb an expert reads its inputs and target "
-                        f"from one source, a block of rows at a time; it reads {', '.join(owners)}")
-    return owners[0]
-
-
 def build_streamed_expert_data(name: str, expert: ExpertSpec, store: DataStore, upstream: UpstreamFiles,
                                folder: Path, budget_bytes: int) -> ExpertData:
     """The expert's data with each split's inputs in `folder/<split>.f32`, written in blocks
     that fit `budget_bytes` together with their parts."""
     from moe_pipeline.registry.artifacts import read_rows
 
-    owner = streamed_source_of(name, expert, store.pipeline)
-    field = expert.target_field.partition(".")[2]
+    owner, _, field = expert.target_field.partition(".")  # its inputs' source too: validation says so
     source = store.streamed(owner)
     widths = sum(4 * _width(source.formats[ref.partition(".")[2]][0]) for ref in expert.inputs
                  if ref.partition(".")[0] == owner)
-    # a block is read (every field), its parts cut out, then joined: about three copies of its rows
-    rows = max(1, budget_bytes // (3 * (source.reader.row_bytes() + widths) + 1))
+    # a block is read, its split's rows cut out, then joined: about four copies of its rows; and
+    # blocks of more than BLOCK_BYTES make nothing faster
+    rows = max(1, min(budget_bytes // 8, BLOCK_BYTES) // (4 * widths + 8))
+    fields = sorted({ref.partition(".")[2] for ref in expert.inputs if ref.partition(".")[0] == owner} | {field})
     x, targets, blocks, shapes = {}, {}, None, None
     for split in SPLITS:
         file, parts, at = None, [], 0
-        for block in source.blocks(split, rows):
+        for block in source.blocks(split, rows, fields):
             m = len(block[field])
             pieces = [torch.from_numpy(block[ref.partition(".")[2]]).float() if ref.partition(".")[0] == owner
                       else _upstream(name, ref, upstream, split, at, m, read_rows) for ref in expert.inputs]

@@ -240,7 +240,7 @@ def _train(model_spec: Any, train_spec: Any, resources: Any, data: ExpertData, s
                 optimizer.zero_grad(set_to_none=True)
                 # gradient accumulation over micro-batches (split only when needed: on a tiny MLP
                 # a split costs as much as the step's own arithmetic)
-                parts = zip(batch.split(micro), x_batch.split(micro)) if micro < n else ((batch, x_batch),)
+                parts = list(zip(batch.split(micro), x_batch.split(micro))) if micro < n else [(batch, x_batch)]
                 for part, (rows, x_rows) in enumerate(parts):
                     target = y_train[rows].to(device)
                     with autocast:
