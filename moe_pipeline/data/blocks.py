@@ -31,7 +31,9 @@ class ParquetBlocks:
         from moe_pipeline.pipeline.columns import groups_of
 
         try:  # the footer: the columns and the row count, before any data is read
-            self._file = pq.ParquetFile(path)
+            # pre_buffer off: with it on, pyarrow reads ahead every row group a batch iterator will
+            # need (3.3 GB resident for a 2.9 GB file read in 64 MB blocks, 0.6 GB without)
+            self._file = pq.ParquetFile(path, pre_buffer=False)
             names = self._file.metadata.schema.to_arrow_schema().names
         except Exception as exc:  # pyarrow raises several types for a broken file; the user needs the reason
             raise DataError(f"{path}: cannot read parquet: {exc}") from None

@@ -43,6 +43,11 @@ class ExpertData:
     n_outputs: int  # classes, or 1 for regression
     feature_names: list[str] | None = None  # one per flattened input column, where the sources name them
     class_names: list[str] | None = None  # one per class id, where the target's source names them
+    split_rows: dict[str, int] | None = None  # each split's rows where x and y hold the first of them only
+
+    def rows_in(self, split: str) -> int:
+        """How many rows the split has in the source (x and y may hold a sample of them)."""
+        return self.split_rows[split] if self.split_rows else len(self.y[split])
 
     @property
     def in_shape(self) -> tuple[int, ...]:

@@ -39,10 +39,34 @@ def reads_streamed(pipeline, expert: str) -> bool:
     return bool(owners) and all(pipeline.sources[o].loader in STREAMED_LOADERS for o in owners)
 
 
+INSPECT_ROWS = 100_000  # a streamed expert is inspected on the first rows of each split, at most these
+
+
+def sampled_expert_data(name: str, expert: ExpertSpec, store: DataStore, upstream: UpstreamFiles,
+                        budget_bytes: int) -> ExpertData:
+    """The expert's data in memory on a sample: the first rows of each split in file order
+    (`INSPECT_ROWS`, or fewer where a quarter of the budget holds fewer), its task and class ids
+    from every row's target; `split_rows` says how many rows each split has."""
+    import shutil
+
+    from moe_pipeline.execute.training_process import scratch_folder
+
+    folder = scratch_folder(store.root or Path.cwd())
+    try:
+        data = build_streamed_expert_data(name, expert, store, upstream, folder, budget_bytes, max_rows=INSPECT_ROWS)
+        data.split_rows = {split: len(data.y[split]) for split in SPLITS}
+        data.x = {split: file.read(0, len(file)) for split, file in data.x.items()}
+        data.y = {split: data.y[split][:len(data.x[split])] for split in SPLITS}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return data
+
+
 def build_streamed_expert_data(name: str, expert: ExpertSpec, store: DataStore, upstream: UpstreamFiles,
-                               folder: Path, budget_bytes: int) -> ExpertData:
+                               folder: Path, budget_bytes: int, max_rows: int | None = None) -> ExpertData:
     """The expert's data with each split's inputs in `folder/<split>.f32`, written in blocks
-    that fit `budget_bytes` together with their parts."""
+    that fit `budget_bytes` together with their parts; with `max_rows`, only each split's first
+    rows (at most that many, and what a quarter of the budget holds), the target of every row."""
     from moe_pipeline.registry.artifacts import read_rows
 
     owner, _, field = expert.target_field.partition(".")  # its inputs' source too: validation says so
@@ -53,10 +77,16 @@ def build_streamed_expert_data(name: str, expert: ExpertSpec, store: DataStore, 
     # blocks of more than BLOCK_BYTES make nothing faster
     rows = max(1, min(budget_bytes // 8, BLOCK_BYTES) // (4 * widths + 8))
     fields = sorted({ref.partition(".")[2] for ref in expert.inputs if ref.partition(".")[0] == owner} | {field})
+    if max_rows is not None:
+        max_rows = max(1, min(max_rows, budget_bytes // 4 // max(1, widths)))
     x, targets, blocks, shapes = {}, {}, None, None
     for split in SPLITS:
         file, parts, at = None, [], 0
         for block in source.blocks(split, rows, fields):
+            if max_rows is not None:
+                if at >= max_rows:
+                    break
+                block = {f: v[:max_rows - at] for f, v in block.items()}
             m = len(block[field])
             pieces = [torch.from_numpy(block[ref.partition(".")[2]]).float() if ref.partition(".")[0] == owner
                       else _upstream(name, ref, upstream, split, at, m, read_rows) for ref in expert.inputs]
@@ -77,6 +107,8 @@ def build_streamed_expert_data(name: str, expert: ExpertSpec, store: DataStore, 
             file = RowFile(folder / f"{split}.f32", x["train"].row_shape)
         file.close()
         x[split] = file
+        if max_rows is not None:  # every row's target: the task and the class ids are the whole split's
+            parts = [torch.from_numpy(block[field]) for block in source.blocks(split, rows, [field])]
         targets[split] = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
     y, task, n_outputs = _targets(name, expert, targets)
     classes = source.classes.get(field) if task == "classification" and not expert.target_fn else None

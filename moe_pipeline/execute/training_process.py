@@ -119,7 +119,7 @@ class TrainingHere:
         with located("target"):
             if reads_streamed(self.pipeline, expert):
                 budget = self.pipeline.resources_for(expert).max_host_memory_gb
-                self._scratch = _scratch_folder(self.store.root or Path.cwd())
+                self._scratch = scratch_folder(self.store.root or Path.cwd())
                 self._data = build_streamed_expert_data(
                     expert, self.pipeline.experts[expert], self.store,
                     {up: {split: Path(files[split]) for split in SPLITS} for up, files in upstream.items()},
@@ -159,7 +159,7 @@ class TrainingHere:
             self._scratch = None
 
 
-def _scratch_folder(root: Path) -> Path:
+def scratch_folder(root: Path) -> Path:
     """A new folder for one expert's input rows, under the project's cache; the folders of
     processes that died (kill -9) are removed first."""
     import shutil

@@ -232,15 +232,23 @@ class View:
         named = frozenset(e.model.cls for e in self.pipeline.experts.values() if e.model.kind == "custom")
         return load_version_model(saved, self.artifact(record, WEIGHTS), self.project_root, named), saved
 
-    def expert_data(self, expert: str, upstream_versions: dict[str, int] | None = None):
+    def expert_data(self, expert: str, upstream_versions: dict[str, int] | None = None, sample: bool = False):
         """Inputs and target of one expert; upstream inputs come from stored outputs.
 
         By default the upstream experts' current versions; `upstream_versions` pins others
         (inspection reads the versions an expert version was trained or validated on).
+        `sample`: an expert trained from data on disk (`resources.max_host_memory_gb`) is read on
+        the first rows of each split (`streamed_inputs.sampled_expert_data`), not whole.
         """
         from moe_pipeline.data.inputs import build_expert_data
+        from moe_pipeline.data.streamed_inputs import reads_streamed, sampled_expert_data
 
         records = self.upstream_records(expert, upstream_versions)
+        if sample and reads_streamed(self.pipeline, expert):
+            budget = self.pipeline.resources_for(expert).max_host_memory_gb
+            files = {up: self.outputs_files(record) for up, record in records.items()}
+            return (sampled_expert_data(expert, self.pipeline.experts[expert], self.store, files, int(budget * 2**30)),
+                    consumed(records))
         upstream = {up: self.load_outputs(record) for up, record in records.items()}
         return build_expert_data(expert, self.pipeline.experts[expert], self.store, upstream), consumed(records)
 

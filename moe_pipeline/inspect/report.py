@@ -75,7 +75,8 @@ def inspect_expert(loaded, expert: str, version: int | None = None, methods: lis
     view = view or View(loaded)
     record = view.record(expert, version)
     model, saved = view.load_model(record)
-    data = view.expert_data(expert, upstream_versions={u: r.version for u, r in record.upstream.items()})[0]
+    data = view.expert_data(expert, upstream_versions={u: r.version for u, r in record.upstream.items()},
+                            sample=True)[0]
     from moe_pipeline.pipeline.paths import project_root
 
     # under the project root, like the registry: the same place wherever the command runs from

@@ -91,9 +91,9 @@ def section_metrics(rep: Report, model, data, record) -> None:
             plots.heatmap(row_normalised(counts), rep.out / "confusion_normalised.png",
                           f"confusion on {split} (row-normalised)", labels, fmt=".2f")]
     rep.add("Metrics and confusion matrix", text, figs,
-            how=f"On the {split} split ({len(data.y[split])} rows). Precision: of the rows predicted as a class, the "
-                "share that are it; recall: of its rows, the share found. In the matrices rows are true classes, "
-                "columns predictions; the diagonal is right.")
+            how=f"On {rows_used(len(data.y[split]), data.rows_in(split), split, sample_budget(data))}. Precision: of "
+                "the rows predicted as a class, the share that are it; recall: of its rows, the share found. In the "
+                "matrices rows are true classes, columns predictions; the diagonal is right.")
 
 
 def saved_class_names(data) -> list[str] | None:
@@ -107,6 +107,13 @@ def rows_used(used: int, available: int, split: str, budget: int | None) -> str:
     if used < available:
         return f"the first {used:,} of {available:,} {split} rows (this section's budget: {budget:,})"
     return f"all {used:,} {split} rows" + (f" (this section's budget: {budget:,})" if budget is not None else "")
+
+
+def sample_budget(data) -> int | None:
+    """The rows of each split an expert trained from data on disk is inspected on (None: every row)."""
+    from moe_pipeline.data.streamed_inputs import INSPECT_ROWS
+
+    return INSPECT_ROWS if data.split_rows else None
 
 
 def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | None = None) -> None:
@@ -171,7 +178,7 @@ def section_agop(rep: Report, model, data, saved, initial, planted: list[int] | 
     rep.summary["agop"] = info
     nfa = info.get("neural_feature_ansatz")
     share = 100 * sum(info["top_feature_share"])
-    text = (f"<p>Computed over {rows_used(len(x), len(data.x['train']), 'training', AGOP_ROWS)} in {seconds:.2f} s. "
+    text = (f"<p>Computed over {rows_used(len(x), data.rows_in('train'), 'training', AGOP_ROWS)} in {seconds:.2f} s. "
             "The 10 most used inputs: "
             f"{html.escape(', '.join(info['top_feature_names']))} ({share:.1f}% of the trace). "
             f"Effective rank {res.rank95}: that many eigen-directions hold 95% of the trace. Eigenpairs: "
@@ -215,7 +222,8 @@ def section_collapse(rep: Report, model, data) -> None:
             "equal angles and the simplex hold trivially and a 0 would say nothing.</p>" if two else "")
     layer_rows = [{"hidden layer (module path)": name, "NC1": value} for name, value in layers.items()]
     rep.add("Neural collapse (penultimate features, training split)",
-            f"<p>Over {rows_used(len(x), len(x), 'training', None)}, streamed a chunk at a time.</p>"
+            f"<p>Over {rows_used(len(x), data.rows_in('train'), 'training', sample_budget(data))}, streamed a chunk "
+            "at a time.</p>"
             + _table(rows) + note + "<h3>NC1 per hidden layer</h3><p class='how'>Deep neural collapse: NC1 falls "
             "layer by layer when later layers separate the classes more cleanly.</p>" + _table(layer_rows),
             how="Papyan, Han and Donoho (2020). Class means are centred at the global mean of all features. Values "
@@ -266,7 +274,7 @@ def section_attribution(rep: Report, model, data, saved) -> None:
                      "a baseline of zero, except on inputs that are another expert's probabilities, where zero is off "
                      "the data and the baseline is their training mean")
     rep.add("Attributions (captum)",
-            f"<p>On {rows_used(len(x), len(data.x['val']), 'validation', ATTRIBUTION_ROWS)}, explaining the logit "
+            f"<p>On {rows_used(len(x), data.rows_in('val'), 'validation', ATTRIBUTION_ROWS)}, explaining the logit "
             "of each row's true class. Integrated gradients from "
             f"{baseline_text}: {ig.steps} steps, completeness gap {100 * ig.gap_relative:.2f}% of the output change "
             f"(steps double until it is at most 1%).</p>", figs,

@@ -116,7 +116,8 @@ def killed_message(doing: str, peak: int, total: int) -> str:
                                                                    if total else "")
     if total and peak >= total / 2:
         return (f"the training process was killed (SIGKILL) while {doing}; {reached}, so most likely the kernel's "
-                "out-of-memory killer ended it. A source is read whole into memory, and resources.max_memory_gb "
-                "bounds only a training step (the micro-batch): train on a sample of the data or fewer fields, "
-                "or on a machine with more memory")
+                "out-of-memory killer ended it. A source is read whole into memory unless "
+                "resources.max_host_memory_gb is set (parquet and npy sources are then read a block at a time), "
+                "and resources.max_memory_gb bounds only a training step (the micro-batch): set "
+                "max_host_memory_gb, train on a sample or fewer fields, or on a machine with more memory")
     return f"the training process was killed (SIGKILL) while {doing}; {reached} (not near the machine's memory)"

@@ -88,3 +88,20 @@ def test_the_budget_must_be_positive(tmp_path: Path, budget: str, capsys):
     path.write_text(path.read_text() + f"resources: {{max_host_memory_gb: {budget}}}\n")
     assert cli("status", path) == 2
     assert "max_host_memory_gb" in capsys.readouterr().err
+
+
+def test_a_streamed_expert_is_inspected_on_the_first_rows_of_each_split_and_the_page_says_so(
+        tmp_path: Path, monkeypatch):
+    from moe_pipeline.data import streamed_inputs
+
+    path = _project(tmp_path / "p", 1.0)
+    monkeypatch.chdir(path.parent)
+    assert cli("run", path, "--quiet") == 0
+    monkeypatch.setattr(streamed_inputs, "INSPECT_ROWS", 500)
+    out = tmp_path / "report"
+    assert cli("inspect", path, "final", "--out", out, "--methods", "metrics,collapse") == 0
+    page = (out / "report.html").read_text()
+    assert "the first 500 of 900 test rows (this section&#x27;s budget: 500)" in page or \
+        "the first 500 of 900 test rows (this section's budget: 500)" in page
+    assert "the first 500 of 4,200 training rows" in page
+    assert list((path.parent / ".moe-cache" / "rows").iterdir()) == []  # the sample's rows on disk are gone
