@@ -50,6 +50,8 @@ class ParquetBlocks:
         self.classes = self._classes()
 
     def _batches(self, rows: int, columns: list[str]) -> Iterator[tuple[int, Any]]:
+        import pyarrow as pa
+
         start = 0
         try:
             for batch in self._file.iter_batches(batch_size=rows, columns=columns):
@@ -57,6 +59,8 @@ class ParquetBlocks:
                 start += batch.num_rows
         except (OSError, ValueError) as exc:  # a damaged page: pyarrow's reason
             raise DataError(f"{self.path}: cannot read parquet: {exc}") from None
+        finally:  # pyarrow's allocator keeps what it freed for reuse: give it back before training
+            pa.default_memory_pool().release_unused()
 
     def _classes(self) -> dict[str, list[str]]:
         """Each categorical field's class names over the whole file, its cells checked."""
