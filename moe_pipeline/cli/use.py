@@ -164,6 +164,15 @@ def predict(
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
         raise SelectionError(f"--out must end in .csv or .json, not {out.name}")
     view, system = _system(pipeline, experts, allow_stale)
+    if input_file is not None and split is None and out is not None and out.suffix.lower() == ".csv" \
+            and input_file.suffix.lower() == ".parquet" and input_file.is_file():
+        from moe_pipeline.serve.inputs import parquet_chunks
+
+        n, chunks = parquet_chunks(input_file, system)
+        if n:  # (no rows: the whole-table path says what it says of an empty input)
+            _predict_in_chunks(system, n, chunks, experts, out)
+            typer.echo(f"{n} rows -> {out}", err=True)
+            return
     rows = _rows(view, system, input_file, split)
     n = system.check_inputs(rows.fields)  # before anything is written
     with _progress(n) as progress:
@@ -178,6 +187,21 @@ def predict(
         write_whole(out, lambda tmp: table.to_csv(tmp, index=False))
     if out is not None:
         typer.echo(f"{n} rows -> {out}", err=True)
+
+
+def _predict_in_chunks(system, n: int, chunks, experts: list[str] | None, out: Path) -> None:
+    """A parquet input predicted a chunk of rows at a time into a CSV: the same lines the whole
+    table gives, written to a temporary file that replaces `out` only once every chunk is done."""
+    def write(tmp: Path) -> None:
+        done = 0
+        with open(tmp, "w", newline="") as handle, _progress(n) as progress:
+            for index, rows in enumerate(chunks):
+                done += system.check_inputs(rows.fields)
+                table = system.table(system.outputs(rows.fields, experts or system.sinks, None, keys=("probs",)))
+                table.to_csv(handle, index=False, header=index == 0)
+                if progress is not None:
+                    progress(done, n)
+    write_whole(out, write)
 
 
 def _progress(n: int):

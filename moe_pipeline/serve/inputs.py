@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -62,6 +62,35 @@ def from_file(path: Path, system) -> Rows:
     raise DataError(f"{path}: unknown input format '{suffix}'; use .npz (arrays named like the source fields: "
                     f"{', '.join(system.fields)}), .npy, .csv, .parquet, an image ({', '.join(sorted(IMAGE_SUFFIXES))}) "
                     "or a folder of images")
+
+
+CHUNK_ROWS = 65_536  # rows of a parquet input read, predicted and written at a time
+
+
+def parquet_chunks(path: Path, system, rows: int | None = None) -> tuple[int, Iterator[Rows]]:
+    """A parquet input's row count and its rows a chunk at a time (only the columns the system
+    reads, where training recorded their names): `predict`'s memory does not grow with the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = rows or CHUNK_ROWS
+    try:
+        file = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering would read ahead every row group
+        names = file.schema_arrow.names
+    except Exception as exc:  # pyarrow raises several types for a broken file; the user needs the reason
+        raise DataError(f"{path}: cannot read it: {exc}") from None
+    wanted = [[c for c in (_columns_of(system, ref) or []) if c in names] for ref in system.fields]
+    columns = sorted({c for cs in wanted for c in cs}) if all(wanted) else None
+
+    def chunks() -> Iterator[Rows]:
+        start = 0
+        try:
+            for batch in file.iter_batches(batch_size=rows, columns=columns):
+                yield Rows(table_fields(pa.Table.from_batches([batch]), system, str(path), first_row=start))
+                start += batch.num_rows
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: cannot read it: {exc}") from None
+    return file.metadata.num_rows, chunks()
 
 
 def _images(path: Path, system) -> Rows:

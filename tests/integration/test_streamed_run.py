@@ -105,3 +105,31 @@ def test_a_streamed_expert_is_inspected_on_the_first_rows_of_each_split_and_the_
         "the first 500 of 900 test rows (this section's budget: 500)" in page
     assert "the first 500 of 4,200 training rows" in page
     assert list((path.parent / ".moe-cache" / "rows").iterdir()) == []  # the sample's rows on disk are gone
+
+
+def test_predict_reads_a_parquet_input_a_chunk_at_a_time_and_writes_what_the_whole_table_gives(
+        tmp_path: Path, monkeypatch, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from moe_pipeline.serve import inputs
+
+    path = _project(tmp_path / "p", None)
+    monkeypatch.chdir(path.parent)
+    assert cli("run", path, "--quiet") == 0
+    values = np.random.default_rng(2).normal(size=(1000, 8)).astype(np.float32)
+    pq.write_table(pa.table({f"f{i}": values[:, i] for i in range(8)}), tmp_path / "new.parquet", row_group_size=300)
+    capsys.readouterr()
+    assert cli("predict", path, "--input", tmp_path / "new.parquet") == 0  # stdout: the whole table at once
+    whole = capsys.readouterr().out
+    read = []
+    real = inputs.parquet_chunks
+    monkeypatch.setattr(inputs, "parquet_chunks", lambda p, s: (read.append(1), real(p, s, rows=7))[1])
+    assert cli("predict", path, "--input", tmp_path / "new.parquet", "--out", tmp_path / "out.csv") == 0
+    assert read and (tmp_path / "out.csv").read_text() == whole and len(whole.splitlines()) == 1001
+    values[900, 3] = np.nan  # in a late chunk: one error naming the row, and no output file at all
+    pq.write_table(pa.table({f"f{i}": values[:, i] for i in range(8)}), tmp_path / "bad.parquet")
+    capsys.readouterr()
+    assert cli("predict", path, "--input", tmp_path / "bad.parquet", "--out", tmp_path / "bad.csv") == 2
+    assert "row 900, column 'f3': NaN or inf" in capsys.readouterr().err
+    assert not (tmp_path / "bad.csv").exists() and not list(tmp_path.glob(".bad.csv*"))
