@@ -375,6 +375,25 @@ def test_sigterm_stops_report_promptly_and_writes_no_overview(tiny: Path, regist
     assert not list(out.rglob("overview.html"))
 
 
+@pytest.mark.reliability("signals")
+@pytest.mark.parametrize("command,sig,code", [("export", signal.SIGTERM, 143), ("explain", signal.SIGINT, 130)])
+def test_a_signal_during_export_or_explain_ends_it_at_once_and_writes_nothing(tiny: Path, registry_uri: str,
+                                                                               tmp_path: Path, command: str, sig: int,
+                                                                               code: int):
+    """SIGTERM during `export`, Ctrl-C during `explain --html`, once its first step has begun: the
+    exit code of the signal, where it stopped, and no export folder or page, not even a part."""
+    assert cli("run", tiny, "--quiet") == 0
+    out = tmp_path / "out"
+    args = ["export", str(tiny), "--out", str(out)] if command == "export" else \
+        ["explain", str(tiny), "--split", "test", "--row", "3", "--html", str(tmp_path / "row.html")]
+    got, waited, err = _signalled(args, env_for(tmp_path, registry_uri), lambda line: line.startswith(f"{command}: "),
+                                  sig)
+    assert got == code, err
+    assert waited < 5.0 and "Traceback" not in err and f"interrupted: stopped at {command}: " in err
+    assert not out.exists() and not (tmp_path / "row.html").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and "partial" in p.name]
+
+
 def _children(pid: int) -> list[int]:
     """Processes whose parent is `pid` (from /proc)."""
     found = []
