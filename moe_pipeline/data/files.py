@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from moe_pipeline.errors import DataError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+from moe_pipeline.pipeline.spec import IMAGE_SUFFIXES  # noqa: F401  (where the readers' users find it)
 
 
 @dataclass

@@ -219,17 +219,16 @@ class DataStore:
         """The folder's images ("class/name"), as `files.image_files` lists them, from the listing
         where every image-named entry is a regular file; else `image_files` itself, which says
         which entry is not (or that there are none)."""
-        from moe_pipeline.data.files import IMAGE_SUFFIXES, image_files
-
         if path in self._names:
             return self._names[path]
         names = None
-        if listing is not None:
-            found = [(name, stat[3]) for name, stat in listing[1].items()  # "class/x.png": its suffix is after the last dot
-                     if name[name.rfind("."):].lower() in IMAGE_SUFFIXES and name.rfind(".") > name.rfind("/")]
+        if listing is not None:  # (files, and with it numpy, only where the listing cannot say)
+            found = [(name, stat[3]) for name, stat in listing[1].items() if stat[4]]
             if found and all(regular for _, regular in found):
                 names = [name for name, _ in found]
         if names is None:
+            from moe_pipeline.data.files import image_files
+
             names = [p.relative_to(path).as_posix() for p, _ in image_files(path)]
         self._names[path] = names
         return names

@@ -186,6 +186,7 @@ class ImageFolderSource(FileSource):
         return ("image", "label")
 
 
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})  # an image folder's images
 SPLITS = ("train", "val", "test")  # every source's rows are cut into these, in this order
 FILE_LOADERS = ("csv", "parquet", "npz", "npy", "imagefolder")
 _TAGS = {"sklearn.digits": "sklearn.digits", "synthetic.planted": "synthetic.planted", "csv": "table",

@@ -119,3 +119,36 @@ def test_image_folder_manifests_are_bounded_and_the_least_recently_used_goes_fir
     cache.put_manifest("new", [["a/new.png", "1" * 64]])
     kept = {p.stem for p in folder.glob("*.json")}
     assert len(kept) == statcache.MAX_MANIFESTS and "new" in kept and "k0" in kept and "k1" not in kept
+
+
+def test_a_folder_table_of_the_first_form_is_read_without_rehashing_and_a_damaged_one_costs_a_rehash(tmp_path):
+    """The per-folder table is written as three flat lists; one written in the first form (name ->
+    [size, mtime, inode, sha256]) by an earlier version is read as it is: no file is read again."""
+    import json
+
+    from moe_pipeline.data.statcache import FolderTable, folder_listing
+
+    folder = tmp_path / "imgs"
+    for k in range(5):
+        (folder / str(k % 2)).mkdir(parents=True, exist_ok=True)
+        (folder / str(k % 2) / f"{k}.png").write_bytes(bytes([k]) * 10)
+    stats = folder_listing(folder)[1]
+    names = sorted(stats)
+    truth = [hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names]
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps({n: [*stats[n][:3], d] for n, d in zip(names, truth)}))  # the first form
+    table = FolderTable(path)
+    assert table.sha256s(folder, names, stats) == truth and table.hashed == 0
+    assert not path.read_text().startswith('{"v"')  # nothing changed: not rewritten
+    (folder / "1" / "1.png").write_bytes(b"edited")
+    stats = folder_listing(folder)[1]
+    truth[names.index("1/1.png")] = hashlib.sha256(b"edited").hexdigest()
+    table = FolderTable(path)
+    assert table.sha256s(folder, names, stats) == truth and table.hashed == 1
+    written = json.loads(path.read_text())
+    assert written["v"] == 2 and written["names"] == names and written["sha256"] == truth
+    again = FolderTable(path)  # the new form, read back
+    assert again.sha256s(folder, names, stats) == truth and again.hashed == 0
+    path.write_text(json.dumps({"v": 2, "names": names, "stats": [1, 2], "sha256": truth}))  # damaged
+    damaged = FolderTable(path)
+    assert damaged.sha256s(folder, names, stats) == truth and damaged.hashed == len(names)
