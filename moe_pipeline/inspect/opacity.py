@@ -50,7 +50,7 @@ def _seeds(mode: str, i: int, init: int, order: int) -> tuple[int, int, int | No
     return init, order, i + 1
 
 
-def _one_run(spec: Any, resources: Any, data: ExpertData, seeds: tuple[int, int, int | None]) -> dict[str, Any]:
+def one_run(spec: Any, resources: Any, data: ExpertData, seeds: tuple[int, int, int | None]) -> dict[str, Any]:
     init, order, boot = seeds
     run_data = data if boot is None else _bootstrap(data, boot)
     result = train_expert(spec.model, spec.train, resources, run_data, init, order_seed=order)
@@ -124,22 +124,32 @@ def verdict(mode: str, s: dict[str, Any], metric: str) -> str:
 
 
 def sensitivity(spec: Any, resources: Any, data: ExpertData, init_seed: int, order_seed: int, modes: list[str],
-                runs: int, progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+                runs: int, progress: Callable[[str, int], None] | None = None, pool: Any = None) -> dict[str, Any]:
     """Retrain `runs` times per mode and compare; {mode: summary} for the modes asked.
-    `progress(what, k)` is told before the k-th training of all (`init run 2 of 3`)."""
+    `progress(what, k)` is told before the k-th training of all (`init run 2 of 3`), or, with a
+    `pool` (`opacity_workers.OpacityPool`, the runs in worker processes), as the k-th ends."""
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         raise ValueError(f"unknown opacity source(s) {unknown}; choose from {', '.join(MODES)}")
     cache: dict[tuple, dict[str, Any]] = {}  # run 0 of init and order is the same training
+    if pool is not None:
+        wanted = list(dict.fromkeys(_seeds(mode, i, init_seed, order_seed) for mode in modes for i in range(runs)))
+        done = [0]
+
+        def ended(seeds) -> None:
+            done[0] += 1
+            if progress:
+                progress(f"{done[0]} of {len(wanted)} runs done", done[0] - 1)
+        cache = pool.train(wanted, ended)
     out: dict[str, Any] = {}
     for mode in modes:
         trained = []
         for i in range(runs):
-            if progress:
+            if progress and pool is None:
                 progress(f"{mode} run {i + 1} of {runs}", modes.index(mode) * runs + i)
             seeds = _seeds(mode, i, init_seed, order_seed)
             if seeds not in cache:
-                cache[seeds] = _one_run(spec, resources, data, seeds)
+                cache[seeds] = one_run(spec, resources, data, seeds)
             trained.append(cache[seeds])
         out[mode] = _summarise(mode, trained, data.task)
     return out

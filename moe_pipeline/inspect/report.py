@@ -102,8 +102,13 @@ def inspect_expert(loaded, expert: str, version: int | None = None, methods: lis
     say("training curves", len(chosen), total)
     section_dynamics(rep, view, record)
     if opacity:
+        from moe_pipeline.inspect.opacity_workers import OpacityPool, worker_count
+
+        # in worker processes where there are cores for more than one run at a time
+        pool = OpacityPool(loaded.path, expert, record.version, {u: r.version for u, r in record.upstream.items()}) \
+            if worker_count(len(opacity) * runs) > 1 else None
         section_opacity(rep, view, expert, data, record, opacity, runs,
-                        lambda what, k: say(f"opacity: {what}", len(chosen) + 1 + k, total))
+                        lambda what, k: say(f"opacity: {what}", len(chosen) + 1 + k, total), pool)
     rep.summary["seconds"] = round(time.perf_counter() - started, 2)
     (out / "summary.json").write_text(json.dumps(rep.summary, indent=2, default=float))
     html_path = write_html(rep)

@@ -306,15 +306,17 @@ def section_dynamics(rep: Report, view, record) -> None:
             "validation loss).")
 
 
-def section_opacity(rep: Report, view, expert, data, record, modes: list[str], runs: int, progress=None) -> None:
-    """`progress(what, k)`: told before the k-th training (`init run 2 of 3`)."""
+def section_opacity(rep: Report, view, expert, data, record, modes: list[str], runs: int, progress=None,
+                    pool=None) -> None:
+    """`progress(what, k)`: told before the k-th training (`init run 2 of 3`); `pool`: where the
+    runs train (`opacity_workers.OpacityPool`; None: here, one after another)."""
     from moe_pipeline.inspect.opacity import CRITERIA, sensitivity
     from moe_pipeline.state.fingerprint import training_seeds
     from moe_pipeline.training.metrics import primary_metric
 
     spec = view.pipeline.experts[expert]
     result = sensitivity(spec, view.pipeline.resources_for(expert), data, *training_seeds(record.spec), modes, runs,
-                         progress)
+                         progress, pool)
     rep.summary["opacity"] = result
     metric = primary_metric(data.task)
     rows = [{"source": mode, "what varied": vals["varied"], "runs": vals["runs"],

@@ -330,17 +330,35 @@ def test_usage_errors_are_messages_not_tracebacks(tmp_path: Path):
 @pytest.mark.reliability("signals")
 def test_ctrl_c_stops_a_long_inspect_within_a_second_naming_where_it_was(tiny: Path, registry_uri: str,
                                                                          tmp_path: Path):
-    """`inspect --opacity` retrains in memory for minutes: Ctrl-C ends it at once, saying which
-    step it stopped at, without a traceback."""
+    """`inspect --opacity` retrains for minutes (in worker processes where there are cores for
+    them): Ctrl-C ends it at once, saying which step it stopped at, without a traceback, and no
+    worker is left running."""
     assert cli("run", tiny) == 0
-    # wait until the retrainings have begun
+    # wait until the retrainings have begun: here "init run 3 of 200", in workers "2 of 200 runs done"
     code, waited, err = _signalled(["inspect", str(tiny), "has_loop", "--opacity", "init", "--runs", "200"],
-                                   env_for(tmp_path, registry_uri), lambda line: "opacity: init run 3 of 200" in line,
+                                   env_for(tmp_path, registry_uri),
+                                   lambda line: "opacity: init run 3 of 200" in line or "opacity: 2 of 200 runs" in line,
                                    signal.SIGINT)
     # promptly, not after the 197 trainings left (about 1 s each); the second itself is measured by hand (README)
     assert waited < 5.0
     assert code == 130, err
-    assert "interrupted: stopped at inspect has_loop: opacity: init run" in err and "Traceback" not in err
+    assert "interrupted: stopped at inspect has_loop: opacity: " in err and "Traceback" not in err
+    deadline = time.monotonic() + 5  # PR_SET_PDEATHSIG, or the pool's own kill: gone within moments
+    while _workers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _workers() == []
+
+
+def _workers() -> list[int]:
+    """Opacity worker processes still running (from /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"moe_pipeline.inspect.opacity_workers" in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
 
 
 def _signalled(args: list[str], env: dict, ready, sig: int) -> tuple[int, float, str]:

@@ -151,3 +151,34 @@ def test_inspect_uploads_only_its_own_files_and_writes_under_the_project_root(ti
     assert cli("inspect", tiny, "is_even", "--methods", "metrics") == 0
     assert (tmp_path / "reports" / "tiny" / "is_even" / "v1" / "report.html").exists()
     assert not (elsewhere / "reports").exists()
+
+
+def test_opacity_runs_in_worker_processes_compute_what_the_same_runs_compute_here(tmp_path: Path, monkeypatch):
+    """With a core per worker, the runs train in worker processes (one torch thread each); the
+    summary is exactly the one of the same runs trained here one after another with one thread."""
+    import torch
+
+    from moe_pipeline.inspect import opacity_workers
+
+    path = planted_quadrant(tmp_path, "planted_pool", rows=600, hidden=16, epochs=4)
+    assert cli("run", path, "--quiet") == 0
+    started = []
+    real = opacity_workers.OpacityPool.train
+    monkeypatch.setattr(opacity_workers.OpacityPool, "train",
+                        lambda self, seeds, progress=None: (started.append(len(seeds)), real(self, seeds, progress))[1])
+    monkeypatch.setattr(opacity_workers, "worker_count", lambda runs: 2)
+    monkeypatch.setattr(opacity_workers.os, "cpu_count", lambda: 2)  # two workers, one thread each
+    assert cli("inspect", path, "quadrant", "--out", tmp_path / "pool", "--methods", "metrics",
+               "--opacity", "init,order,data", "--runs", "2") == 0
+    assert started == [5]  # 2 + 2 + 2 runs, run 0 of init and order shared
+    monkeypatch.setattr(opacity_workers, "worker_count", lambda runs: 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli("inspect", path, "quadrant", "--out", tmp_path / "here", "--methods", "metrics",
+                   "--opacity", "init,order,data", "--runs", "2") == 0
+    finally:
+        torch.set_num_threads(threads)
+    pool = json.loads((tmp_path / "pool" / "summary.json").read_text())["opacity"]
+    here = json.loads((tmp_path / "here" / "summary.json").read_text())["opacity"]
+    assert pool == here
