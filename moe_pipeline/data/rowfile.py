@@ -8,6 +8,7 @@ process to the file's size. Must not know what the rows are.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -59,3 +60,18 @@ class RowFile:
         """Every row in order, `size` rows at a time."""
         for start in range(0, self.rows, size):
             yield self.read(start, start + size)
+
+
+def rows_folder(root: Path) -> Path:
+    """A new folder for one expert's row files, under the project's cache (`.moe-cache/rows/`);
+    the folders of processes that died (kill -9) are removed first."""
+    import shutil
+    import tempfile
+
+    base = root / ".moe-cache" / "rows"
+    base.mkdir(parents=True, exist_ok=True)
+    for old in base.iterdir():
+        pid = old.name.partition("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and Path("/proc/self").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base))

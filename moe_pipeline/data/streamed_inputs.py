@@ -49,9 +49,9 @@ def sampled_expert_data(name: str, expert: ExpertSpec, store: DataStore, upstrea
     from every row's target; `split_rows` says how many rows each split has."""
     import shutil
 
-    from moe_pipeline.execute.training_process import scratch_folder
+    from moe_pipeline.data.rowfile import rows_folder
 
-    folder = scratch_folder(store.root or Path.cwd())
+    folder = rows_folder(store.root or Path.cwd())
     try:
         data = build_streamed_expert_data(name, expert, store, upstream, folder, budget_bytes, max_rows=INSPECT_ROWS)
         data.split_rows = {split: len(data.y[split]) for split in SPLITS}

@@ -109,6 +109,7 @@ class TrainingHere:
     def prepare(self, expert: str, upstream: dict[str, dict[str, str]], located: Located) -> None:
         """Build the expert's inputs and target; `upstream`: expert -> split -> verified outputs file."""
         from moe_pipeline.data.inputs import build_expert_data
+        from moe_pipeline.data.rowfile import rows_folder
         from moe_pipeline.data.store import SPLITS
         from moe_pipeline.data.streamed_inputs import build_streamed_expert_data, reads_streamed
         from moe_pipeline.registry.artifacts import read_tensors
@@ -119,7 +120,7 @@ class TrainingHere:
         with located("target"):
             if reads_streamed(self.pipeline, expert):
                 budget = self.pipeline.resources_for(expert).max_host_memory_gb
-                self._scratch = scratch_folder(self.store.root or Path.cwd())
+                self._scratch = rows_folder(self.store.root or Path.cwd())
                 self._data = build_streamed_expert_data(
                     expert, self.pipeline.experts[expert], self.store,
                     {up: {split: Path(files[split]) for split in SPLITS} for up, files in upstream.items()},
@@ -157,21 +158,6 @@ class TrainingHere:
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
-
-
-def scratch_folder(root: Path) -> Path:
-    """A new folder for one expert's input rows, under the project's cache; the folders of
-    processes that died (kill -9) are removed first."""
-    import shutil
-    import tempfile
-
-    base = root / ".moe-cache" / "rows"
-    base.mkdir(parents=True, exist_ok=True)
-    for old in base.iterdir():
-        pid = old.name.partition("-")[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and Path("/proc/self").exists():
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base))
 
 
 # ---------------------------------------------------------------- `run`'s side

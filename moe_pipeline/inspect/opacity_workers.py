@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 TENSORS = ("pred", "embedding", "agop", "eigenvectors")
 Seeds = tuple[int, int, "int | None"]
