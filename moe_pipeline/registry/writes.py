@@ -188,9 +188,11 @@ class Registry:
         are 144 bytes a row: copying them cost as much as writing them); where a link cannot be
         made (another file system), MLflow copies them."""
         local = _local_path(self._artifact_uri(run_id))
-        if local is not None and _link_tree(folder, local / artifact_path if artifact_path else local):
-            return
-        self._call("log artifacts", self.client.log_artifacts, run_id, str(folder), artifact_path)
+
+        def upload() -> None:
+            if local is None or not _link_tree(folder, local / artifact_path if artifact_path else local):
+                self.client.log_artifacts(run_id, str(folder), artifact_path)
+        self._call("log artifacts", upload)
 
     def log_files(self, run_id: str, files: list[Path], artifact_path: str) -> None:
         """Upload exactly these files (one request), never the rest of the folder they sit in."""
