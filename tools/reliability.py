@@ -32,7 +32,7 @@ CASES = {  # a marker's case -> its row in the table, in this order
     'export over a folder': '`export --out` into a folder holding other files, over an earlier export, while stale',
     'kill -9 in a run': 'kill -9 during training, before registration, between registration and alias, after the alias: the next run converges',
     'kill -9 in a cutoff check': "kill -9 between a cutoff check's two tag writes: never a false fresh",
-    'signals': 'SIGINT and SIGTERM while training, inspecting, reporting or predicting: exit 130 / 143, nothing registered, no overview or output half-written',
+    'signals': 'SIGINT and SIGTERM while training, inspecting (opacity workers included), reporting, predicting, exporting or explaining: exit 130 / 143, nothing registered, no overview, output, export or page half-written',
     'corrupt artifacts': 'corrupt and deleted artifacts of current versions: stale INTEGRITY, repaired by `run`',
     'failing user code': 'user code raising or returning wrong shapes, NaN targets and outputs, a model over `max_memory_gb`: each at the step that finds it (before a run is opened, or in training), one `run` per kind (model, target, training)',
     'usage errors': 'usage errors (no arguments, unknown command or option)',

@@ -3,13 +3,14 @@ under `resources.max_host_memory_gb`: the same `ExpertData` as `build_expert_dat
 each split's inputs a `RowFile` holding exactly the rows the in-memory tensor would hold.
 
 The expert's source fields come from its target's source (validation makes them share its
-rows), read a block at a time; its upstream inputs are read as
-row slices of the upstream experts' verified stored-outputs files (a split's stored outputs
-are that split's rows in file order, as the source's blocks are). The target (one value a
-row) is held in memory. Must not train, load a model or touch the registry.
+rows), read a block at a time; its upstream inputs are read as row slices of the upstream
+experts' verified stored-outputs files (a split's stored outputs are that split's rows in file
+order, as the source's blocks are). The target (one value a row) is held in memory. Must not
+train, load a model or touch the registry.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
@@ -71,7 +72,7 @@ def build_streamed_expert_data(name: str, expert: ExpertSpec, store: DataStore, 
 
     owner, _, field = expert.target_field.partition(".")  # its inputs' source too: validation says so
     source = store.streamed(owner)
-    widths = sum(4 * _width(source.formats[ref.partition(".")[2]][0]) for ref in expert.inputs
+    widths = sum(4 * math.prod(source.formats[ref.partition(".")[2]][0]) for ref in expert.inputs
                  if ref.partition(".")[0] == owner)
     # a block is read, its split's rows cut out, then joined: about four copies of its rows; and
     # blocks of more than BLOCK_BYTES make nothing faster
@@ -121,13 +122,6 @@ def build_streamed_expert_data(name: str, expert: ExpertSpec, store: DataStore, 
                       feature_names=feature_names(store, blocks, shapes), class_names=classes)
 
 
-def _width(shape: tuple[int, ...]) -> int:
-    out = 1
-    for s in shape:
-        out *= s
-    return out
-
-
 def _upstream(name: str, ref: str, upstream: UpstreamFiles, split: str, start: int, rows: int, read_rows) -> torch.Tensor:
     owner, _, output = ref.partition(".")
     if owner not in upstream:
@@ -141,7 +135,7 @@ def _upstream(name: str, ref: str, upstream: UpstreamFiles, split: str, start: i
 def _blocks(inputs: list[str], pieces: list[torch.Tensor]) -> list[Block]:
     out, start = [], 0
     for ref, piece in zip(inputs, pieces):
-        width = piece[0].numel() if len(piece) else _width(tuple(piece.shape[1:]))
+        width = piece[0].numel() if len(piece) else math.prod(piece.shape[1:])
         out.append(Block(ref, start, start + width))
         start += width
     return out
