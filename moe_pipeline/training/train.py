@@ -20,7 +20,7 @@ from moe_pipeline.data.store import SPLITS
 from moe_pipeline.data.inputs import ExpertData
 from moe_pipeline.data.rowfile import RowFile
 from moe_pipeline.training.batches import Sink, epoch_batches, epoch_steps, first_rows, infer_into, row_chunks
-from moe_pipeline.training.metrics import ChunkedMetrics, metrics_of, primary_metric, weakest_class  # noqa: F401
+from moe_pipeline.training.metrics import ChunkedMetrics, metrics_of
 from moe_pipeline.training.memory import PeakRSS, fit_micro_batch
 from moe_pipeline.errors import MemoryBudgetError, TrainingError
 from moe_pipeline.training.models import build_model, first_layer, parameter_count
