@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 MODULES = ["bench_agop", "bench_train", "bench_status", "bench_cutoff", "bench_memory", "bench_demo", "bench_commands", "bench_ray", "bench_use",
-           "bench_inspect", "bench_tables", "bench_findings", "bench_folder", "bench_scale", "bench_stream"]
+           "bench_inspect", "bench_tables", "bench_findings", "bench_folder", "bench_scale", "bench_stream", "bench_opacity"]
 
 
 def machine() -> dict:

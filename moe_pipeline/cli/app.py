@@ -273,6 +273,8 @@ def inspect(
         None, "--opacity", help="learning opacity by source, comma-separated: init (new initial weights), order "
         "(new batch order), data (bootstrap resamples); each retrains --runs times in memory"),
     runs: int = typer.Option(3, "--runs", help="trainings per opacity source (at least 2)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="processes the opacity runs train in "
+                                          "(default: one per core; 1: here, one after another)"),
     out: Optional[Path] = typer.Option(None, "--out", help="default: reports/<pipeline>/<expert>/v<N>/"),
 ) -> None:
     """Inspect one expert version: metrics, confusion, AGOP, collapse, attributions, opacity."""
@@ -288,7 +290,7 @@ def inspect(
     methods = [m.strip() for given in methods for m in given.split(",") if m.strip()] if methods else None
     with steps(f"inspect {expert}") as progress:
         inspect_expert(load_pipeline(pipeline), expert, version=version, methods=methods, opacity=modes, runs=runs,
-                       out=out, progress=progress)
+                       out=out, progress=progress, workers=workers)
 
 
 @app.command()

@@ -32,8 +32,9 @@ def worker_count(runs: int) -> int:
 class OpacityPool:
     """Opacity runs of one expert version, spread over worker processes."""
 
-    def __init__(self, pipeline_path: Path, expert: str, version: int, upstream: dict[str, int]):
+    def __init__(self, pipeline_path: Path, expert: str, version: int, upstream: dict[str, int], workers: int):
         self.request = {"pipeline": str(pipeline_path), "expert": expert, "version": version, "upstream": upstream}
+        self.workers = workers
 
     def train(self, seeds: list[Seeds], progress: Callable[[Seeds], None] | None = None) -> dict[Seeds, dict]:
         """{seeds: the run's results} of every run, `progress(seeds)` told as each one ends."""
@@ -41,7 +42,7 @@ class OpacityPool:
 
         from moe_pipeline.registry.artifacts import read_tensors
 
-        workers = worker_count(len(seeds))
+        workers = max(1, min(self.workers, len(seeds)))
         threads = max(1, (os.cpu_count() or 1) // workers)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
         answers: queue.Queue = queue.Queue()

@@ -52,10 +52,12 @@ def _header(view, expert: str, record) -> tuple[str, dict[str, Any]]:
 
 def inspect_expert(loaded, expert: str, version: int | None = None, methods: list[str] | None = None,
                    opacity: list[str] | None = None, runs: int = 3, out: Path | None = None,
-                   quiet: bool = False, view=None, progress: Callable[[str, int, int], None] | None = None) -> Report:
+                   quiet: bool = False, view=None, progress: Callable[[str, int, int], None] | None = None,
+                   workers: int | None = None) -> Report:
     """`view`: a View to reuse (the overview inspects every expert through one); the report's
-    files are uploaded to the version's run and the version's description links the page: the only writes. `progress(what, done, total)` is
-    told each section (and each opacity training) before it runs."""
+    files are uploaded to the version's run and the version's description links the page: the
+    only writes. `progress(what, done, total)` is told each section (and each opacity training)
+    before it runs. `workers`: processes the opacity runs train in (default: one per core)."""
     from moe_pipeline.registry.artifacts import INITIAL, read_tensors
     from moe_pipeline.execute.view import View
     from moe_pipeline.registry.writes import Registry
@@ -105,8 +107,9 @@ def inspect_expert(loaded, expert: str, version: int | None = None, methods: lis
         from moe_pipeline.inspect.opacity_workers import OpacityPool, worker_count
 
         # in worker processes where there are cores for more than one run at a time
-        pool = OpacityPool(loaded.path, expert, record.version, {u: r.version for u, r in record.upstream.items()}) \
-            if worker_count(len(opacity) * runs) > 1 else None
+        count = worker_count(len(opacity) * runs) if workers is None else min(workers, len(opacity) * runs)
+        pool = OpacityPool(loaded.path, expert, record.version, {u: r.version for u, r in record.upstream.items()},
+                           count) if count > 1 else None
         section_opacity(rep, view, expert, data, record, opacity, runs,
                         lambda what, k: say(f"opacity: {what}", len(chosen) + 1 + k, total), pool)
     rep.summary["seconds"] = round(time.perf_counter() - started, 2)

@@ -166,17 +166,16 @@ def test_opacity_runs_in_worker_processes_compute_what_the_same_runs_compute_her
     real = opacity_workers.OpacityPool.train
     monkeypatch.setattr(opacity_workers.OpacityPool, "train",
                         lambda self, seeds, progress=None: (started.append(len(seeds)), real(self, seeds, progress))[1])
-    monkeypatch.setattr(opacity_workers, "worker_count", lambda runs: 2)
     monkeypatch.setattr(opacity_workers.os, "cpu_count", lambda: 2)  # two workers, one thread each
     assert cli("inspect", path, "quadrant", "--out", tmp_path / "pool", "--methods", "metrics",
-               "--opacity", "init,order,data", "--runs", "2") == 0
+               "--opacity", "init,order,data", "--runs", "2", "--workers", "2") == 0
     assert started == [5]  # 2 + 2 + 2 runs, run 0 of init and order shared
-    monkeypatch.setattr(opacity_workers, "worker_count", lambda runs: 1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         assert cli("inspect", path, "quadrant", "--out", tmp_path / "here", "--methods", "metrics",
-                   "--opacity", "init,order,data", "--runs", "2") == 0
+                   "--opacity", "init,order,data", "--runs", "2", "--workers", "1") == 0
+        assert started == [5]  # here: no pool
     finally:
         torch.set_num_threads(threads)
     pool = json.loads((tmp_path / "pool" / "summary.json").read_text())["opacity"]
