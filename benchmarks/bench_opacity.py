@@ -13,16 +13,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _seconds(args: list[str], env: dict) -> float:
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "moe_pipeline", *args], env=env, cwd=ROOT, check=True, capture_output=True)
-    return time.perf_counter() - started
+from bench_inspect import ROOT, _seconds
 
 
 def run() -> list[dict]:

@@ -78,16 +78,23 @@ def build_expert_data(name: str, expert: ExpertSpec, store: DataStore, upstream:
     for ref, part in zip(expert.inputs, parts["train"]):
         _finite(name, f"input {ref}", part)
     y, task, n_outputs = _target(name, expert, store)
-    owner, _, field = expert.target_field.partition(".")
-    classes = store.described(owner).classes.get(field) if task == "classification" and not expert.target_fn else None
-    if task == "classification" and expert.classes is not None:
+    return ExpertData(x=x, y=y, blocks=blocks, task=task, n_outputs=n_outputs,
+                      feature_names=feature_names(store, blocks, [tuple(p.shape[1:]) for p in parts["train"]]),
+                      class_names=class_names(name, expert, store, task, n_outputs))
+
+
+def class_names(name: str, expert: ExpertSpec, store: DataStore, task: str, n_outputs: int) -> list[str] | None:
+    """The names of the target's class ids: the expert's `classes:`, else its source's (a target
+    function's ids have none), one per id."""
+    if task != "classification":
+        return None
+    if expert.classes is not None:
         if len(expert.classes) != n_outputs:
             raise DataError(f"expert '{name}': `classes` names {len(expert.classes)} classes but the target has "
                             f"{n_outputs} (ids 0..{n_outputs - 1}); give one name per class id")
-        classes = list(expert.classes)
-    return ExpertData(x=x, y=y, blocks=blocks, task=task, n_outputs=n_outputs,
-                      feature_names=feature_names(store, blocks, [tuple(p.shape[1:]) for p in parts["train"]]),
-                      class_names=classes)
+        return list(expert.classes)
+    owner, _, field = expert.target_field.partition(".")
+    return None if expert.target_fn else store.described(owner).classes.get(field)
 
 
 def feature_names(store: DataStore, blocks: list[Block], shapes: list[tuple[int, ...]]) -> list[str] | None:

@@ -282,11 +282,15 @@ def _table_digests(source: Any, path: Path) -> dict[str, str]:
         from moe_pipeline.data.blocks import ParquetBlocks, table_digests
 
         return table_digests(ParquetBlocks(source, path))
-    import numpy as np
-
     from moe_pipeline.data.files import read
 
-    data = read(source, path, "")
+    return whole_table_digests(read(source, path, ""))
+
+
+def whole_table_digests(data: Any) -> dict[str, str]:
+    """Each field's hash from a table read whole (`files.FileData`)."""
+    import numpy as np
+
     hashes = {}
     for name, values in data.fields.items():
         digest = hashlib.sha256(f"{values.dtype}|{values.shape}|".encode())

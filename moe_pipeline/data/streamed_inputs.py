@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Mapping
 import torch
 
 from moe_pipeline.data.blocks import BLOCK_BYTES
-from moe_pipeline.data.inputs import Block, ExpertData, concatenate, feature_names, target_values
+from moe_pipeline.data.inputs import Block, ExpertData, class_names, concatenate, feature_names, target_values
 from moe_pipeline.data.rowfile import RowFile
 from moe_pipeline.data.store import SPLITS, DataStore
 from moe_pipeline.errors import DataError
@@ -112,14 +112,9 @@ def build_streamed_expert_data(name: str, expert: ExpertSpec, store: DataStore, 
             parts = [torch.from_numpy(block[field]) for block in source.blocks(split, rows, [field])]
         targets[split] = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
     y, task, n_outputs = _targets(name, expert, targets)
-    classes = source.classes.get(field) if task == "classification" and not expert.target_fn else None
-    if task == "classification" and expert.classes is not None:
-        if len(expert.classes) != n_outputs:
-            raise DataError(f"expert '{name}': `classes` names {len(expert.classes)} classes but the target has "
-                            f"{n_outputs} (ids 0..{n_outputs - 1}); give one name per class id")
-        classes = list(expert.classes)
     return ExpertData(x=x, y=y, blocks=blocks, task=task, n_outputs=n_outputs,
-                      feature_names=feature_names(store, blocks, shapes), class_names=classes)
+                      feature_names=feature_names(store, blocks, shapes),
+                      class_names=class_names(name, expert, store, task, n_outputs))
 
 
 def _upstream(name: str, ref: str, upstream: UpstreamFiles, split: str, start: int, rows: int, read_rows) -> torch.Tensor:

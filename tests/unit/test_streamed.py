@@ -4,8 +4,6 @@ fitted over blocks, stored outputs written a chunk at a time, metrics over chunk
 buffer's epochs."""
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -40,17 +38,11 @@ def _table(tmp_path: Path, n: int = 5003, row_group: int = 700, bad_row: int | N
 
 
 def _whole_digests(source, path: Path) -> dict[str, str]:
-    """The hash of each field as of the whole file read at once (`files.read`)."""
+    """The hash of each field as of the whole file read at once (`files.read`), as a CSV is hashed."""
     from moe_pipeline.data.files import read
+    from moe_pipeline.data.store import whole_table_digests
 
-    data = read(source, path, "")
-    out = {}
-    for name, values in data.fields.items():
-        digest = hashlib.sha256(f"{values.dtype}|{values.shape}|".encode())
-        digest.update(np.ascontiguousarray(values).tobytes())
-        digest.update(json.dumps([data.names.get(name), data.classes.get(name)]).encode())
-        out[name] = digest.hexdigest()
-    return out
+    return whole_table_digests(read(source, path, ""))
 
 
 def test_a_parquet_table_read_in_blocks_gives_the_whole_files_values_classes_and_hashes(tmp_path: Path):
