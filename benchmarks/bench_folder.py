@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 N_FILES = 50_000
 GOAL_S = 1.0
+WHY = ("; what is left: the scandir pass with one stat a file, the interpreter and imports, reading and rewriting the folder's table and the new file list")
 
 REFERENCE = """
 import os, sys
@@ -83,5 +84,6 @@ def run() -> list[dict]:
                      "met": seconds <= GOAL_S and (case == "unchanged" or all(named)),
                      "note": f"a hand-written os.stat loop over the same files: {ref:.2f} s (fresh process)"
                              + ("" if case == "unchanged" else
-                                f"; the reason named the edited files {sum(named)} of 3 times")})
+                                f"; the reason named the edited files {sum(named)} of 3 times")
+                             + ("" if seconds <= GOAL_S else WHY)})
     return rows

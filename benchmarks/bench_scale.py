@@ -130,8 +130,12 @@ def _row(what: str, ours: list, theirs: list, time_goal: float, memory_goal: flo
     seconds, peak = statistics.median(s for s, _ in ours), max(m for _, m in ours)
     ref_s, ref_peak = statistics.median(s for s, _ in theirs), max(m for _, m in theirs)
     ratio, memory = seconds / ref_s, peak / ref_peak
+    met = ratio <= time_goal and memory <= memory_goal
     return {"benchmark": f"{what}, against a hand-written script (fresh processes, interleaved, median of 3)",
             "value": round(ratio, 2), "unit": "x time", "goal": f"<= {time_goal}x time, <= {memory_goal}x peak RSS",
-            "met": ratio <= time_goal and memory <= memory_goal,
+            "met": met,
             "note": f"moe-pipeline {seconds:.1f} s, {peak:.2f} GiB; by hand {ref_s:.1f} s, {ref_peak:.2f} GiB "
-                    f"(peak RSS {memory:.2f}x)"}
+                    f"(peak RSS {memory:.2f}x)" + ("" if met or what.startswith("`predict`") else WHY)}
+
+
+WHY = ("; where the time goes beyond the script's: `run`'s own process parses the whole table to hash its fields while the training process parses it too, and on 2 cores the two compete (a parquet table is hashed a block at a time, a CSV whole), then the registry's writes")
