@@ -25,16 +25,22 @@ def _seconds(args: list[str], env: dict) -> float:
     return time.perf_counter() - started
 
 
+def trained_demo(project: Path) -> tuple[Path, dict]:
+    """The demo pipeline in `project`, trained by the project's own `run`; its path and environment."""
+    (project / ".git").mkdir()
+    pipeline = project / "digits.yaml"
+    pipeline.write_text((ROOT / "pipelines" / "digits.yaml").read_text())
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project}/registry/mlflow.db", "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-m", "moe_pipeline", "run", str(pipeline), "--quiet"], env=env, cwd=ROOT,
+                   check=True, capture_output=True)
+    return pipeline, env
+
+
 def run() -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
-        (project / ".git").mkdir()
-        pipeline = project / "digits.yaml"
-        pipeline.write_text((ROOT / "pipelines" / "digits.yaml").read_text())
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project}/registry/mlflow.db", "PYTHONPATH": str(ROOT)}
-        subprocess.run([sys.executable, "-m", "moe_pipeline", "run", str(pipeline), "--quiet"], env=env, cwd=ROOT,
-                       check=True, capture_output=True)
+        pipeline, env = trained_demo(project)
         for expert, kind in (("has_loop", "CNN on 8x8 images"), ("digit", "MLP on five experts' probabilities")):
             seconds = statistics.median(_seconds(["inspect", str(pipeline), expert], env) for _ in range(3))
             rows.append({"benchmark": f"`inspect` of {expert} ({kind}), every section, fresh process (median of 3)",

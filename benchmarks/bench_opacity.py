@@ -10,23 +10,16 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from bench_inspect import ROOT, _seconds
+from bench_inspect import _seconds, trained_demo
 
 
 def run() -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
-        (project / ".git").mkdir()
-        pipeline = project / "digits.yaml"
-        pipeline.write_text((ROOT / "pipelines" / "digits.yaml").read_text())
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project}/registry/mlflow.db", "PYTHONPATH": str(ROOT)}
-        subprocess.run([sys.executable, "-m", "moe_pipeline", "run", str(pipeline), "--quiet"], env=env, cwd=ROOT,
-                       check=True, capture_output=True)
+        pipeline, env = trained_demo(project)
         args = ["inspect", str(pipeline), "has_loop", "--methods", "metrics", "--opacity", "init,order,data",
                 "--runs", "3", "--out", str(project / "report")]
         pooled, here = [], []
